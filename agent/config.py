@@ -1,0 +1,166 @@
+"""Configuration: pydantic models filled from defaults < YAML file < WATTWISE_* env < CLI flags.
+
+Nested keys in the environment use a double underscore: WATTWISE_NVML__POWER_POLL_HZ=5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from agent.errors import ConfigError
+
+DEFAULT_PORT = 9877
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RaplConfig(_Section):
+    enabled: bool = Field(True, description="Read CPU and DRAM energy from powercap RAPL zones.")
+
+
+class NvmlConfig(_Section):
+    enabled: bool = Field(True, description="Read GPU energy and state through NVML.")
+    power_poll_hz: float = Field(
+        10.0,
+        gt=0,
+        le=100,
+        description="Power polling rate for GPUs without an energy counter (pre-Volta).",
+    )
+
+
+class EstimateConfig(_Section):
+    enabled: bool = Field(
+        True, description="Estimate CPU power from utilisation when no RAPL zone is readable."
+    )
+    cpu_tdp_w: float = Field(
+        100.0, gt=0, le=2000, description="Thermal design power of one CPU socket, in watts."
+    )
+    cpu_idle_ratio: float = Field(
+        0.2, ge=0, le=1, description="Power of an idle socket as a fraction of its TDP."
+    )
+
+
+class Config(BaseSettings):
+    """The agent's whole configuration; every filesystem root is a field, for fixture trees."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WATTWISE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    interval_s: float = Field(1.0, ge=0.05, le=3600, description="Sampling interval (one tick).")
+    listen: str = Field(
+        f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT the Prometheus endpoint binds."
+    )
+    sysfs_root: Path = Field(Path("/sys"), description="Root of sysfs (fixture trees in tests).")
+    procfs_root: Path = Field(Path("/proc"), description="Root of procfs.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    rapl: RaplConfig = RaplConfig()
+    nvml: NvmlConfig = NvmlConfig()
+    estimate: EstimateConfig = EstimateConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        allowed = ("debug", "info", "warning", "error")
+        if value.lower() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value.lower()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_: Any) -> tuple:  # type: ignore[override]
+        # Layering is done explicitly in load_config(); the constructor sees only merged values.
+        return (init_settings,)
+
+    @property
+    def listen_host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT with a port from 0 to 65535, e.g. 0.0.0.0:9877")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Builds the effective Config, or raises ConfigError naming the field at fault."""
+    merged = _read_yaml(path) if path else {}
+    _deep_merge(merged, EnvSettingsSource(Config)())
+    _deep_merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Config(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def effective_values(config: Config) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not a {kind}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> None:
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            parent = _model_at(error["loc"][:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "?"
+            lines.append(f"  {field}: unknown key (allowed here: {allowed})")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"  {field} = {error['input']!r}: {message}")
+    return "\n".join(lines)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

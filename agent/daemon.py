@@ -1,0 +1,149 @@
+"""The Agent: opens the sources, runs one tick (read -> account -> Snapshot), serves, shuts down."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from agent.accounting import EnergyAccounts
+from agent.config import Config
+from agent.errors import ListenError
+from agent.model import ESTIMATE, Finding, Snapshot, SourceReadout
+from agent.sources.estimate import EstimateSource
+from agent.sources.nvml import NvmlSource
+from agent.sources.rapl import RaplSource
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    name: str
+
+    def read(self) -> SourceReadout: ...
+    def probe(self) -> list[Finding]: ...
+    def close(self) -> None: ...
+
+
+class Agent:
+    """Owns the sources and the counter state; `tick()` swaps in a new immutable Snapshot."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sources: list[Source] = []
+        self._skipped: list[Finding] = []
+        self._open_sources()
+        self.accounts = EnergyAccounts()
+        self.latest: Snapshot | None = None
+        self._down: dict[str, str] = {}
+
+    def _open_sources(self) -> None:
+        config = self.config
+        rapl = RaplSource(config.sysfs_root) if config.rapl.enabled else None
+        if rapl is not None:
+            self.sources.append(rapl)
+        if config.nvml.enabled:
+            self.sources.append(NvmlSource(config.nvml.power_poll_hz))
+        why = rapl.why_not_measuring_cpu() if rapl is not None else "RAPL disabled in config"
+        if why is None:
+            note = "not in use: RAPL measures the CPU"
+            self._skipped.append(Finding(ESTIMATE, "cpu", "-", True, note))
+        elif config.estimate.enabled:
+            self.sources.append(
+                EstimateSource(config.estimate, config.sysfs_root, config.procfs_root, why)
+            )
+            log.warning("CPU energy is estimated, not measured: %s", why)
+        else:
+            note = "disabled in config, and no RAPL: CPU energy is not reported"
+            fix = "enable estimate or RAPL"
+            self._skipped.append(Finding(ESTIMATE, "cpu", "-", False, note, fix))
+
+    def tick(self) -> Snapshot:
+        started = time.perf_counter()
+        readouts = [source.read() for source in self.sources]
+        counters = tuple(c for r in readouts for c in r.counters)
+        domains = self.accounts.update(counters)
+        self._log_changes(domains)
+        snapshot = Snapshot(
+            taken_at_unix_s=time.time(),
+            interval_s=self.config.interval_s,
+            tick_duration_s=time.perf_counter() - started,
+            domains=domains,
+            gpus=tuple(g for r in readouts for g in r.gpus),
+            sources=tuple(s for r in readouts for s in r.status),
+        )
+        self.latest = snapshot  # one reference swap: a scrape sees this tick or the last, whole
+        return snapshot
+
+    def _log_changes(self, domains: tuple) -> None:
+        for domain in domains:
+            name = f"{domain.key.source} {domain.key.domain}-{domain.key.device}"
+            if not domain.up and self._down.get(name) != domain.error:
+                log.warning("%s is down: %s", name, domain.error)
+                self._down[name] = domain.error or ""
+            elif domain.up and name in self._down:
+                log.info("%s is up again", name)
+                del self._down[name]
+
+    def probe(self) -> list[Finding]:
+        return [f for source in self.sources for f in source.probe()] + self._skipped
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+
+def serve(config: Config) -> None:
+    """Runs until SIGINT or SIGTERM; stops within one interval and restores the signal handlers."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from exporters.prometheus import SnapshotCollector
+
+    agent = Agent(config)
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: agent.latest))
+    try:
+        httpd, _ = start_http_server(config.listen_port, config.listen_host, registry)
+    except OSError as exc:
+        agent.close()
+        raise ListenError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+
+    stop = threading.Event()
+    scheduler = BackgroundScheduler(daemon=True)
+    scheduler.add_job(
+        agent.tick,
+        "interval",
+        seconds=config.interval_s,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(1, int(config.interval_s)),
+        id="tick",
+    )
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    try:
+        for sig in previous:
+            signal.signal(sig, request_stop)
+        agent.tick()
+        scheduler.start()
+        log.info("serving http://%s/metrics, sampling every %g s", config.listen, config.interval_s)
+        while not stop.wait(timeout=1.0):
+            pass
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=True)  # lets a tick in flight finish: at most one interval
+        httpd.shutdown()
+        httpd.server_close()
+        agent.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopped")

@@ -1,0 +1,124 @@
+"""Frozen records passed between stages. Every quantity carries its SI unit in its name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Energy sources, as they appear in the `source` label.
+RAPL = "rapl"
+NVML = "nvml"
+NVML_POWER = "nvml_power"
+ESTIMATE = "estimate"
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    """Identity of one cumulative energy counter."""
+
+    domain: str  # package, core, uncore, dram, psys, gpu
+    device: str  # socket index, GPU index, or "all" for a node-wide estimate
+    source: str  # rapl, nvml, nvml_power, estimate
+
+
+@dataclass(frozen=True, slots=True)
+class CounterReading:
+    """One raw read of a hardware (or synthetic) energy counter."""
+
+    key: CounterKey
+    raw_uj: int | None  # None: could not be read this tick, see `error`
+    wrap_uj: int | None  # counter modulus (RAPL max_energy_range_uj); None: a decrease is a reset
+    monotonic_s: float  # time.monotonic() of the read
+    in_node_total: bool  # False for subzones already inside their parent (core, uncore)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEnergy:
+    """A counter after accounting: monotonic joules since the first reading."""
+
+    key: CounterKey
+    energy_j: float  # hardware reading at first sample + every corrected delta since
+    power_w: float | None  # mean over the last interval; None before two good readings
+    up: bool
+    error: str | None
+    in_node_total: bool
+    wraps: int
+    resets: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuStatus:
+    index: int
+    uuid: str
+    model: str
+    up: bool
+    error: str | None
+    energy_source: str  # nvml (hardware counter) or nvml_power (polled and integrated)
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    utilization_ratio: float | None = None
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    temperature_celsius: float | None = None
+    sm_clock_hz: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    source: str
+    up: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One line of `wattwise probe`: what was looked for, what was found, how to fix it."""
+
+    source: str  # rapl, nvml, estimate
+    item: str  # zone name, GPU index, ...
+    location: str  # sysfs path, GPU UUID, ...
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReadout:
+    """What one source returns from one tick."""
+
+    counters: tuple[CounterReading, ...] = ()
+    gpus: tuple[GpuStatus, ...] = ()
+    status: tuple[SourceStatus, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTotal:
+    """Non-overlapping sum of a source's domains (core and uncore are inside package)."""
+
+    source: str
+    energy_j: float
+    power_w: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one tick learned; the exporter renders the latest one and nothing else."""
+
+    taken_at_unix_s: float
+    interval_s: float
+    tick_duration_s: float
+    domains: tuple[DomainEnergy, ...]
+    gpus: tuple[GpuStatus, ...]
+    sources: tuple[SourceStatus, ...]
+
+    @property
+    def node_totals(self) -> tuple[NodeTotal, ...]:
+        totals: dict[str, tuple[float, float | None]] = {}
+        for d in self.domains:
+            if not d.in_node_total:
+                continue
+            energy, power = totals.get(d.key.source, (0.0, None))
+            if d.power_w is not None:
+                power = (power or 0.0) + d.power_w
+            totals[d.key.source] = (energy + d.energy_j, power)
+        return tuple(NodeTotal(s, e, p) for s, (e, p) in sorted(totals.items()))

@@ -1,0 +1,1 @@
+"""Hardware sources. Each returns CounterReadings; none imports prometheus_client."""

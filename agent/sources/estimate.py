@@ -1,0 +1,69 @@
+"""CPU power estimated from utilisation, for machines without a readable RAPL zone.
+
+power = sockets x TDP x (idle_ratio + (1 - idle_ratio) x utilisation), the linear min/max model
+Cloud Carbon Footprint uses. It is integrated into a synthetic counter with source="estimate"
+and never mixed with measured series.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+
+from agent.config import EstimateConfig
+from agent.model import ESTIMATE, CounterKey, CounterReading, Finding, SourceReadout, SourceStatus
+
+KEY = CounterKey("package", "all", ESTIMATE)
+
+
+def count_sockets(sysfs_root: Path) -> int:
+    cpu_dir = sysfs_root / "devices" / "system" / "cpu"
+    packages = set()
+    for path in cpu_dir.glob("cpu[0-9]*/topology/physical_package_id"):
+        try:
+            packages.add(path.read_text().strip())
+        except OSError:
+            continue
+    return max(len(packages), 1)
+
+
+class EstimateSource:
+    name = ESTIMATE
+
+    def __init__(self, config: EstimateConfig, sysfs_root: Path, procfs_root: Path, why: str):
+        psutil.PROCFS_PATH = str(procfs_root)  # psutil's documented hook for another /proc
+        self.config = config
+        self.sockets = count_sockets(sysfs_root)
+        self.why = why
+        self._energy_uj = 0.0
+        self._last_monotonic_s: float | None = None
+        psutil.cpu_percent(interval=None)  # primes psutil's busy-time baseline
+
+    def power_w(self, utilization_ratio: float) -> float:
+        idle = self.config.cpu_idle_ratio
+        return self.sockets * self.config.cpu_tdp_w * (idle + (1 - idle) * utilization_ratio)
+
+    def read(self) -> SourceReadout:
+        now = time.monotonic()
+        utilization = psutil.cpu_percent(interval=None) / 100.0
+        if self._last_monotonic_s is not None:
+            self._energy_uj += self.power_w(utilization) * (now - self._last_monotonic_s) * 1e6
+        self._last_monotonic_s = now
+        reading = CounterReading(KEY, int(self._energy_uj), None, now, True)
+        return SourceReadout(counters=(reading,), status=(SourceStatus(ESTIMATE, True, self.why),))
+
+    def describe(self) -> str:
+        return (
+            f"{self.sockets} socket(s) x {self.config.cpu_tdp_w:g} W TDP, idle at "
+            f"{self.config.cpu_idle_ratio:.0%} of TDP, scaled by CPU utilisation"
+        )
+
+    def probe(self) -> list[Finding]:
+        detail = f"in use: {self.why}; {self.describe()}"
+        fix = "set estimate.cpu_tdp_w to your CPU's TDP; grant RAPL access for measured figures"
+        return [Finding(ESTIMATE, "cpu", "package/all", True, detail, fix)]
+
+    def close(self) -> None:
+        pass

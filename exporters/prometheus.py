@@ -1,0 +1,153 @@
+"""Prometheus exposition of the latest Snapshot, through a custom collector.
+
+A scrape renders what the last tick stored and touches no hardware. Every family is built anew in
+each collect() call; there are no global metric objects.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from agent import __version__
+from agent.model import NVML, RAPL, GpuStatus, Snapshot
+
+DOMAIN_LABELS = ["domain", "device", "source"]
+GPU_LABELS = ["gpu", "uuid", "model"]
+
+# (metric suffix, GpuStatus field, help)
+GPU_GAUGES = (
+    ("power_watts", "power_w", "GPU power draw as NVML reports it (see the source caveat)"),
+    ("power_limit_watts", "power_limit_w", "GPU enforced power limit"),
+    ("utilization_ratio", "utilization_ratio", "Fraction of the last sample period a kernel ran"),
+    ("memory_used_bytes", "memory_used_bytes", "GPU memory in use"),
+    ("memory_total_bytes", "memory_total_bytes", "GPU memory installed"),
+    ("temperature_celsius", "temperature_celsius", "GPU core temperature"),
+    ("sm_clock_hertz", "sm_clock_hz", "GPU streaming-multiprocessor clock"),
+)
+
+
+class SnapshotCollector:
+    """Renders whatever `latest()` returns; None (before the first tick) renders build info only."""
+
+    def __init__(self, latest: Callable[[], Snapshot | None]) -> None:
+        self._latest = latest
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            "wattwise_build_info", "wattwise build, always 1", labels=["version", "python_version"]
+        )
+        build.add_metric([__version__, platform.python_version()], 1)
+        yield build
+        snapshot = self._latest()
+        if snapshot is not None:
+            yield from (family for family in render(snapshot) if family.samples)
+
+
+def render(snapshot: Snapshot) -> Iterator[Metric]:
+    every = f"sampled every {snapshot.interval_s:g} s"
+    energy = CounterMetricFamily(
+        "wattwise_node_energy",
+        f"Energy per domain since the first reading, from wrap-corrected counters; {every}",
+        labels=DOMAIN_LABELS,
+        unit="joules",
+    )
+    power = GaugeMetricFamily(
+        "wattwise_node_power_watts",
+        f"Mean power per domain over the last interval; {every}",
+        labels=DOMAIN_LABELS,
+    )
+    up = GaugeMetricFamily(
+        "wattwise_node_energy_up",
+        f"1 if the domain's counter was read in the last tick, 0 if not; {every}",
+        labels=DOMAIN_LABELS,
+    )
+    wraps = CounterMetricFamily(
+        "wattwise_counter_wraps",
+        "Counter wraps corrected (RAPL max_energy_range_uj)",
+        labels=DOMAIN_LABELS,
+    )
+    resets = CounterMetricFamily(
+        "wattwise_counter_resets",
+        "Counter resets seen (NVML counter restarted by a driver reload)",
+        labels=DOMAIN_LABELS,
+    )
+    for d in snapshot.domains:
+        labels = [d.key.domain, d.key.device, d.key.source]
+        up.add_metric(labels, 1 if d.up else 0)
+        if d.energy_j or d.up:
+            energy.add_metric(labels, d.energy_j)
+            if d.key.source == RAPL:
+                wraps.add_metric(labels, d.wraps)
+            if d.key.source == NVML:
+                resets.add_metric(labels, d.resets)
+        if d.power_w is not None:
+            power.add_metric(labels, d.power_w)
+    yield from (energy, power, up, wraps, resets)
+
+    total_energy = CounterMetricFamily(
+        "wattwise_node_total_energy",
+        "Node energy per source, summing only domains that do not overlap "
+        f"(package and dram, or psys; every GPU); {every}",
+        labels=["source"],
+        unit="joules",
+    )
+    total_power = GaugeMetricFamily(
+        "wattwise_node_total_power_watts",
+        f"Node power per source over the last interval, non-overlapping domains; {every}",
+        labels=["source"],
+    )
+    for total in snapshot.node_totals:
+        total_energy.add_metric([total.source], total.energy_j)
+        if total.power_w is not None:
+            total_power.add_metric([total.source], total.power_w)
+    yield from (total_energy, total_power)
+
+    yield from _gpu_families(snapshot.gpus, every)
+
+    source_up = GaugeMetricFamily(
+        "wattwise_source_up", "1 if the source delivered data in the last tick", labels=["source"]
+    )
+    for status in snapshot.sources:
+        source_up.add_metric([status.source], 1 if status.up else 0)
+    yield source_up
+
+    yield GaugeMetricFamily(
+        "wattwise_tick_duration_seconds",
+        "Wall time of the last tick (read, account, snapshot)",
+        value=snapshot.tick_duration_s,
+    )
+    yield GaugeMetricFamily(
+        "wattwise_last_tick_timestamp_seconds",
+        "Unix time of the last completed tick",
+        value=snapshot.taken_at_unix_s,
+    )
+    yield GaugeMetricFamily(
+        "wattwise_sampling_interval_seconds",
+        "Configured interval between ticks",
+        value=snapshot.interval_s,
+    )
+
+
+def _gpu_families(gpus: tuple[GpuStatus, ...], every: str) -> Iterator[Metric]:
+    gpu_up = GaugeMetricFamily(
+        "wattwise_gpu_up",
+        f"1 if NVML answered for this GPU in the last tick; {every}",
+        labels=GPU_LABELS,
+    )
+    families = [
+        (field, GaugeMetricFamily(f"wattwise_gpu_{suffix}", f"{text}; {every}", labels=GPU_LABELS))
+        for suffix, field, text in GPU_GAUGES
+    ]
+    for gpu in gpus:
+        labels = [str(gpu.index), gpu.uuid, gpu.model]
+        gpu_up.add_metric(labels, 1 if gpu.up else 0)
+        for field, family in families:
+            value = getattr(gpu, field)
+            if value is not None:
+                family.add_metric(labels, value)
+    yield gpu_up
+    for _, family in families:
+        yield family
