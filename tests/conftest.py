@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = ROOT / "tests" / "fakes"
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", help="Rewrite golden files from current output."
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The fake pynvml, put where `import pynvml` finds it (the one NVML seam)."""
+    monkeypatch.syspath_prepend(str(FAKES))
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    import pynvml
+
+    assert pynvml.__file__.startswith(str(FAKES))
+    pynvml.configure({"gpus": []})
+    yield pynvml
+    sys.modules.pop("pynvml", None)
+
+
+@pytest.fixture
+def no_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if nvidia-ml-py were not installed."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+
+
+def subprocess_env(nvml_state: Path | None = None, **extra: str) -> dict[str, str]:
+    """Environment for the real CLI in a subprocess: the fake NVML first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATTWISE_")}
+    if nvml_state is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(FAKES), env.get("PYTHONPATH", "")])
+        env["FAKE_PYNVML_STATE"] = str(nvml_state)
+    env.update(extra)
+    return env

@@ -1,0 +1,175 @@
+"""Stand-in for nvidia-ml-py's `pynvml`, for machines without an NVIDIA GPU.
+
+It mirrors the real module's names, error codes, units (mW, mJ, MHz, bytes) and error behaviour
+for the calls wattwise makes. Its GPUs are described by a dict: set in-process with configure(),
+or in a JSON file named by FAKE_PYNVML_STATE (re-read when it changes) for a subprocess.
+
+A GPU entry: name, uuid, energy_mj, power_mw, power_limit_mw, util_gpu (%), mem_used, mem_total
+(bytes), temp_c, sm_clock_mhz, energy_supported (False: pre-Volta), lost (True: every call raises
+NVML_ERROR_GPU_IS_LOST). The top level may set init_error to an NVML_ERROR_* code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_GPU_NOT_FOUND = 28
+NVML_ERROR_UNKNOWN = 999
+
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_SM = 1
+
+_STRINGS = {
+    NVML_ERROR_UNINITIALIZED: "Uninitialized",
+    NVML_ERROR_NOT_SUPPORTED: "Not Supported",
+    NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
+    NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
+    NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
+    NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+    NVML_ERROR_UNKNOWN: "Unknown Error",
+}
+
+
+class NVMLError(Exception):
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return _STRINGS.get(self.value, f"NVML Error with code {self.value}")
+
+
+@dataclass
+class c_nvmlUtilization_t:
+    gpu: int
+    memory: int
+
+
+@dataclass
+class c_nvmlMemory_t:
+    total: int
+    free: int
+    used: int
+
+
+@dataclass(frozen=True)
+class _Handle:
+    index: int
+
+
+_state: dict[str, Any] = {"gpus": []}
+_file_mtime_ns: int | None = None
+_initialized = False
+calls = 0  # every NVML call made, for tests that check work is not repeated
+
+
+def configure(state: dict[str, Any]) -> None:
+    global _state, _initialized
+    _state = state
+    _initialized = False
+
+
+def _current() -> dict[str, Any]:
+    global _state, _file_mtime_ns, calls
+    calls += 1
+    path = os.environ.get("FAKE_PYNVML_STATE")
+    if path:
+        mtime = os.stat(path).st_mtime_ns
+        if mtime != _file_mtime_ns:
+            with open(path) as f:
+                _state = json.load(f)
+            _file_mtime_ns = mtime
+    return _state
+
+
+def _gpu(handle: _Handle) -> dict[str, Any]:
+    if not _initialized:
+        raise NVMLError(NVML_ERROR_UNINITIALIZED)
+    gpus = _current()["gpus"]
+    if handle.index >= len(gpus):
+        raise NVMLError(NVML_ERROR_GPU_NOT_FOUND)
+    gpu = gpus[handle.index]
+    if gpu.get("lost"):
+        raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+    return gpu
+
+
+def nvmlInit() -> None:
+    global _initialized
+    error = _current().get("init_error")
+    if error:
+        raise NVMLError(error)
+    _initialized = True
+
+
+def nvmlShutdown() -> None:
+    global _initialized
+    _initialized = False
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    return _current().get("driver_version", "550.54.15")
+
+
+def nvmlDeviceGetCount() -> int:
+    return len(_current()["gpus"])
+
+
+def nvmlDeviceGetHandleByIndex(index: int) -> _Handle:
+    handle = _Handle(index)
+    _gpu(handle)
+    return handle
+
+
+def nvmlDeviceGetName(handle: _Handle) -> str:
+    return _gpu(handle)["name"]
+
+
+def nvmlDeviceGetUUID(handle: _Handle) -> str:
+    return _gpu(handle)["uuid"]
+
+
+def nvmlDeviceGetTotalEnergyConsumption(handle: _Handle) -> int:
+    gpu = _gpu(handle)
+    if not gpu.get("energy_supported", True):
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return int(gpu["energy_mj"])
+
+
+def nvmlDeviceGetPowerUsage(handle: _Handle) -> int:
+    return int(_gpu(handle)["power_mw"])
+
+
+def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
+    return int(_gpu(handle).get("power_limit_mw", 700_000))
+
+
+def nvmlDeviceGetUtilizationRates(handle: _Handle) -> c_nvmlUtilization_t:
+    gpu = _gpu(handle)
+    return c_nvmlUtilization_t(gpu.get("util_gpu", 0), gpu.get("util_mem", 0))
+
+
+def nvmlDeviceGetMemoryInfo(handle: _Handle) -> c_nvmlMemory_t:
+    gpu = _gpu(handle)
+    total, used = gpu.get("mem_total", 85_899_345_920), gpu.get("mem_used", 0)
+    return c_nvmlMemory_t(total, total - used, used)
+
+
+def nvmlDeviceGetTemperature(handle: _Handle, sensor: int) -> int:
+    gpu = _gpu(handle)
+    if "temp_c" not in gpu:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return int(gpu["temp_c"])
+
+
+def nvmlDeviceGetClockInfo(handle: _Handle, clock_type: int) -> int:
+    return int(_gpu(handle).get("sm_clock_mhz", 1980))
