@@ -65,12 +65,12 @@ def render(snapshot: Snapshot) -> Iterator[Metric]:
         labels=DOMAIN_LABELS,
     )
     wraps = CounterMetricFamily(
-        "wattwise_counter_wraps",
+        "wattwise_energy_wraps",
         "Counter wraps corrected (RAPL max_energy_range_uj)",
         labels=DOMAIN_LABELS,
     )
     resets = CounterMetricFamily(
-        "wattwise_counter_resets",
+        "wattwise_energy_resets",
         "Counter resets seen (NVML counter restarted by a driver reload)",
         labels=DOMAIN_LABELS,
     )

@@ -1,0 +1,29 @@
+# The README's two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench probe clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## set up and run the agent in the foreground (Ctrl-C stops it)
+	$(BIN)/wattwise run --config config/wattwise.yaml
+
+test: $(STAMP)  ## set up and run lint and the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## tick CPU time and peak RSS with 2 sockets x 4 zones and 8 GPUs
+	$(BIN)/python benchmarks/bench_tick.py
+
+probe: $(STAMP)
+	$(BIN)/wattwise probe --config config/wattwise.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
