@@ -104,14 +104,20 @@ def serve(config: Config) -> None:
 
     from exporters.prometheus import SnapshotCollector
 
-    agent = Agent(config)
+    # Bind first: a taken port fails in one line, before any hardware is opened.
+    agents: list[Agent] = []
     registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: agent.latest))
+    registry.register(SnapshotCollector(lambda: agents[0].latest if agents else None))
     try:
         httpd, _ = start_http_server(config.listen_port, config.listen_host, registry)
     except OSError as exc:
-        agent.close()
         raise ListenError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+    try:
+        agents.append(Agent(config))
+    except BaseException:
+        httpd.shutdown()
+        raise
+    agent = agents[0]
 
     stop = threading.Event()
     scheduler = BackgroundScheduler(daemon=True)

@@ -61,7 +61,7 @@ def test_errors_name_the_field_value_and_what_is_allowed(
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read config file .*No such file"):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*No such file"):
         load_config(tmp_path / "absent.yaml")
 
 

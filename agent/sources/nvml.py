@@ -9,7 +9,6 @@ energy is an approximation; the counter is always preferred.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from agent.model import (
     SourceReadout,
     SourceStatus,
 )
-
-log = logging.getLogger(__name__)
 
 UJ_PER_MJ = 1000
 
@@ -62,7 +59,6 @@ class _Gpu:
     model: str
     has_energy_counter: bool
     broken: str | None = None  # failed at enumeration: no handle, never read
-    last_error: str | None = None  # what was last logged, so only changes are logged
 
     @property
     def source(self) -> str:
@@ -221,9 +217,7 @@ class NvmlSource:
             raw_uj, error = self._integrator.energy_uj(gpu.index)
         counter = CounterReading(gpu.key, raw_uj, None, time.monotonic(), True, error)
         if error is not None:
-            self._log_change(gpu, error)
             return counter, GpuStatus(gpu.index, gpu.uuid, gpu.model, False, error, gpu.source)
-        self._log_change(gpu, None)
         return counter, self._gauges(gpu)
 
     def _gauges(self, gpu: _Gpu) -> GpuStatus:
@@ -245,7 +239,6 @@ class NvmlSource:
             except nvml.NVMLError as exc:
                 if _error_name(nvml, exc) in _GONE:
                     reason = f"{exc} ({_error_name(nvml, exc)})"
-                    self._log_change(gpu, reason)
                     return GpuStatus(gpu.index, gpu.uuid, gpu.model, False, reason, gpu.source)
                 values[name] = None  # not supported on this model: the gauge is left out
         memory = values.pop("memory")
@@ -260,14 +253,6 @@ class NvmlSource:
             memory_total_bytes=float(memory.total) if memory is not None else None,
             **values,  # type: ignore[arg-type]
         )
-
-    def _log_change(self, gpu: _Gpu, error: str | None) -> None:
-        if error != gpu.last_error:
-            if error:
-                log.warning("GPU %d (%s) is down: %s", gpu.index, gpu.uuid, error)
-            else:
-                log.info("GPU %d (%s) is up", gpu.index, gpu.uuid)
-            gpu.last_error = error
 
     def probe(self) -> list[Finding]:
         if self._nvml is None:
