@@ -31,10 +31,10 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help="YAML config file.", envvar="WATTWISE_CONFIG"),
 ]
 SysfsOption = Annotated[
-    Path | None, typer.Option(help="Root of sysfs, for fixture trees. [default: /sys]")
+    Path | None, typer.Option(help="Root of sysfs (default /sys); a fixture tree in tests.")
 ]
 ProcfsOption = Annotated[
-    Path | None, typer.Option(help="Root of procfs, for fixture trees. [default: /proc]")
+    Path | None, typer.Option(help="Root of procfs (default /proc).")
 ]
 
 
@@ -74,7 +74,7 @@ def _main(
 def run(
     config: ConfigOption = None,
     listen: Annotated[
-        str | None, typer.Option(help="HOST:PORT for /metrics. [default: 0.0.0.0:9877]")
+        str | None, typer.Option(help="HOST:PORT for /metrics (default 0.0.0.0:9877).")
     ] = None,
     sysfs_root: SysfsOption = None,
     procfs_root: ProcfsOption = None,

@@ -147,3 +147,35 @@ def test_signals_stop_the_agent_cleanly(agent: Agent, signum: signal.Signals) ->
     assert f"received {signum.name}, stopping" in stderr
     assert stderr.rstrip().endswith("stopped")
     assert "Traceback" not in stderr
+
+
+def test_without_rapl_or_gpu_metrics_are_served_on_the_labelled_estimate(tmp_path: Path) -> None:
+    state = tmp_path / "nvml.json"
+    write_nvml_state(state, [], init_error=12)  # no driver
+    port = free_port()
+    process = subprocess.Popen(
+        command("run", "--listen", f"127.0.0.1:{port}", "--sysfs-root", str(tmp_path)),
+        env=subprocess_env(state, WATTWISE_INTERVAL_S="0.2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    bare = Agent(process, f"http://127.0.0.1:{port}/metrics", tmp_path, state)
+    try:
+        metrics = bare.wait_for(
+            lambda m: (
+                m.get(labelled("wattwise_node_power_watts", "package", "all", "estimate"))
+                is not None
+            )
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=DEADLINE_S)
+    assert metrics[("wattwise_source_up", ("source", "estimate"))] == 1
+    assert metrics[("wattwise_source_up", ("source", "rapl"))] == 0
+    assert metrics[("wattwise_source_up", ("source", "nvml"))] == 0
+    assert not any(
+        key[0] == "wattwise_node_energy_joules_total" and ("source", "rapl") in key
+        for key in metrics
+    )
+    assert "CPU energy is estimated, not measured: no RAPL package zone" in stderr
