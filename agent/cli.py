@@ -33,9 +33,7 @@ ConfigOption = Annotated[
 SysfsOption = Annotated[
     Path | None, typer.Option(help="Root of sysfs (default /sys); a fixture tree in tests.")
 ]
-ProcfsOption = Annotated[
-    Path | None, typer.Option(help="Root of procfs (default /proc).")
-]
+ProcfsOption = Annotated[Path | None, typer.Option(help="Root of procfs (default /proc).")]
 
 
 def _config(path: Path | None, **overrides: Any) -> Config:
