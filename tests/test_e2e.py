@@ -68,25 +68,29 @@ def labelled(name: str, domain: str, device: str, source: str) -> tuple:
     return (name, ("device", device), ("domain", domain), ("source", source))
 
 
+def start_agent(sysfs: Path, nvml_state: Path) -> Agent:
+    port = free_port()
+    process = subprocess.Popen(
+        command("run", "--listen", f"127.0.0.1:{port}", "--sysfs-root", str(sysfs)),
+        env=subprocess_env(nvml_state, WATTWISE_INTERVAL_S="0.2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return Agent(process, f"http://127.0.0.1:{port}/metrics", sysfs, nvml_state)
+
+
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     sysfs, state = tmp_path / "sys", tmp_path / "nvml.json"
     two_socket_server(sysfs)
     set_energy(sysfs, "intel-rapl:1", PACKAGE_MAX_UJ - 1_000_000)  # about to wrap
     write_nvml_state(state, [h100(0, energy_mj=5_000_000), h100(1, energy_mj=7_000_000)])
-    port = free_port()
-    process = subprocess.Popen(
-        command("run", "--listen", f"127.0.0.1:{port}", "--sysfs-root", str(sysfs)),
-        env=subprocess_env(state, WATTWISE_INTERVAL_S="0.2"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    running = Agent(process, f"http://127.0.0.1:{port}/metrics", sysfs, state)
+    running = start_agent(sysfs, state)
     yield running
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait()
 
 
 def test_exported_deltas_follow_the_counter_files(agent: Agent) -> None:
@@ -152,15 +156,8 @@ def test_signals_stop_the_agent_cleanly(agent: Agent, signum: signal.Signals) ->
 def test_without_rapl_or_gpu_metrics_are_served_on_the_labelled_estimate(tmp_path: Path) -> None:
     state = tmp_path / "nvml.json"
     write_nvml_state(state, [], init_error=12)  # no driver
-    port = free_port()
-    process = subprocess.Popen(
-        command("run", "--listen", f"127.0.0.1:{port}", "--sysfs-root", str(tmp_path)),
-        env=subprocess_env(state, WATTWISE_INTERVAL_S="0.2"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    bare = Agent(process, f"http://127.0.0.1:{port}/metrics", tmp_path, state)
+    bare = start_agent(tmp_path, state)
+    process = bare.process
     try:
         metrics = bare.wait_for(
             lambda m: (
