@@ -54,7 +54,9 @@ class Config(BaseSettings):
         env_prefix="WATTWISE_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    interval_s: float = Field(1.0, ge=0.05, le=3600, description="Sampling interval (one tick).")
+    # At most 60 s: a RAPL package counter (262 kJ range) then wraps at most once per interval up
+    # to 4.3 kW per zone; a longer interval could hide a whole wrap, which cannot be detected.
+    interval_s: float = Field(1.0, ge=0.05, le=60, description="Sampling interval (one tick).")
     listen: str = Field(
         f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT the Prometheus endpoint binds."
     )
