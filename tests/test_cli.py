@@ -169,3 +169,12 @@ def test_estimate_reads_the_procfs_root(tmp_path: Path) -> None:
     assert domain["key"] == {"domain": "package", "device": "all", "source": "estimate"}
     # /proc/stat did not move between the readings: 0 % busy, so idle power (20 % of 100 W).
     assert domain["power_w"] == pytest.approx(20.0)
+
+
+def test_roots_can_come_from_the_environment(server_tree: tuple[Path, Path]) -> None:
+    sysfs, state = server_tree
+    env = subprocess_env(state, WATTWISE_SYSFS_ROOT=str(sysfs))
+    result = wattwise("probe", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    locations = [f["location"] for f in json.loads(result.stdout) if f["source"] == "rapl"]
+    assert locations and all(loc.startswith(str(sysfs)) for loc in locations)
