@@ -1,0 +1,1 @@
+"""Job discovery: which cgroups are jobs (Slurm, Kubernetes pods, containers, services, exec)."""

@@ -1,0 +1,97 @@
+"""Recognises job cgroups from their paths. Pure: strings in, JobRef out.
+
+Paths are relative to a hierarchy's root (v2 unified, or one v1 controller such as cpuacct) and
+start with "/". The first rule that matches wins; its `cgroup` is the job's own top directory,
+whose CPU time includes every step, task and container below it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SLURM, KUBERNETES, DOCKER, PODMAN, SYSTEMD, EXEC = (
+    "slurm",
+    "kubernetes",
+    "docker",
+    "podman",
+    "systemd",
+    "exec",
+)
+# The ledger's job kinds, by scheduler.
+KIND = {
+    SLURM: "slurm",
+    KUBERNETES: "pod",
+    DOCKER: "container",
+    PODMAN: "container",
+    SYSTEMD: "service",
+    EXEC: "exec",
+}
+
+_HEX64 = r"[0-9a-f]{64}"
+_POD_UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
+# Slurm >= 26.05 SLUIDs: "s" and 13 Crockford base-32 characters (no I, L, O, U).
+_SLUID = r"s[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{13}"
+_STEPD = r"(?:[^/]+_)?slurmstepd\.scope"
+_CONTAINER = rf"(?:(?:cri-containerd|crio|docker)-)?(?P<container>{_HEX64})(?:\.scope)?"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    scheduler: str  # slurm, kubernetes, docker, podman, systemd, exec
+    job_id: str  # Slurm job id or SLUID, pod UID, short container id, unit name, exec id
+    cgroup: str  # the job's top cgroup, relative to the hierarchy root
+    container: str = ""  # container id inside a pod, when the path names one
+    uid: int | None = None  # Slurm v1 paths carry the job's user id
+
+    @property
+    def kind(self) -> str:
+        return KIND[self.scheduler]
+
+
+_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (SLURM, re.compile(rf"^(?P<cg>.*?/{_STEPD}/job_(?P<id>\d+|{_SLUID}))(?:/|$)")),
+    (SLURM, re.compile(rf"^(?P<cg>.*?/{_STEPD}/(?P<id>{_SLUID}))(?:/|$)")),
+    (SLURM, re.compile(r"^(?P<cg>.*?/slurm(?:_[^/]+)?/uid_(?P<uid>\d+)/job_(?P<id>\d+))(?:/|$)")),
+    (
+        KUBERNETES,
+        re.compile(
+            rf"^(?P<cg>.*?/kubepods(?:-(?:besteffort|burstable))?-pod(?P<id>{_POD_UID})\.slice)"
+            rf"(?:/{_CONTAINER})?(?:/|$)"
+        ),
+    ),
+    (
+        KUBERNETES,
+        re.compile(
+            rf"^(?P<cg>.*?/kubepods(?:/(?:besteffort|burstable))?/pod(?P<id>{_POD_UID}))"
+            rf"(?:/{_CONTAINER})?(?:/|$)"
+        ),
+    ),
+    (EXEC, re.compile(r"^(?P<cg>.*?/wattwise-exec-(?P<id>[\w.-]+)\.scope)(?:/|$)")),
+    (EXEC, re.compile(r"^(?P<cg>/wattwise/exec-(?P<id>[\w.-]+))(?:/|$)")),
+    (DOCKER, re.compile(rf"^(?P<cg>.*?/docker-(?P<container>{_HEX64})\.scope)(?:/|$)")),
+    (DOCKER, re.compile(rf"^(?P<cg>/docker/(?P<container>{_HEX64}))(?:/|$)")),
+    (PODMAN, re.compile(rf"^(?P<cg>.*?/libpod-(?P<container>{_HEX64})\.scope)(?:/|$)")),
+    (PODMAN, re.compile(rf"^(?P<cg>/libpod_parent/libpod-(?P<container>{_HEX64}))(?:/|$)")),
+    (SYSTEMD, re.compile(r"^(?P<cg>/system\.slice/(?P<id>[^/]+)\.service)(?:/|$)")),
+)
+
+
+def classify(path: str) -> JobRef | None:
+    """The job a cgroup path belongs to, or None for anything that is not a job."""
+    for scheduler, rule in _RULES:
+        match = rule.match(path)
+        if match is None:
+            continue
+        groups = match.groupdict()
+        container = groups.get("container") or ""
+        job_id = groups.get("id") or container[:12]
+        if scheduler == KUBERNETES:
+            job_id = job_id.replace("_", "-")
+        uid = int(groups["uid"]) if groups.get("uid") else None
+        return JobRef(scheduler, job_id, groups["cg"], container[:12], uid)
+    return None
+
+
+def is_sluid(job_id: str) -> bool:
+    return re.fullmatch(_SLUID, job_id) is not None

@@ -1,0 +1,80 @@
+"""Finds job cgroups under <cgroup-root> and reads each one's own CPU time.
+
+The walk stops at a job's top directory, since its CPU counter already includes every step,
+task and container below it, so a tick visits roughly one directory per job plus the slices
+above them. CPU time comes from the cgroup (v2 `cpu.stat` usage_usec, v1 `cpuacct.usage`),
+never from scanning processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.jobs.cgroups import JobRef, classify
+from agent.sources.sysfs import CounterFileError, read_uint
+
+V1_CPU_CONTROLLERS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
+
+
+@dataclass(frozen=True, slots=True)
+class Hierarchy:
+    """The cgroup tree CPU time is read from."""
+
+    root: Path
+    version: int  # 1: a cpuacct controller mount; 2: the unified tree
+
+    def cpu_seconds(self, cgroup: str) -> float:
+        """CPU time a cgroup and its descendants have used, in seconds."""
+        directory = self.root / cgroup.lstrip("/")
+        if self.version == 1:
+            return read_uint(directory / "cpuacct.usage") / 1e9
+        return _usage_usec(directory / "cpu.stat") / 1e6
+
+
+def find_hierarchy(cgroup_root: Path) -> Hierarchy | None:
+    """v2 at the root; else a v1 cpuacct mount (hybrid hosts keep cpu there); else unified/."""
+    if (cgroup_root / "cgroup.controllers").is_file():
+        return Hierarchy(cgroup_root, 2)
+    for name in V1_CPU_CONTROLLERS:
+        if (cgroup_root / name / "cpuacct.usage").is_file():
+            return Hierarchy(cgroup_root / name, 1)
+    if (cgroup_root / "unified" / "cgroup.controllers").is_file():
+        return Hierarchy(cgroup_root / "unified", 2)
+    return None
+
+
+def scan(hierarchy: Hierarchy) -> dict[str, JobRef]:
+    """Every job cgroup in the hierarchy, by its relative path."""
+    jobs: dict[str, JobRef] = {}
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        try:
+            with os.scandir(hierarchy.root / relative.lstrip("/")) as entries:
+                children = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue  # removed while we looked, or unreadable: nothing to find there
+        for name in children:
+            child = f"{relative}/{name}"
+            ref = classify(child)
+            if ref is None:
+                pending.append(child)
+            elif ref.cgroup == child:
+                jobs[child] = ref
+    return jobs
+
+
+def _usage_usec(cpu_stat: Path) -> int:
+    try:
+        text = cpu_stat.read_text()
+    except OSError as exc:
+        raise CounterFileError(exc.strerror or str(exc)) from None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            if not value.strip().isdigit():
+                raise CounterFileError(f"usage_usec is not an integer: {value[:20]!r}")
+            return int(value)
+    raise CounterFileError("no usage_usec line in cpu.stat")
