@@ -1,0 +1,89 @@
+"""Charges one interval's energy of one domain to jobs. Pure, and it conserves energy:
+sum over jobs (active + idle) + system + unattributed idle = the domain's energy, with no share
+negative.
+
+CPU-side domains (package, core, uncore, psys, dram) split as Kepler >= 0.10 does: the node's
+busy fraction from /proc/stat divides active from idle energy; active energy follows each job's
+cgroup CPU time, and busy time outside every job is `system`. Idle energy goes to the jobs that
+reserve CPUs, in proportion to what they reserve (policy "reserved"), or stays `idle` (policy
+"unattributed", and always where no allocation is known).
+
+A GPU is charged to the jobs with processes on it: one job takes all of it, several split it by
+their SM utilisation samples (equally when there are none). A GPU with no process on it is
+charged to the job that holds it, as allocated idle, or stays `idle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+RESERVED = "reserved"
+UNATTRIBUTED = "unattributed"
+IDLE_POLICIES = (RESERVED, UNATTRIBUTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Where one domain's interval energy went, in joules."""
+
+    active_j: Mapping[str, float] = field(default_factory=dict)  # per job
+    idle_j: Mapping[str, float] = field(default_factory=dict)  # per job: reserved or held idle
+    system_j: float = 0.0  # busy, but no job
+    unattributed_idle_j: float = 0.0
+
+    def total_j(self) -> float:
+        return (
+            sum(self.active_j.values())
+            + sum(self.idle_j.values())
+            + self.system_j
+            + self.unattributed_idle_j
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CpuActivity:
+    """What the node's CPUs did during one interval."""
+
+    busy_s: float  # node CPU time not idle (summed over CPUs), from /proc/stat
+    idle_s: float  # node idle CPU time (idle + iowait)
+    job_cpu_s: Mapping[str, float]  # each job's cgroup CPU time in the interval
+    reserved_cpus: Mapping[str, float]  # CPUs each job holds, where the scheduler says
+    total_cpus: int
+
+
+def split_cpu(energy_j: float, activity: CpuActivity, idle_policy: str = RESERVED) -> Split:
+    energy_j = max(energy_j, 0.0)
+    elapsed_s = activity.busy_s + activity.idle_s
+    busy_fraction = min(max(activity.busy_s / elapsed_s, 0.0), 1.0) if elapsed_s > 0 else 0.0
+    active_j = energy_j * busy_fraction
+    idle_j = energy_j - active_j
+
+    used = {job: s for job, s in activity.job_cpu_s.items() if s > 0}
+    # Cgroup and /proc/stat times are sampled a moment apart; never hand out more than exists.
+    denominator = max(activity.busy_s, sum(used.values()))
+    jobs_active = {job: active_j * s / denominator for job, s in used.items()} if used else {}
+    system_j = max(active_j - sum(jobs_active.values()), 0.0)
+
+    jobs_idle: dict[str, float] = {}
+    if idle_policy == RESERVED and activity.total_cpus > 0:
+        held = {job: c for job, c in activity.reserved_cpus.items() if c > 0}
+        capacity = max(float(activity.total_cpus), sum(held.values()))
+        jobs_idle = {job: idle_j * c / capacity for job, c in held.items()}
+    unattributed = max(idle_j - sum(jobs_idle.values()), 0.0)
+    return Split(jobs_active, jobs_idle, system_j, unattributed)
+
+
+def split_gpu(energy_j: float, sm_samples: Mapping[str, float], holder: str | None = None) -> Split:
+    """`sm_samples`: SM utilisation summed per job with a process on this GPU (may be 0)."""
+    energy_j = max(energy_j, 0.0)
+    if sm_samples:
+        total = sum(max(v, 0.0) for v in sm_samples.values())
+        if total > 0:
+            active = {job: energy_j * max(v, 0.0) / total for job, v in sm_samples.items()}
+        else:
+            active = {job: energy_j / len(sm_samples) for job in sm_samples}
+        return Split(active_j=active)
+    if holder is not None:
+        return Split(idle_j={holder: energy_j})  # allocated idle: held, doing nothing
+    return Split(unattributed_idle_j=energy_j)

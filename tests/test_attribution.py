@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.attribution import (
+    IDLE_POLICIES,
+    RESERVED,
+    UNATTRIBUTED,
+    CpuActivity,
+    Split,
+    split_cpu,
+    split_gpu,
+)
+
+JOBS = st.sampled_from([f"job{i}" for i in range(8)])
+SECONDS = st.floats(0, 1e4, allow_nan=False, allow_infinity=False)
+ENERGY = st.floats(0, 1e7, allow_nan=False, allow_infinity=False)
+
+
+def assert_conserved(split: Split, energy_j: float) -> None:
+    parts = [
+        *split.active_j.values(),
+        *split.idle_j.values(),
+        split.system_j,
+        split.unattributed_idle_j,
+    ]
+    assert all(p >= 0 for p in parts)
+    assert split.total_j() == pytest.approx(energy_j, rel=1e-9, abs=1e-12)
+
+
+@given(
+    energy=ENERGY,
+    busy=SECONDS,
+    idle=SECONDS,
+    job_cpu=st.dictionaries(JOBS, SECONDS, max_size=8),
+    reserved=st.dictionaries(JOBS, st.floats(0, 256, allow_nan=False), max_size=8),
+    total_cpus=st.integers(0, 256),
+    policy=st.sampled_from(IDLE_POLICIES),
+)
+def test_cpu_split_conserves_energy(energy, busy, idle, job_cpu, reserved, total_cpus, policy):
+    activity = CpuActivity(busy, idle, job_cpu, reserved, total_cpus)
+    assert_conserved(split_cpu(energy, activity, policy), energy)
+
+
+@given(
+    energy=ENERGY,
+    samples=st.dictionaries(JOBS, st.floats(0, 1e4, allow_nan=False), max_size=8),
+    holder=st.one_of(st.none(), JOBS),
+)
+def test_gpu_split_conserves_energy(energy, samples, holder):
+    assert_conserved(split_gpu(energy, samples, holder), energy)
+
+
+def test_cpu_active_follows_cgroup_time_and_the_rest_is_system() -> None:
+    # 8 CPUs for 1 s: 6 s busy (a: 3 s, b: 1 s, 2 s outside jobs), 2 s idle; 100 J.
+    activity = CpuActivity(6.0, 2.0, {"a": 3.0, "b": 1.0}, {}, 8)
+    split = split_cpu(100.0, activity, UNATTRIBUTED)
+    assert split.active_j == pytest.approx({"a": 37.5, "b": 12.5})
+    assert split.system_j == pytest.approx(25.0)
+    assert split.unattributed_idle_j == pytest.approx(25.0) and not split.idle_j
+
+
+def test_cpu_idle_is_charged_by_reservation() -> None:
+    activity = CpuActivity(0.0, 8.0, {}, {"a": 4, "b": 2}, 8)
+    split = split_cpu(80.0, activity, RESERVED)
+    assert split.idle_j == pytest.approx({"a": 40.0, "b": 20.0})
+    assert split.unattributed_idle_j == pytest.approx(20.0)
+
+
+def test_cgroup_time_above_node_busy_time_is_scaled_not_overdrawn() -> None:
+    split = split_cpu(10.0, CpuActivity(1.0, 0.0, {"a": 1.5, "b": 0.5}, {}, 1))
+    assert split.active_j == pytest.approx({"a": 7.5, "b": 2.5}) and split.system_j == 0
+
+
+def test_gpu_one_job_takes_all_several_split_by_sm_samples() -> None:
+    assert split_gpu(50.0, {"a": 0.0}).active_j == {"a": 50.0}
+    assert split_gpu(60.0, {"a": 30.0, "b": 10.0}).active_j == pytest.approx({"a": 45, "b": 15})
+    assert split_gpu(60.0, {"a": 0.0, "b": 0.0}).active_j == {"a": 30.0, "b": 30.0}
+
+
+def test_gpu_without_processes_is_allocated_idle_or_unattributed() -> None:
+    held = split_gpu(20.0, {}, holder="a")
+    assert held.idle_j == {"a": 20.0} and not held.active_j
+    assert split_gpu(20.0, {}).unattributed_idle_j == 20.0
