@@ -1,0 +1,257 @@
+"""Durable per-job energy accounts in SQLite (WAL), written once per tick in one transaction.
+
+The ledger never replaces a file it cannot read as its own: a corrupt or foreign file is an error
+that names the file and what to do. When a write fails (a full disk, a lock held too long), the
+tick's increments stay in memory, merged by key, and the next successful write catches up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import WattwiseError
+
+SCHEMA_VERSION = 1
+
+# Each entry brings the schema from version i to i + 1. Append; never edit a shipped migration.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        job_key TEXT PRIMARY KEY,            -- "<scheduler>:<job_id>"
+        scheduler TEXT NOT NULL,
+        kind TEXT NOT NULL,                  -- slurm, pod, container, service, exec
+        job_id TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL DEFAULT '',
+        first_seen_unix_s REAL NOT NULL,
+        last_seen_unix_s REAL NOT NULL,
+        ended_unix_s REAL
+    );
+    CREATE TABLE job_energy (
+        job_key TEXT NOT NULL REFERENCES jobs(job_key),
+        domain TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'idle')),
+        energy_j REAL NOT NULL,
+        PRIMARY KEY (job_key, domain, source, state)
+    ) WITHOUT ROWID;
+    CREATE TABLE job_energy_minutely (
+        job_key TEXT NOT NULL,
+        minute_unix_s INTEGER NOT NULL,
+        domain TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL,
+        energy_j REAL NOT NULL,
+        PRIMARY KEY (job_key, minute_unix_s, domain, source, state)
+    ) WITHOUT ROWID;
+    CREATE TABLE unattributed_energy (
+        domain TEXT NOT NULL,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ('system', 'idle')),
+        energy_j REAL NOT NULL,
+        PRIMARY KEY (domain, source, reason)
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+class LedgerError(WattwiseError):
+    """The ledger file cannot be used; the message says which file and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobSeen:
+    job_key: str
+    scheduler: str
+    kind: str
+    job_id: str
+    name: str = ""
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnergy:
+    """Energy charged to one job in one tick."""
+
+    job_key: str
+    domain: str
+    source: str
+    state: str  # active or idle
+    energy_j: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnattributedEnergy:
+    domain: str
+    source: str
+    reason: str  # system or idle
+    energy_j: float
+
+
+EnergyKey = tuple[str, str, str, str]  # job_key, domain, source, state
+
+
+class Ledger:
+    def __init__(self, path: Path, minutely_retention_s: float = 30 * 86400) -> None:
+        self.path = path
+        self.minutely_retention_s = minutely_retention_s
+        self.last_error: str | None = None
+        self._pending_jobs: dict[str, tuple[JobSeen, float, float]] = {}
+        self._pending_energy: dict[EnergyKey, float] = defaultdict(float)
+        self._pending_minutely: dict[tuple[str, int, str, str, str], float] = defaultdict(float)
+        self._pending_unattributed: dict[tuple[str, str, str], float] = defaultdict(float)
+        self._pending_ended: dict[str, float] = {}
+        self._last_record_unix_s = time.time()
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A short busy timeout: a lock held elsewhere must not stall the tick.
+            db = sqlite3.connect(self.path, timeout=0.25, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and _has_tables(db):
+                raise LedgerError(f"{self.path} is an SQLite file but not a wattwise ledger")
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger {self.path} has schema {version}, newer than this wattwise "
+                    f"understands ({SCHEMA_VERSION}): upgrade wattwise"
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                db.executescript(
+                    f"BEGIN; {MIGRATIONS[target - 1]}; PRAGMA user_version={target}; COMMIT;"
+                )
+        except LedgerError:
+            db.close()
+            raise
+        except sqlite3.OperationalError as exc:
+            db.close()
+            raise LedgerError(
+                f"ledger {self.path} cannot be opened ({exc}); if it is locked, another wattwise "
+                "agent may be using it"
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise LedgerError(
+                f"ledger {self.path} is unreadable ({exc}); it was left untouched: move it "
+                "aside to start a new ledger, or restore it from a backup"
+            ) from None
+        return db
+
+    def record(
+        self,
+        now_unix_s: float,
+        jobs: Iterable[JobSeen] = (),
+        energy: Iterable[JobEnergy] = (),
+        unattributed: Iterable[UnattributedEnergy] = (),
+        ended: Iterable[str] = (),
+    ) -> bool:
+        """Adds one tick; True when it (and anything pending) reached the disk."""
+        self._last_record_unix_s = now_unix_s
+        minute = int(now_unix_s // 60 * 60)
+        for job in jobs:
+            first = self._pending_jobs.get(job.job_key, (job, now_unix_s, now_unix_s))[1]
+            self._pending_jobs[job.job_key] = (job, first, now_unix_s)
+        for e in energy:
+            self._pending_energy[(e.job_key, e.domain, e.source, e.state)] += e.energy_j
+            self._pending_minutely[(e.job_key, minute, e.domain, e.source, e.state)] += e.energy_j
+        for u in unattributed:
+            self._pending_unattributed[(u.domain, u.source, u.reason)] += u.energy_j
+        for job_key in ended:
+            self._pending_ended[job_key] = now_unix_s
+        try:
+            self._flush(now_unix_s)
+        except sqlite3.Error as exc:
+            self.last_error = (
+                f"ledger write failed, {self._pending_count()} rows kept in memory: {exc}"
+            )
+            return False
+        self.last_error = None
+        return True
+
+    def _flush(self, now_unix_s: float) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT(job_key) DO "
+                "UPDATE SET last_seen_unix_s = excluded.last_seen_unix_s, name = excluded.name, "
+                "user = excluded.user, ended_unix_s = NULL",
+                [
+                    (j.job_key, j.scheduler, j.kind, j.job_id, j.name, j.user, first, last)
+                    for j, first, last in self._pending_jobs.values()
+                ],
+            )
+            db.executemany(
+                "INSERT INTO job_energy VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET energy_j = energy_j + excluded.energy_j",
+                [(*key, joules) for key, joules in self._pending_energy.items()],
+            )
+            db.executemany(
+                "INSERT INTO job_energy_minutely VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET energy_j = energy_j + excluded.energy_j",
+                [(*key, joules) for key, joules in self._pending_minutely.items()],
+            )
+            db.executemany(
+                "INSERT INTO unattributed_energy VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET energy_j = energy_j + excluded.energy_j",
+                [(*key, joules) for key, joules in self._pending_unattributed.items()],
+            )
+            db.executemany(
+                "UPDATE jobs SET ended_unix_s = ? WHERE job_key = ? AND ended_unix_s IS NULL",
+                [(at, key) for key, at in self._pending_ended.items()],
+            )
+            db.execute(
+                "DELETE FROM job_energy_minutely WHERE minute_unix_s < ?",
+                (now_unix_s - self.minutely_retention_s,),
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        for pending in (
+            self._pending_jobs,
+            self._pending_energy,
+            self._pending_minutely,
+            self._pending_unattributed,
+            self._pending_ended,
+        ):
+            pending.clear()
+
+    def _pending_count(self) -> int:
+        return len(self._pending_energy) + len(self._pending_minutely) + len(self._pending_jobs)
+
+    def job_totals(self) -> dict[EnergyKey, float]:
+        """Every job's joules so far, so exported counters continue instead of restarting."""
+        rows = self._db.execute("SELECT job_key, domain, source, state, energy_j FROM job_energy")
+        totals = {(k, d, s, st): j for k, d, s, st, j in rows}
+        for key, joules in self._pending_energy.items():
+            totals[key] = totals.get(key, 0.0) + joules
+        return totals
+
+    def open_jobs(self) -> set[str]:
+        rows = self._db.execute("SELECT job_key FROM jobs WHERE ended_unix_s IS NULL")
+        return {key for (key,) in rows}
+
+    def close(self) -> None:
+        """Writes what is still pending (as of the last tick), then closes the file."""
+        try:
+            if self._pending_count() or self._pending_unattributed or self._pending_ended:
+                self.record(self._last_record_unix_s)
+        finally:
+            self._db.close()
+
+
+def _has_tables(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
