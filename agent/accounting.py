@@ -42,6 +42,7 @@ class _CounterState:
     total_uj: int
     in_node_total: bool
     power_w: float | None = None
+    delta_uj: int = 0  # added by the latest reading
     wraps: int = 0
     resets: int = 0
 
@@ -70,6 +71,8 @@ class EnergyAccounts:
         if raw is not None and reading.wrap_uj is not None and raw > reading.wrap_uj:
             error, raw = f"reading {raw} uJ is above max_energy_range_uj {reading.wrap_uj}", None
         if raw is None:
+            if state is not None:
+                state.delta_uj = 0  # whatever it used shows up in the next good reading
             if state is None:
                 in_total = reading.in_node_total
                 return DomainEnergy(reading.key, 0.0, None, False, error, in_total, 0, 0)
@@ -82,6 +85,7 @@ class EnergyAccounts:
         delta_uj, step = counter_delta(state.last_raw_uj, raw, reading.wrap_uj)
         elapsed_s = reading.monotonic_s - state.last_monotonic_s
         state.total_uj += delta_uj
+        state.delta_uj = delta_uj
         state.power_w = delta_uj / UJ_PER_J / elapsed_s if elapsed_s > 0 else state.power_w
         state.last_raw_uj = raw
         state.last_monotonic_s = reading.monotonic_s
@@ -100,6 +104,7 @@ def _render(key: CounterKey, state: _CounterState, *, up: bool, error: str | Non
         in_node_total=state.in_node_total,
         wraps=state.wraps,
         resets=state.resets,
+        interval_energy_j=state.delta_uj / UJ_PER_J if up else 0.0,
     )
 
 

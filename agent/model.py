@@ -44,6 +44,7 @@ class DomainEnergy:
     in_node_total: bool
     wraps: int
     resets: int
+    interval_energy_j: float = 0.0  # added by this tick's reading (0 when first or down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,15 @@ class GpuStatus:
     memory_total_bytes: float | None = None
     temperature_celsius: float | None = None
     sm_clock_hz: float | None = None
+    # Compute processes on the GPU and the SM utilisation they were sampled at since the last
+    # tick (summed per pid; 0 where NVML kept no sample).
+    processes: tuple[GpuProcess, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcess:
+    pid: int
+    sm_samples: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,3 +94,12 @@ def test_wrapping_counter_total_equals_start_plus_true_increments(
         (domain,) = accounts.update((reading(raw, float(i)),))
     # Integer microjoules inside, so the sum is exact before the single division.
     assert domain.energy_j == (start + sum(increments)) / 1e6
+
+
+def test_interval_energy_is_the_latest_delta_and_zero_when_first_or_down() -> None:
+    accounts = EnergyAccounts()
+    (first,) = accounts.update((reading(1_000_000, 0.0),))
+    (second,) = accounts.update((reading(3_500_000, 1.0),))
+    (down,) = accounts.update((reading(None, 2.0, error="x"),))
+    (back,) = accounts.update((reading(4_000_000, 3.0),))
+    assert [d.interval_energy_j for d in (first, second, down, back)] == [0.0, 2.5, 0.0, 0.5]

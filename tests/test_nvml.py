@@ -141,3 +141,19 @@ def test_missing_nvidia_ml_py_is_a_probe_finding(no_nvml: None) -> None:
     (finding,) = source.probe()
     assert not finding.ok and "nvidia-ml-py is not installed" in finding.detail
     assert source.read().counters == ()
+
+
+def test_processes_carry_the_sm_samples_taken_since_the_last_tick(fake_nvml: ModuleType) -> None:
+    gpu = h100(0, pids=[100, 200], samples=[[100, 10, 50], [200, 11, 20], [100, 12, 30]])
+    fake_nvml.configure({"gpus": [gpu]})
+    source = NvmlSource(power_poll_hz=10)
+    try:
+        (first,) = source.read().gpus
+        gpu["samples"].append([200, 20, 40])
+        (second,) = source.read().gpus
+        (third,) = source.read().gpus  # nothing new: NVML answers NOT_FOUND
+    finally:
+        source.close()
+    assert {p.pid: p.sm_samples for p in first.processes} == {100: 80.0, 200: 20.0}
+    assert {p.pid: p.sm_samples for p in second.processes} == {100: 0.0, 200: 40.0}
+    assert {p.pid: p.sm_samples for p in third.processes} == {100: 0.0, 200: 0.0}

@@ -22,6 +22,7 @@ from agent.model import (
     CounterKey,
     CounterReading,
     Finding,
+    GpuProcess,
     GpuStatus,
     SourceReadout,
     SourceStatus,
@@ -59,6 +60,7 @@ class _Gpu:
     model: str
     has_energy_counter: bool
     broken: str | None = None  # failed at enumeration: no handle, never read
+    last_sample_us: int = 0  # NVML timestamp of the newest process sample seen
 
     @property
     def source(self) -> str:
@@ -249,10 +251,28 @@ class NvmlSource:
             True,
             None,
             gpu.source,
+            processes=self._processes(gpu),
             memory_used_bytes=float(memory.used) if memory is not None else None,
             memory_total_bytes=float(memory.total) if memory is not None else None,
             **values,  # type: ignore[arg-type]
         )
+
+    def _processes(self, gpu: _Gpu) -> tuple[GpuProcess, ...]:
+        """Compute processes, with SM samples taken since the previous call."""
+        nvml = self._nvml
+        try:
+            running = nvml.nvmlDeviceGetComputeRunningProcesses(gpu.handle)
+        except nvml.NVMLError:
+            return ()
+        sm: dict[int, float] = {}
+        try:
+            samples = nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.last_sample_us)
+        except nvml.NVMLError:
+            samples = []  # NVML_ERROR_NOT_FOUND: no sample since the last call
+        for sample in samples:
+            sm[sample.pid] = sm.get(sample.pid, 0.0) + sample.smUtil
+            gpu.last_sample_us = max(gpu.last_sample_us, sample.timeStamp)
+        return tuple(GpuProcess(p.pid, sm.get(p.pid, 0.0)) for p in running)
 
     def probe(self) -> list[Finding]:
         if self._nvml is None:

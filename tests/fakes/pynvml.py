@@ -6,7 +6,8 @@ or in a JSON file named by FAKE_PYNVML_STATE (re-read when it changes) for a sub
 
 A GPU entry: name, uuid, energy_mj, power_mw, power_limit_mw, util_gpu (%), mem_used, mem_total
 (bytes), temp_c, sm_clock_mhz, energy_supported (False: pre-Volta), lost (True: every call raises
-NVML_ERROR_GPU_IS_LOST). The top level may set init_error to an NVML_ERROR_* code.
+NVML_ERROR_GPU_IS_LOST), pids (compute processes), samples ([pid, timestamp_us, sm_util] rows,
+returned when newer than the timestamp asked for). The top level may set init_error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_GPU_IS_LOST = 15
@@ -59,6 +61,22 @@ class c_nvmlMemory_t:
     total: int
     free: int
     used: int
+
+
+@dataclass
+class c_nvmlProcessInfo_t:
+    pid: int
+    usedGpuMemory: int | None
+
+
+@dataclass
+class c_nvmlProcessUtilizationSample_t:
+    pid: int
+    timeStamp: int
+    smUtil: int
+    memUtil: int = 0
+    encUtil: int = 0
+    decUtil: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,3 +191,16 @@ def nvmlDeviceGetTemperature(handle: _Handle, sensor: int) -> int:
 
 def nvmlDeviceGetClockInfo(handle: _Handle, clock_type: int) -> int:
     return int(_gpu(handle).get("sm_clock_mhz", 1980))
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
+    return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in _gpu(handle).get("pids", [])]
+
+
+def nvmlDeviceGetProcessUtilization(
+    handle: _Handle, timeStamp: int
+) -> list[c_nvmlProcessUtilizationSample_t]:
+    rows = [r for r in _gpu(handle).get("samples", []) if r[1] > timeStamp]
+    if not rows:
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+    return [c_nvmlProcessUtilizationSample_t(pid, ts, sm) for pid, ts, sm in rows]
