@@ -18,14 +18,22 @@ POD_CGROUP = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{P
 
 
 def make_v2(root: Path, cgroups: dict[str, int]) -> None:
-    """A unified-hierarchy fixture: cgroup -> usage_usec."""
-    (root / "cgroup.controllers").parent.mkdir(parents=True, exist_ok=True)
+    """A unified-hierarchy fixture: leaf cgroup -> its own usage_usec.
+
+    As the kernel does, every directory gets a cpu.stat whose usage includes its descendants'.
+    """
+    root.mkdir(parents=True, exist_ok=True)
     (root / "cgroup.controllers").write_text("cpu memory\n")
-    for cgroup, usage in cgroups.items():
+    usage: dict[Path, int] = {}
+    for cgroup, own in cgroups.items():
         directory = root / cgroup.lstrip("/")
         directory.mkdir(parents=True, exist_ok=True)
+        while directory != root:
+            usage[directory] = usage.get(directory, 0) + own
+            directory = directory.parent
+    for directory, total in usage.items():
         (directory / "cpu.stat").write_text(
-            f"usage_usec {usage}\nuser_usec {usage // 2}\nsystem_usec {usage // 2}\n"
+            f"usage_usec {total}\nuser_usec {total // 2}\nsystem_usec {total - total // 2}\n"
         )
 
 

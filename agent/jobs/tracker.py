@@ -1,0 +1,139 @@
+"""Per tick: which jobs exist, how much CPU each used, and which job owns each GPU process.
+
+A job seen for the first time after the first tick started since the previous tick, so its
+whole CPU counter counts for this interval; at the agent's first tick every counter is only a
+baseline. A job that starts and ends between two ticks is never seen: its CPU time shows up as
+`system` (at most one interval per such job).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from agent.attribution import CpuActivity
+from agent.jobs.cgroups import JobRef, classify
+from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
+from agent.model import GpuStatus
+from agent.sources.sysfs import CounterFileError
+
+log = logging.getLogger(__name__)
+
+
+def job_key(ref: JobRef) -> str:
+    return f"{ref.scheduler}:{ref.job_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobActivity:
+    jobs: dict[str, JobRef]  # job key -> job, every job present now
+    cpu: CpuActivity
+    gpu_sm_samples: dict[int, dict[str, float]]  # GPU index -> job key -> SM samples
+
+
+class JobTracker:
+    def __init__(self, cgroup_root: Path, procfs_root: Path, schedulers: Collection[str]):
+        psutil.PROCFS_PATH = str(procfs_root)  # psutil's documented hook for another /proc
+        self.procfs_root = procfs_root
+        self.schedulers = frozenset(schedulers)
+        self.hierarchy: Hierarchy | None = find_hierarchy(cgroup_root)
+        if self.hierarchy is None:
+            log.warning("no cgroup hierarchy under %s: energy is not charged to jobs", cgroup_root)
+        self._cpu_s: dict[str, float] = {}  # job cgroup -> last CPU seconds
+        self._node_times: tuple[float, float] | None = None
+        self._pid_jobs: dict[tuple[int, str], JobRef | None] = {}
+        self._first = True
+
+    def observe(self, gpus: Iterable[GpuStatus] = ()) -> JobActivity:
+        refs = scan(self.hierarchy) if self.hierarchy is not None else {}
+        refs = {cg: r for cg, r in refs.items() if r.scheduler in self.schedulers}
+        job_cpu: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        for cgroup, ref in refs.items():
+            try:
+                now_s = self.hierarchy.cpu_seconds(cgroup)  # type: ignore[union-attr]
+            except CounterFileError:
+                continue  # gone since the scan, or unreadable: no CPU share this tick
+            seen[cgroup] = now_s
+            if cgroup in self._cpu_s:
+                delta = now_s - self._cpu_s[cgroup]
+            elif self._first:
+                delta = 0.0  # a baseline: its past CPU time is not this interval's
+            else:
+                delta = now_s  # started since the last tick: all of it is this interval's
+            key = job_key(ref)
+            job_cpu[key] = job_cpu.get(key, 0.0) + max(delta, 0.0)
+        self._cpu_s = seen
+        busy_s, idle_s = self._node_delta()
+        self._first = False
+        jobs = {job_key(r): r for r in refs.values()}
+        cpu = CpuActivity(busy_s, idle_s, job_cpu, {}, psutil.cpu_count() or 1)
+        return JobActivity(jobs, cpu, self._gpu_jobs(gpus, jobs))
+
+    def _node_delta(self) -> tuple[float, float]:
+        """Busy and idle CPU seconds since the last tick, summed over CPUs, from /proc/stat."""
+        times = psutil.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        # user already contains guest time on Linux; counting it twice would inflate busy.
+        total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+        previous, self._node_times = self._node_times, (total - idle, idle)
+        if previous is None:
+            return 0.0, 0.0
+        return max(total - idle - previous[0], 0.0), max(idle - previous[1], 0.0)
+
+    def _gpu_jobs(
+        self, gpus: Iterable[GpuStatus], jobs: dict[str, JobRef]
+    ) -> dict[int, dict[str, float]]:
+        result: dict[int, dict[str, float]] = {}
+        live: set[tuple[int, str]] = set()
+        for gpu in gpus:
+            per_job: dict[str, float] = {}
+            for process in gpu.processes:
+                ref = self._job_of(process.pid, live)
+                if ref is None:
+                    continue  # exited since NVML listed it, or not in any job
+                if ref.scheduler not in self.schedulers:
+                    continue
+                key = job_key(ref)
+                jobs.setdefault(key, ref)  # a GPU job the cgroup walk did not reach
+                per_job[key] = per_job.get(key, 0.0) + process.sm_samples
+            if per_job:
+                result[gpu.index] = per_job
+        self._pid_jobs = {k: v for k, v in self._pid_jobs.items() if k in live}
+        return result
+
+    def _job_of(self, pid: int, live: set[tuple[int, str]]) -> JobRef | None:
+        start = _start_time(self.procfs_root, pid)
+        if start is None:
+            return None
+        key = (pid, start)  # a pid reused by a new process has another start time
+        live.add(key)
+        if key not in self._pid_jobs:
+            self._pid_jobs[key] = _job_from_proc(self.procfs_root, pid)
+        return self._pid_jobs[key]
+
+
+def _start_time(procfs_root: Path, pid: int) -> str | None:
+    try:
+        stat = (procfs_root / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime); the command name in parentheses may contain spaces.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _job_from_proc(procfs_root: Path, pid: int) -> JobRef | None:
+    try:
+        lines = (procfs_root / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:  # "0::/path" on v2, "4:cpu,cpuacct:/path" on v1
+        ref = classify(line.split(":", 2)[-1])
+        if ref is not None:
+            return ref
+    return None

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.jobs.tracker import JobTracker
+from agent.model import GpuProcess, GpuStatus
+from tests.fixtures.trees import proc_stat
+from tests.test_job_discovery import make_v2
+
+STEP = "/system.slice/slurmstepd.scope/job_12/step_0"
+CTR = "cd" * 32
+DOCKER = f"/system.slice/docker-{CTR}.scope"
+ALL = ("slurm", "kubernetes", "docker", "podman", "systemd", "exec")
+
+
+def add_process(procfs: Path, pid: int, cgroup: str, start: int = 1000) -> None:
+    directory = procfs / str(pid)
+    directory.mkdir(parents=True, exist_ok=True)
+    fields = ["S"] + ["0"] * 18 + [str(start)] + ["0"] * 10
+    (directory / "stat").write_text(f"{pid} (python3 train.py) {' '.join(fields)}\n")
+    (directory / "cgroup").write_text(f"0::{cgroup}\n")
+
+
+def gpu(index: int, *processes: tuple[int, float]) -> GpuStatus:
+    return GpuStatus(
+        index,
+        f"GPU-{index}",
+        "H100",
+        True,
+        None,
+        "nvml",
+        processes=tuple(GpuProcess(pid, sm) for pid, sm in processes),
+    )
+
+
+@pytest.fixture
+def trees(tmp_path: Path) -> tuple[Path, Path]:
+    cgroups, procfs = tmp_path / "cgroup", tmp_path / "proc"
+    make_v2(cgroups, {STEP: 5_000_000, "/system.slice/sshd.service": 1_000_000})
+    proc_stat(procfs, user=1_000, idle=9_000)
+    return cgroups, procfs
+
+
+def test_cpu_deltas_per_job_and_node_busy_idle(trees: tuple[Path, Path]) -> None:
+    cgroups, procfs = trees
+    tracker = JobTracker(cgroups, procfs, ALL)
+    first = tracker.observe()
+    assert first.cpu.job_cpu_s == {"slurm:12": 0.0, "systemd:sshd": 0.0}  # baselines
+    assert (first.cpu.busy_s, first.cpu.idle_s) == (0.0, 0.0)
+
+    make_v2(cgroups, {STEP: 7_500_000, "/system.slice/sshd.service": 1_250_000})
+    proc_stat(procfs, user=1_400, idle=9_600)  # jiffies: +4 s busy, +6 s idle at USER_HZ 100
+    second = tracker.observe()
+    assert second.cpu.job_cpu_s == pytest.approx({"slurm:12": 2.5, "systemd:sshd": 0.25})
+    assert second.cpu.busy_s == pytest.approx(4.0) and second.cpu.idle_s == pytest.approx(6.0)
+
+
+def test_a_job_that_appears_after_the_first_tick_counts_all_its_cpu(trees) -> None:
+    cgroups, procfs = trees
+    tracker = JobTracker(cgroups, procfs, ALL)
+    tracker.observe()
+    make_v2(cgroups, {DOCKER: 300_000})
+    assert tracker.observe().cpu.job_cpu_s[f"docker:{CTR[:12]}"] == pytest.approx(0.3)
+
+
+def test_disabled_schedulers_are_not_jobs(trees: tuple[Path, Path]) -> None:
+    cgroups, procfs = trees
+    assert set(JobTracker(cgroups, procfs, ["slurm"]).observe().jobs) == {"slurm:12"}
+
+
+def test_gpu_processes_map_to_jobs_through_proc_cgroup(trees: tuple[Path, Path]) -> None:
+    cgroups, procfs = trees
+    add_process(procfs, 4242, f"{STEP}/user/task_0")
+    add_process(procfs, 4343, "/user.slice/user-1000.slice/session-1.scope")  # not a job
+    add_process(procfs, 4444, f"{DOCKER}")
+    tracker = JobTracker(cgroups, procfs, ALL)
+    activity = tracker.observe(
+        [
+            gpu(0, (4242, 70.0), (4343, 10.0)),
+            gpu(1, (4444, 0.0), (9999, 5.0)),  # 9999 exited between NVML and /proc
+        ]
+    )
+    assert activity.gpu_sm_samples == {0: {"slurm:12": 70.0}, 1: {f"docker:{CTR[:12]}": 0.0}}
+    assert f"docker:{CTR[:12]}" in activity.jobs  # found through its GPU process
+
+
+def test_a_reused_pid_is_looked_up_again(trees: tuple[Path, Path]) -> None:
+    cgroups, procfs = trees
+    tracker = JobTracker(cgroups, procfs, ALL)
+    add_process(procfs, 500, f"{STEP}/user/task_0", start=1000)
+    assert tracker.observe([gpu(0, (500, 1.0))]).gpu_sm_samples == {0: {"slurm:12": 1.0}}
+    add_process(procfs, 500, DOCKER, start=2000)  # same pid, another process
+    assert tracker.observe([gpu(0, (500, 1.0))]).gpu_sm_samples == {0: {f"docker:{CTR[:12]}": 1.0}}
+
+
+def test_no_cgroup_tree_means_no_jobs(tmp_path: Path) -> None:
+    proc_stat(tmp_path / "proc", user=1, idle=1)
+    activity = JobTracker(tmp_path / "none", tmp_path / "proc", ALL).observe()
+    assert activity.jobs == {} and activity.cpu.job_cpu_s == {}
