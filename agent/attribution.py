@@ -15,8 +15,10 @@ charged to the job that holds it, as allocated idle, or stays `idle`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from agent.model import DomainEnergy, JobEnergy, UnattributedEnergy
 
 RESERVED = "reserved"
 UNATTRIBUTED = "unattributed"
@@ -87,3 +89,32 @@ def split_gpu(energy_j: float, sm_samples: Mapping[str, float], holder: str | No
     if holder is not None:
         return Split(idle_j={holder: energy_j})  # allocated idle: held, doing nothing
     return Split(unattributed_idle_j=energy_j)
+
+
+def attribute_tick(
+    domains: Iterable[DomainEnergy],
+    cpu: CpuActivity,
+    gpu_sm_samples: Mapping[int, Mapping[str, float]],
+    gpu_holders: Mapping[int, str] | None = None,
+    idle_policy: str = RESERVED,
+) -> tuple[list[JobEnergy], list[UnattributedEnergy]]:
+    """Charges this tick's energy of every non-overlapping domain (those in the node total)."""
+    charged: list[JobEnergy] = []
+    left: list[UnattributedEnergy] = []
+    for domain in domains:
+        energy_j = domain.interval_energy_j
+        if not domain.in_node_total or energy_j <= 0:
+            continue
+        name, source = domain.key.domain, domain.key.source
+        if name == "gpu":
+            index = int(domain.key.device)
+            holder = (gpu_holders or {}).get(index)
+            split = split_gpu(energy_j, gpu_sm_samples.get(index, {}), holder)
+        else:
+            split = split_cpu(energy_j, cpu, idle_policy)
+        for state, shares in (("active", split.active_j), ("idle", split.idle_j)):
+            charged += [JobEnergy(job, name, source, state, j) for job, j in shares.items() if j]
+        for reason, joules in (("system", split.system_j), ("idle", split.unattributed_idle_j)):
+            if joules:
+                left.append(UnattributedEnergy(name, source, reason, joules))
+    return charged, left

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import WattwiseError
+from agent.model import JobEnergy, UnattributedEnergy
 
 SCHEMA_VERSION = 1
 
@@ -72,25 +73,6 @@ class JobSeen:
     job_id: str
     name: str = ""
     user: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class JobEnergy:
-    """Energy charged to one job in one tick."""
-
-    job_key: str
-    domain: str
-    source: str
-    state: str  # active or idle
-    energy_j: float
-
-
-@dataclass(frozen=True, slots=True)
-class UnattributedEnergy:
-    domain: str
-    source: str
-    reason: str  # system or idle
-    energy_j: float
 
 
 EnergyKey = tuple[str, str, str, str]  # job_key, domain, source, state

@@ -74,6 +74,27 @@ class GpuProcess:
 
 
 @dataclass(frozen=True, slots=True)
+class JobEnergy:
+    """Energy charged to one job in one interval."""
+
+    job_key: str  # "<scheduler>:<job_id>"
+    domain: str
+    source: str
+    state: str  # active, or idle (reserved CPUs, or a held GPU doing nothing)
+    energy_j: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnattributedEnergy:
+    """Energy of one interval that no job caused."""
+
+    domain: str
+    source: str
+    reason: str  # system (busy, no job) or idle
+    energy_j: float
+
+
+@dataclass(frozen=True, slots=True)
 class SourceStatus:
     source: str
     up: bool

@@ -84,3 +84,40 @@ def test_gpu_without_processes_is_allocated_idle_or_unattributed() -> None:
     held = split_gpu(20.0, {}, holder="a")
     assert held.idle_j == {"a": 20.0} and not held.active_j
     assert split_gpu(20.0, {}).unattributed_idle_j == 20.0
+
+
+def domain_energy(domain: str, device: str, source: str, joules: float, in_total: bool = True):
+    from agent.model import CounterKey, DomainEnergy
+
+    return DomainEnergy(
+        CounterKey(domain, device, source), 0.0, None, True, None, in_total, 0, 0, joules
+    )
+
+
+@given(
+    package=ENERGY,
+    dram=ENERGY,
+    gpus=st.lists(ENERGY, max_size=4),
+    busy=SECONDS,
+    idle=SECONDS,
+    job_cpu=st.dictionaries(JOBS, SECONDS, max_size=8),
+    samples=st.dictionaries(st.integers(0, 3), st.dictionaries(JOBS, SECONDS, max_size=3)),
+    holders=st.dictionaries(st.integers(0, 3), JOBS),
+)
+def test_a_whole_tick_conserves_every_joule_of_the_node_total(
+    package, dram, gpus, busy, idle, job_cpu, samples, holders
+):
+    from agent.attribution import attribute_tick
+
+    domains = [
+        domain_energy("package", "0", "rapl", package),
+        domain_energy("dram", "0", "rapl", dram),
+        domain_energy("core", "0", "rapl", package, in_total=False),  # inside package
+        *(domain_energy("gpu", str(i), "nvml", e) for i, e in enumerate(gpus)),
+    ]
+    cpu = CpuActivity(busy, idle, job_cpu, {}, 8)
+    charged, left = attribute_tick(domains, cpu, samples, holders)
+    total = sum(c.energy_j for c in charged) + sum(u.energy_j for u in left)
+    assert total == pytest.approx(package + dram + sum(gpus), rel=1e-9, abs=1e-9)
+    assert all(c.energy_j > 0 for c in charged) and all(u.energy_j > 0 for u in left)
+    assert not any(c.domain == "core" for c in charged)

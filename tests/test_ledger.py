@@ -9,14 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.ledger import (
-    SCHEMA_VERSION,
-    JobEnergy,
-    JobSeen,
-    Ledger,
-    LedgerError,
-    UnattributedEnergy,
-)
+from agent.ledger import SCHEMA_VERSION, JobSeen, Ledger, LedgerError
+from agent.model import JobEnergy, UnattributedEnergy
 
 JOB = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")
 
