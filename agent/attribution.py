@@ -64,14 +64,15 @@ def split_cpu(energy_j: float, activity: CpuActivity, idle_policy: str = RESERVE
     used = {job: s for job, s in activity.job_cpu_s.items() if s > 0}
     # Cgroup and /proc/stat times are sampled a moment apart; never hand out more than exists.
     denominator = max(activity.busy_s, sum(used.values()))
-    jobs_active = {job: active_j * s / denominator for job, s in used.items()} if used else {}
+    # Fractions first: energy x tiny / tiny underflows, while tiny / tiny does not.
+    jobs_active = {job: active_j * (s / denominator) for job, s in used.items()}
     system_j = max(active_j - sum(jobs_active.values()), 0.0)
 
     jobs_idle: dict[str, float] = {}
     if idle_policy == RESERVED and activity.total_cpus > 0:
         held = {job: c for job, c in activity.reserved_cpus.items() if c > 0}
         capacity = max(float(activity.total_cpus), sum(held.values()))
-        jobs_idle = {job: idle_j * c / capacity for job, c in held.items()}
+        jobs_idle = {job: idle_j * (c / capacity) for job, c in held.items()}
     unattributed = max(idle_j - sum(jobs_idle.values()), 0.0)
     return Split(jobs_active, jobs_idle, system_j, unattributed)
 
@@ -82,7 +83,7 @@ def split_gpu(energy_j: float, sm_samples: Mapping[str, float], holder: str | No
     if sm_samples:
         total = sum(max(v, 0.0) for v in sm_samples.values())
         if total > 0:
-            active = {job: energy_j * max(v, 0.0) / total for job, v in sm_samples.items()}
+            active = {job: energy_j * (max(v, 0.0) / total) for job, v in sm_samples.items()}
         else:
             active = {job: energy_j / len(sm_samples) for job in sm_samples}
         return Split(active_j=active)

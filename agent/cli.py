@@ -34,6 +34,9 @@ SysfsOption = Annotated[
     Path | None, typer.Option(help="Root of sysfs (default /sys); a fixture tree in tests.")
 ]
 ProcfsOption = Annotated[Path | None, typer.Option(help="Root of procfs (default /proc).")]
+CgroupOption = Annotated[
+    Path | None, typer.Option(help="Root of the cgroup trees (default /sys/fs/cgroup).")
+]
 
 
 def _config(path: Path | None, **overrides: Any) -> Config:
@@ -76,6 +79,7 @@ def run(
     ] = None,
     sysfs_root: SysfsOption = None,
     procfs_root: ProcfsOption = None,
+    cgroup_root: CgroupOption = None,
 ) -> None:
     """Run the agent in the foreground: sample every interval, serve /metrics.
 
@@ -83,7 +87,13 @@ def run(
     """
     from agent.daemon import serve
 
-    cfg = _config(config, listen=listen, sysfs_root=sysfs_root, procfs_root=procfs_root)
+    cfg = _config(
+        config,
+        listen=listen,
+        sysfs_root=sysfs_root,
+        procfs_root=procfs_root,
+        cgroup_root=cgroup_root,
+    )
     _logging(cfg)
     try:
         serve(cfg)
@@ -98,13 +108,14 @@ def probe(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     sysfs_root: SysfsOption = None,
     procfs_root: ProcfsOption = None,
+    cgroup_root: CgroupOption = None,
 ) -> None:
     """List every energy source looked for, what was found, and how to fix each problem."""
     from agent.daemon import Agent
 
-    cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root)
+    cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root, cgroup_root=cgroup_root)
     _logging(cfg)
-    agent = Agent(cfg)
+    agent = Agent(cfg, durable=False)
     try:
         findings = agent.probe()
     finally:
@@ -137,6 +148,7 @@ def once(
     ] = "prom",
     sysfs_root: SysfsOption = None,
     procfs_root: ProcfsOption = None,
+    cgroup_root: CgroupOption = None,
 ) -> None:
     """Take two readings INTERVAL seconds apart and print what /metrics would serve."""
     from prometheus_client import CollectorRegistry, generate_latest
@@ -147,9 +159,9 @@ def once(
     if output_format not in ("prom", "json"):
         typer.echo("wattwise: --format must be prom or json", err=True)
         raise typer.Exit(2)
-    cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root)
+    cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root, cgroup_root=cgroup_root)
     _logging(cfg)
-    agent = Agent(cfg)
+    agent = Agent(cfg, durable=False)
     try:
         agent.tick()
         time.sleep(interval)

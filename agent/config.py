@@ -6,7 +6,7 @@ Nested keys in the environment use a double underscore: WATTWISE_NVML__POWER_POL
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -47,6 +47,32 @@ class EstimateConfig(_Section):
     )
 
 
+Scheduler = Literal["slurm", "kubernetes", "docker", "podman", "systemd", "exec"]
+
+
+class JobsConfig(_Section):
+    enabled: bool = Field(True, description="Discover jobs in cgroups and charge energy to them.")
+    schedulers: tuple[Scheduler, ...] = Field(
+        ("slurm", "kubernetes", "docker", "podman", "exec"),
+        description="Which job kinds to account; systemd services are off by default.",
+    )
+    idle_policy: Literal["reserved", "unattributed"] = Field(
+        "reserved",
+        description="Idle CPU energy: charged to jobs by the CPUs they reserve, or kept as idle.",
+    )
+    finished_grace_s: float = Field(
+        600.0, ge=0, description="How long a finished job stays on /metrics."
+    )
+
+
+class LedgerConfig(_Section):
+    enabled: bool = Field(True, description="Keep durable per-job accounts.")
+    path: Path = Field(Path("/var/lib/wattwise/ledger.db"), description="SQLite ledger file.")
+    minutely_retention_s: float = Field(
+        30 * 86400.0, gt=0, description="How long per-minute job series are kept."
+    )
+
+
 class Config(BaseSettings):
     """The agent's whole configuration; every filesystem root is a field, for fixture trees."""
 
@@ -62,10 +88,13 @@ class Config(BaseSettings):
     )
     sysfs_root: Path = Field(Path("/sys"), description="Root of sysfs (fixture trees in tests).")
     procfs_root: Path = Field(Path("/proc"), description="Root of procfs.")
+    cgroup_root: Path = Field(Path("/sys/fs/cgroup"), description="Root of the cgroup trees.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     rapl: RaplConfig = RaplConfig()
     nvml: NvmlConfig = NvmlConfig()
     estimate: EstimateConfig = EstimateConfig()
+    jobs: JobsConfig = JobsConfig()
+    ledger: LedgerConfig = LedgerConfig()
 
     @field_validator("listen")
     @classmethod

@@ -12,9 +12,13 @@ from typing import Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent.accounting import EnergyAccounts
+from agent.attribution import attribute_tick
 from agent.config import Config
 from agent.errors import ListenError
-from agent.model import ESTIMATE, Finding, Snapshot, SourceReadout
+from agent.jobs.accounts import JobAccounts
+from agent.jobs.tracker import JobTracker
+from agent.ledger import JobSeen, Ledger, LedgerError
+from agent.model import ESTIMATE, DomainEnergy, Finding, GpuStatus, Snapshot, SourceReadout
 from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
 from agent.sources.rapl import RaplSource
@@ -33,7 +37,8 @@ class Source(Protocol):
 class Agent:
     """Owns the sources and the counter state; `tick()` swaps in a new immutable Snapshot."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, durable: bool = True) -> None:
+        """`durable=False` (probe, once) charges jobs but never opens the ledger."""
         self.config = config
         self.sources: list[Source] = []
         self._skipped: list[Finding] = []
@@ -41,6 +46,35 @@ class Agent:
         self.accounts = EnergyAccounts()
         self.latest: Snapshot | None = None
         self._down: dict[str, str] = {}
+        self.tracker: JobTracker | None = None
+        self.ledger: Ledger | None = None
+        self.ledger_problem: str | None = None
+        self._ledger_error: str | None = None
+        self._open_at_start: set[str] = set()
+        self._last_tick_monotonic_s: float | None = None
+        if config.jobs.enabled:
+            self._open_jobs(durable and config.ledger.enabled)
+
+    def _open_jobs(self, durable: bool) -> None:
+        config = self.config
+        self.tracker = JobTracker(config.cgroup_root, config.procfs_root, config.jobs.schedulers)
+        seed: dict = {}
+        seed_unattributed: dict = {}
+        if durable:
+            try:
+                self.ledger = Ledger(config.ledger.path, config.ledger.minutely_retention_s)
+            except LedgerError as exc:
+                self.ledger_problem = str(exc)
+                log.error("%s. Measuring without a ledger: job totals are not kept.", exc)
+            else:
+                self._open_at_start = self.ledger.open_jobs()
+                seed = {
+                    key: joules
+                    for key, joules in self.ledger.job_totals().items()
+                    if key[0] in self._open_at_start
+                }
+                seed_unattributed = self.ledger.unattributed_totals()
+        self.job_accounts = JobAccounts(seed, seed_unattributed, config.jobs.finished_grace_s)
 
     def _open_sources(self) -> None:
         config = self.config
@@ -69,16 +103,55 @@ class Agent:
         counters = tuple(c for r in readouts for c in r.counters)
         domains = self.accounts.update(counters)
         self._log_changes(domains)
+        gpus = tuple(g for r in readouts for g in r.gpus)
+        now_unix_s = time.time()
+        if self.tracker is not None:
+            self._charge_jobs(domains, gpus, now_unix_s)
+        jobs = self.job_accounts.views() if self.tracker is not None else ()
+        unattributed = self.job_accounts.unattributed() if self.tracker is not None else ()
         snapshot = Snapshot(
-            taken_at_unix_s=time.time(),
+            taken_at_unix_s=now_unix_s,
             interval_s=self.config.interval_s,
             tick_duration_s=time.perf_counter() - started,
             domains=domains,
-            gpus=tuple(g for r in readouts for g in r.gpus),
+            gpus=gpus,
             sources=tuple(s for r in readouts for s in r.status),
+            jobs=jobs,
+            unattributed_j=unattributed,
+            ledger_up=None
+            if self.tracker is None or not self.config.ledger.enabled
+            else self.ledger is not None and self._ledger_error is None,
         )
         self.latest = snapshot  # one reference swap: a scrape sees this tick or the last, whole
         return snapshot
+
+    def _charge_jobs(
+        self, domains: tuple[DomainEnergy, ...], gpus: tuple[GpuStatus, ...], now_unix_s: float
+    ) -> None:
+        assert self.tracker is not None
+        now = time.monotonic()
+        elapsed_s = now - (self._last_tick_monotonic_s or now)
+        self._last_tick_monotonic_s = now
+        activity = self.tracker.observe(gpus)
+        charged, left = attribute_tick(
+            domains, activity.cpu, activity.gpu_sm_samples, None, self.config.jobs.idle_policy
+        )
+        ended = self.job_accounts.apply(now_unix_s, elapsed_s, activity.jobs, charged, left)
+        if self.ledger is None:
+            return
+        # Jobs the ledger had open at startup that are gone now ended while the agent was down.
+        ended += sorted(self._open_at_start - activity.jobs.keys())
+        self._open_at_start = set()
+        seen = [
+            JobSeen(key, ref.scheduler, ref.kind, ref.job_id) for key, ref in activity.jobs.items()
+        ]
+        self.ledger.record(now_unix_s, seen, charged, left, ended)
+        if self.ledger.last_error != self._ledger_error:
+            if self.ledger.last_error:
+                log.error("%s", self.ledger.last_error)
+            else:
+                log.info("ledger %s is written again; nothing was lost", self.ledger.path)
+            self._ledger_error = self.ledger.last_error
 
     def _log_changes(self, domains: tuple) -> None:
         for domain in domains:
@@ -96,6 +169,8 @@ class Agent:
     def close(self) -> None:
         for source in self.sources:
             source.close()
+        if self.ledger is not None:
+            self.ledger.close()
 
 
 def serve(config: Config) -> None:

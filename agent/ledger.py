@@ -94,8 +94,13 @@ class Ledger:
     def _open(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # A short busy timeout: a lock held elsewhere must not stall the tick.
-            db = sqlite3.connect(self.path, timeout=0.25, isolation_level=None)
+            # A short busy timeout: a lock held elsewhere must not stall the tick. The ledger is
+            # opened on the main thread and written by the scheduler's worker; one tick runs at
+            # a time (max_instances=1) and close() follows the scheduler's shutdown, so the
+            # connection is never used by two threads at once.
+            db = sqlite3.connect(
+                self.path, timeout=0.25, isolation_level=None, check_same_thread=False
+            )
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
         try:
@@ -219,6 +224,13 @@ class Ledger:
         rows = self._db.execute("SELECT job_key, domain, source, state, energy_j FROM job_energy")
         totals = {(k, d, s, st): j for k, d, s, st, j in rows}
         for key, joules in self._pending_energy.items():
+            totals[key] = totals.get(key, 0.0) + joules
+        return totals
+
+    def unattributed_totals(self) -> dict[tuple[str, str, str], float]:
+        rows = self._db.execute("SELECT domain, source, reason, energy_j FROM unattributed_energy")
+        totals = {(d, s, r): j for d, s, r, j in rows}
+        for key, joules in self._pending_unattributed.items():
             totals[key] = totals.get(key, 0.0) + joules
         return totals
 

@@ -95,6 +95,20 @@ class UnattributedEnergy:
 
 
 @dataclass(frozen=True, slots=True)
+class JobView:
+    """One job as /metrics shows it: running totals that continue across agent restarts."""
+
+    job_key: str
+    scheduler: str
+    job_id: str
+    name: str
+    energy_j: tuple[tuple[str, str, str, float], ...]  # (domain, source, state, joules)
+    power_w: float | None  # all domains, over the last interval
+    gpu_allocated_idle_j: float  # GPU energy while held and doing nothing
+    ended_unix_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class SourceStatus:
     source: str
     up: bool
@@ -141,6 +155,9 @@ class Snapshot:
     domains: tuple[DomainEnergy, ...]
     gpus: tuple[GpuStatus, ...]
     sources: tuple[SourceStatus, ...]
+    jobs: tuple[JobView, ...] = ()
+    unattributed_j: tuple[tuple[str, str, str, float], ...] = ()  # (domain, source, reason, J)
+    ledger_up: bool | None = None  # None: no ledger configured
 
     @property
     def node_totals(self) -> tuple[NodeTotal, ...]:

@@ -14,6 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from agent import __version__
 from agent.model import NVML, RAPL, GpuStatus, Snapshot
 
+JOB_LABELS = ["job_id", "job_name", "scheduler"]
+
 DOMAIN_LABELS = ["domain", "device", "source"]
 GPU_LABELS = ["gpu", "uuid", "model"]
 
@@ -106,6 +108,7 @@ def render(snapshot: Snapshot) -> Iterator[Metric]:
     yield from (total_energy, total_power)
 
     yield from _gpu_families(snapshot.gpus, every)
+    yield from _job_families(snapshot, every)
 
     source_up = GaugeMetricFamily(
         "wattwise_source_up", "1 if the source delivered data in the last tick", labels=["source"]
@@ -151,3 +154,56 @@ def _gpu_families(gpus: tuple[GpuStatus, ...], every: str) -> Iterator[Metric]:
     yield gpu_up
     for _, family in families:
         yield family
+
+
+def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
+    energy = CounterMetricFamily(
+        "wattwise_job_energy",
+        "Energy charged to a job per domain; state is active (its CPU time or GPU work) or idle "
+        f"(reserved CPUs, a held GPU doing nothing); continues across agent restarts; {every}",
+        labels=[*JOB_LABELS, "domain", "source", "state"],
+        unit="joules",
+    )
+    power = GaugeMetricFamily(
+        "wattwise_job_power_watts",
+        f"Power charged to a running job over the last interval, all domains; {every}",
+        labels=JOB_LABELS,
+    )
+    allocated_idle = CounterMetricFamily(
+        "wattwise_job_gpu_allocated_idle",
+        f"GPU energy charged to a job while it held the GPU and ran nothing on it; {every}",
+        labels=JOB_LABELS,
+        unit="joules",
+    )
+    running = GaugeMetricFamily(
+        "wattwise_jobs", "Jobs running now, per scheduler", labels=["scheduler"]
+    )
+    counts: dict[str, int] = {}
+    for job in snapshot.jobs:
+        labels = [job.job_id, job.name, job.scheduler]
+        for domain, source, state, joules in job.energy_j:
+            energy.add_metric([*labels, domain, source, state], joules)
+        if job.power_w is not None:
+            power.add_metric(labels, job.power_w)
+        if any(domain == "gpu" for domain, *_ in job.energy_j):
+            allocated_idle.add_metric(labels, job.gpu_allocated_idle_j)
+        if job.ended_unix_s is None:
+            counts[job.scheduler] = counts.get(job.scheduler, 0) + 1
+    for scheduler, count in sorted(counts.items()):
+        running.add_metric([scheduler], count)
+    unattributed = CounterMetricFamily(
+        "wattwise_unattributed_energy",
+        "Energy no job caused: reason system (busy outside every job) or idle; jobs + "
+        f"unattributed = the node total; {every}",
+        labels=["domain", "source", "reason"],
+        unit="joules",
+    )
+    for domain, source, reason, joules in snapshot.unattributed_j:
+        unattributed.add_metric([domain, source, reason], joules)
+    yield from (energy, power, allocated_idle, running, unattributed)
+    if snapshot.ledger_up is not None:
+        yield GaugeMetricFamily(
+            "wattwise_ledger_up",
+            "1 if the last tick reached the ledger file, 0 if it is kept in memory (see the log)",
+            value=1 if snapshot.ledger_up else 0,
+        )

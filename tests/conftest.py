@@ -46,6 +46,8 @@ def no_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
 def subprocess_env(nvml_state: Path | None = None, **extra: str) -> dict[str, str]:
     """Environment for the real CLI in a subprocess: the fake NVML first on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATTWISE_")}
+    # Node-energy tests must not see this machine's cgroups nor write /var/lib/wattwise.
+    env["WATTWISE_JOBS__ENABLED"] = "false"
     if nvml_state is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(FAKES), env.get("PYTHONPATH", "")])
         env["FAKE_PYNVML_STATE"] = str(nvml_state)

@@ -74,6 +74,12 @@ def test_cgroup_time_above_node_busy_time_is_scaled_not_overdrawn() -> None:
     assert split.active_j == pytest.approx({"a": 7.5, "b": 2.5}) and split.system_j == 0
 
 
+def test_denormal_samples_do_not_create_energy() -> None:
+    # Found by hypothesis: energy x 5e-324 / 5e-324 gave 2.0 J out of 1.5 J.
+    assert split_gpu(1.5, {"a": 5e-324}).active_j == {"a": 1.5}
+    assert split_cpu(1.5, CpuActivity(5e-324, 0.0, {"a": 5e-324}, {}, 1)).active_j == {"a": 1.5}
+
+
 def test_gpu_one_job_takes_all_several_split_by_sm_samples() -> None:
     assert split_gpu(50.0, {"a": 0.0}).active_j == {"a": 50.0}
     assert split_gpu(60.0, {"a": 30.0, "b": 10.0}).active_j == pytest.approx({"a": 45, "b": 15})

@@ -11,30 +11,11 @@ import pytest
 
 from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
 from agent.sources.sysfs import CounterFileError
+from tests.fixtures.trees import make_v2
 
 CTR = "ab" * 32
 POD = "5b2d6f8e_1a3c_4e5f_9a8b_7c6d5e4f3a2b"
 POD_CGROUP = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD}.slice"
-
-
-def make_v2(root: Path, cgroups: dict[str, int]) -> None:
-    """A unified-hierarchy fixture: leaf cgroup -> its own usage_usec.
-
-    As the kernel does, every directory gets a cpu.stat whose usage includes its descendants'.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "cgroup.controllers").write_text("cpu memory\n")
-    usage: dict[Path, int] = {}
-    for cgroup, own in cgroups.items():
-        directory = root / cgroup.lstrip("/")
-        directory.mkdir(parents=True, exist_ok=True)
-        while directory != root:
-            usage[directory] = usage.get(directory, 0) + own
-            directory = directory.parent
-    for directory, total in usage.items():
-        (directory / "cpu.stat").write_text(
-            f"usage_usec {total}\nuser_usec {total // 2}\nsystem_usec {total - total // 2}\n"
-        )
 
 
 def test_scan_finds_each_job_once_and_stops_at_its_top(tmp_path: Path) -> None:

@@ -6,21 +6,12 @@ import pytest
 
 from agent.jobs.tracker import JobTracker
 from agent.model import GpuProcess, GpuStatus
-from tests.fixtures.trees import proc_stat
-from tests.test_job_discovery import make_v2
+from tests.fixtures.trees import add_process, make_v2, proc_stat
 
 STEP = "/system.slice/slurmstepd.scope/job_12/step_0"
 CTR = "cd" * 32
 DOCKER = f"/system.slice/docker-{CTR}.scope"
 ALL = ("slurm", "kubernetes", "docker", "podman", "systemd", "exec")
-
-
-def add_process(procfs: Path, pid: int, cgroup: str, start: int = 1000) -> None:
-    directory = procfs / str(pid)
-    directory.mkdir(parents=True, exist_ok=True)
-    fields = ["S"] + ["0"] * 18 + [str(start)] + ["0"] * 10
-    (directory / "stat").write_text(f"{pid} (python3 train.py) {' '.join(fields)}\n")
-    (directory / "cgroup").write_text(f"0::{cgroup}\n")
 
 
 def gpu(index: int, *processes: tuple[int, float]) -> GpuStatus:

@@ -1,0 +1,82 @@
+"""Running per-job totals for export: seeded from the ledger, so counters never restart at zero
+when the agent does, and kept on /metrics for a grace period after a job ends."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from agent.jobs.cgroups import JobRef
+from agent.model import JobEnergy, JobView, UnattributedEnergy
+
+Key = tuple[str, str, str]  # domain, source, state
+
+
+class JobAccounts:
+    def __init__(
+        self,
+        seed: Mapping[tuple[str, str, str, str], float],
+        seed_unattributed: Mapping[tuple[str, str, str], float],
+        grace_s: float,
+    ) -> None:
+        self.grace_s = grace_s
+        self._totals: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
+        for (job, domain, source, state), joules in seed.items():
+            self._totals[job][(domain, source, state)] = joules
+        self._unattributed: dict[tuple[str, str, str], float] = defaultdict(
+            float, seed_unattributed
+        )
+        self._refs: dict[str, JobRef] = {}
+        self._power_w: dict[str, float] = {}
+        self._ended: dict[str, float] = {}
+
+    def apply(
+        self,
+        now_unix_s: float,
+        elapsed_s: float,
+        jobs: Mapping[str, JobRef],
+        charged: Iterable[JobEnergy],
+        left: Iterable[UnattributedEnergy],
+    ) -> list[str]:
+        """Adds one tick; returns the jobs that ended since the last one."""
+        ended = [key for key in self._refs if key not in jobs and key not in self._ended]
+        for key in ended:
+            self._ended[key] = now_unix_s
+        for key, ref in jobs.items():
+            self._refs[key] = ref
+            self._ended.pop(key, None)
+        tick_j: dict[str, float] = defaultdict(float)
+        for c in charged:
+            self._totals[c.job_key][(c.domain, c.source, c.state)] += c.energy_j
+            tick_j[c.job_key] += c.energy_j
+        for u in left:
+            self._unattributed[(u.domain, u.source, u.reason)] += u.energy_j
+        self._power_w = {k: j / elapsed_s for k, j in tick_j.items()} if elapsed_s > 0 else {}
+        for key, at in list(self._ended.items()):
+            if now_unix_s - at > self.grace_s:  # from now on it lives in the ledger only
+                del self._ended[key], self._refs[key]
+                self._totals.pop(key, None)
+        return ended
+
+    def views(self) -> tuple[JobView, ...]:
+        views = []
+        for key, ref in sorted(self._refs.items()):
+            totals = self._totals.get(key, {})
+            views.append(
+                JobView(
+                    job_key=key,
+                    scheduler=ref.scheduler,
+                    job_id=ref.job_id,
+                    name="",
+                    energy_j=tuple((d, s, st, j) for (d, s, st), j in sorted(totals.items())),
+                    power_w=self._power_w.get(key, 0.0) if key not in self._ended else None,
+                    gpu_allocated_idle_j=sum(
+                        j for (d, _, st), j in totals.items() if d == "gpu" and st == "idle"
+                    ),
+                    ended_unix_s=self._ended.get(key),
+                )
+            )
+        return tuple(views)
+
+    def unattributed(self) -> tuple[tuple[str, str, str, float], ...]:
+        return tuple((d, s, r, j) for (d, s, r), j in sorted(self._unattributed.items()))

@@ -1,0 +1,189 @@
+"""Per-job energy through the real `wattwise run`: fixture sysfs, cgroup and procfs trees, a
+fake GPU with a job's process on it, a real SQLite ledger, HTTP scrapes, and a SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.cli import command, free_port
+from tests.conftest import subprocess_env
+from tests.fixtures.trees import (
+    add_process,
+    h100,
+    make_v2,
+    proc_stat,
+    set_energy,
+    two_socket_server,
+    write_nvml_state,
+)
+from tests.test_e2e import DEADLINE_S, Agent
+
+STEP = "/system.slice/slurmstepd.scope/job_12/step_0"
+CTR = "ef" * 32
+DOCKER = f"/system.slice/docker-{CTR}.scope"
+
+
+@dataclass
+class Node:
+    root: Path
+    sysfs: Path
+    cgroups: Path
+    procfs: Path
+    nvml: Path
+    ledger: Path
+
+    def start(self) -> Agent:
+        port = free_port()
+        env = subprocess_env(
+            self.nvml,
+            WATTWISE_INTERVAL_S="0.2",
+            WATTWISE_JOBS__ENABLED="true",
+            WATTWISE_LEDGER__PATH=str(self.ledger),
+        )
+        process = subprocess.Popen(
+            command(
+                "run",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--sysfs-root",
+                str(self.sysfs),
+                "--procfs-root",
+                str(self.procfs),
+                "--cgroup-root",
+                str(self.cgroups),
+            ),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        return Agent(process, f"http://127.0.0.1:{port}/metrics", self.sysfs, self.nvml)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    n = Node(
+        tmp_path,
+        tmp_path / "sys",
+        tmp_path / "cg",
+        tmp_path / "proc",
+        tmp_path / "nvml.json",
+        tmp_path / "ledger.db",
+    )
+    two_socket_server(n.sysfs)
+    make_v2(n.cgroups, {STEP: 1_000_000, DOCKER: 1_000_000})
+    proc_stat(n.procfs, user=1_000, idle=1_000)
+    add_process(n.procfs, 4242, f"{STEP}/user/task_0")
+    write_nvml_state(n.nvml, [h100(0, energy_mj=1_000_000, pids=[4242]), h100(1)])
+    yield n
+
+
+def job_energy(m: dict, job_id: str, domain: str, state: str, source: str) -> float:
+    return sum(
+        v
+        for k, v in m.items()
+        if k[0] == "wattwise_job_energy_joules_total"
+        and ("job_id", job_id) in k
+        and ("domain", domain) in k
+        and ("state", state) in k
+        and ("source", source) in k
+    )
+
+
+def node_energy(m: dict, domain: str) -> float:
+    return sum(
+        v
+        for k, v in m.items()
+        if k[0] == "wattwise_node_energy_joules_total"
+        and ("domain", domain) in k
+        and ("source", "rapl") in k
+    )
+
+
+def charged(m: dict, domain: str) -> float:
+    jobs = sum(
+        v
+        for k, v in m.items()
+        if k[0] == "wattwise_job_energy_joules_total" and ("domain", domain) in k
+    )
+    rest = sum(
+        v
+        for k, v in m.items()
+        if k[0] == "wattwise_unattributed_energy_joules_total" and ("domain", domain) in k
+    )
+    return jobs + rest
+
+
+def test_jobs_are_charged_energy_is_conserved_and_survives_sigkill(node: Node) -> None:
+    agent = node.start()
+    try:
+        start = agent.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) in m)
+        assert start[("wattwise_jobs", ("scheduler", "docker"))] == 1
+        # Work happens: 10 J per package, 1 J per DRAM, the job's GPU uses 100 J.
+        make_v2(node.cgroups, {STEP: 3_000_000, DOCKER: 2_000_000})
+        proc_stat(node.procfs, user=1_400, idle=1_400)
+        for socket in (0, 1):
+            set_energy(node.sysfs, f"intel-rapl:{socket}:2", 1_200_000)
+        write_nvml_state(node.nvml, [h100(0, energy_mj=1_100_000, pids=[4242]), h100(1)])
+        for socket in (0, 1):
+            set_energy(node.sysfs, f"intel-rapl:{socket}", 11_000_000)
+        m = agent.wait_for(lambda m: job_energy(m, "12", "gpu", "active", "nvml") == 100.0)
+        m = agent.wait_for(lambda m: node_energy(m, "package") == 22.0)
+        m = agent.wait_for(lambda m: charged(m, "package") == pytest.approx(20.0, rel=1e-9))
+        # Every joule the node measured since the agent started is charged or unattributed.
+        assert charged(m, "dram") == pytest.approx(2.0, rel=1e-9)
+        assert job_energy(m, "12", "package", "active", "rapl") > 0
+        assert job_energy(m, CTR[:12], "package", "active", "rapl") > 0
+        assert charged(m, "gpu") == pytest.approx(100.0, rel=1e-9)  # GPU 1 did not move
+        before_kill = job_energy(m, "12", "gpu", "active", "nvml")
+        slurm_package = job_energy(m, "12", "package", "active", "rapl")
+        assert m[("wattwise_ledger_up",)] == 1
+    finally:
+        agent.process.send_signal(signal.SIGKILL)
+        agent.process.wait(timeout=DEADLINE_S)
+
+    # While the agent is down the container ends.
+    for directory in sorted((node.cgroups / DOCKER.lstrip("/")).rglob("*"), reverse=True):
+        directory.unlink()
+    (node.cgroups / DOCKER.lstrip("/")).rmdir()
+
+    restarted = node.start()
+    try:
+        m = restarted.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) in m)
+        # The counters continue from the ledger instead of restarting at zero.
+        assert job_energy(m, "12", "gpu", "active", "nvml") == before_kill
+        assert job_energy(m, "12", "package", "active", "rapl") >= slurm_package
+        assert ("wattwise_jobs", ("scheduler", "docker")) not in m
+        restarted.process.send_signal(signal.SIGTERM)
+        restarted.process.communicate(timeout=DEADLINE_S)
+    finally:
+        if restarted.process.poll() is None:
+            restarted.process.kill()
+    db = sqlite3.connect(node.ledger)
+    ended = dict(db.execute("SELECT job_key, ended_unix_s IS NOT NULL FROM jobs"))
+    assert ended == {"slurm:12": 0, f"docker:{CTR[:12]}": 1}
+    (gpu_j,) = db.execute(
+        "SELECT energy_j FROM job_energy WHERE job_key='slurm:12' AND domain='gpu'"
+    ).fetchone()
+    assert gpu_j == before_kill
+
+
+def test_an_unreadable_ledger_is_left_alone_and_measurement_goes_on(node: Node) -> None:
+    node.ledger.write_bytes(b"not a database" * 100)
+    agent = node.start()
+    try:
+        m = agent.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) in m)
+        assert m[("wattwise_ledger_up",)] == 0
+        assert node_energy(m, "package") == 2.0
+    finally:
+        agent.process.send_signal(signal.SIGTERM)
+        _, stderr = agent.process.communicate(timeout=DEADLINE_S)
+    assert node.ledger.read_bytes() == b"not a database" * 100
+    assert "is unreadable" in stderr and "Measuring without a ledger" in stderr
