@@ -326,6 +326,35 @@ def report_command(
     _table(table)
 
 
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_command(
+    ctx: typer.Context,
+    job_name: Annotated[str | None, typer.Option(help="Name for the job (default: CMD).")] = None,
+    config: ConfigOption = None,
+    cgroup_root: CgroupOption = None,
+) -> None:
+    """Run CMD as its own job: wattwise exec [--job-name NAME] -- CMD [ARGS...].
+
+    A transient systemd scope where systemd runs, else a cgroup wattwise creates. CMD's exit
+    status is passed through.
+    """
+    from agent.jobs.exec import run_as_job
+
+    if not ctx.args:
+        typer.echo(
+            "wattwise exec: give a command after --, e.g. wattwise exec -- python train.py",
+            err=True,
+        )
+        raise typer.Exit(2)
+    cfg = _config(config, cgroup_root=cgroup_root)
+    try:
+        code = run_as_job(list(ctx.args), job_name, cfg.cgroup_root)
+    except FileNotFoundError:
+        typer.echo(f"wattwise exec: command not found: {ctx.args[0]}", err=True)
+        raise typer.Exit(127) from None
+    raise typer.Exit(code)
+
+
 @config_app.command("check")
 def config_check(
     file: Annotated[Path, typer.Argument(help="Config file to validate.")],
