@@ -134,17 +134,24 @@ class Agent:
         self._last_tick_monotonic_s = now
         activity = self.tracker.observe(gpus)
         charged, left = attribute_tick(
-            domains, activity.cpu, activity.gpu_sm_samples, None, self.config.jobs.idle_policy
+            domains,
+            activity.cpu,
+            activity.gpu_sm_samples,
+            activity.gpu_holders,
+            self.config.jobs.idle_policy,
         )
-        ended = self.job_accounts.apply(now_unix_s, elapsed_s, activity.jobs, charged, left)
+        names = {key: meta.name for key, meta in activity.meta.items()}
+        ended = self.job_accounts.apply(now_unix_s, elapsed_s, activity.jobs, charged, left, names)
         if self.ledger is None:
             return
         # Jobs the ledger had open at startup that are gone now ended while the agent was down.
         ended += sorted(self._open_at_start - activity.jobs.keys())
         self._open_at_start = set()
-        seen = [
-            JobSeen(key, ref.scheduler, ref.kind, ref.job_id) for key, ref in activity.jobs.items()
-        ]
+        seen = []
+        for key, ref in activity.jobs.items():
+            meta = activity.meta.get(key)
+            name, user = (meta.name, meta.user) if meta else ("", "")
+            seen.append(JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user))
         self.ledger.record(now_unix_s, seen, charged, left, ended)
         if self.ledger.last_error != self._ledger_error:
             if self.ledger.last_error:

@@ -81,6 +81,10 @@ def node(tmp_path: Path) -> Iterator[Node]:
     make_v2(n.cgroups, {STEP: 1_000_000, DOCKER: 1_000_000})
     proc_stat(n.procfs, user=1_000, idle=1_000)
     add_process(n.procfs, 4242, f"{STEP}/user/task_0")
+    (n.cgroups / STEP.lstrip("/") / "cgroup.procs").write_text("4242\n")
+    (n.procfs / "4242" / "environ").write_bytes(
+        b"SLURM_JOB_ID=12\0SLURM_JOB_NAME=llama\0SLURM_JOB_USER=alice\0"
+    )
     write_nvml_state(n.nvml, [h100(0, energy_mj=1_000_000, pids=[4242]), h100(1)])
     yield n
 
@@ -145,6 +149,8 @@ def test_jobs_are_charged_energy_is_conserved_and_survives_sigkill(node: Node) -
         before_kill = job_energy(m, "12", "gpu", "active", "nvml")
         slurm_package = job_energy(m, "12", "package", "active", "rapl")
         assert m[("wattwise_ledger_up",)] == 1
+        names = {dict(k[1:]).get("job_name") for k in m if k[0] == "wattwise_job_power_watts"}
+        assert names == {"llama", ""}  # the docker job has no name
     finally:
         agent.process.send_signal(signal.SIGKILL)
         agent.process.wait(timeout=DEADLINE_S)
@@ -169,6 +175,9 @@ def test_jobs_are_charged_energy_is_conserved_and_survives_sigkill(node: Node) -
     db = sqlite3.connect(node.ledger)
     ended = dict(db.execute("SELECT job_key, ended_unix_s IS NOT NULL FROM jobs"))
     assert ended == {"slurm:12": 0, f"docker:{CTR[:12]}": 1}
+    assert db.execute("SELECT name, user FROM jobs WHERE job_key='slurm:12'").fetchone() == (
+        "llama", "alice"
+    )
     (gpu_j,) = db.execute(
         "SELECT energy_j FROM job_energy WHERE job_key='slurm:12' AND domain='gpu'"
     ).fetchone()

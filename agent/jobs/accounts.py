@@ -29,6 +29,7 @@ class JobAccounts:
         self._refs: dict[str, JobRef] = {}
         self._power_w: dict[str, float] = {}
         self._ended: dict[str, float] = {}
+        self._names: dict[str, str] = {}
 
     def apply(
         self,
@@ -37,8 +38,10 @@ class JobAccounts:
         jobs: Mapping[str, JobRef],
         charged: Iterable[JobEnergy],
         left: Iterable[UnattributedEnergy],
+        names: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Adds one tick; returns the jobs that ended since the last one."""
+        self._names.update({k: v for k, v in (names or {}).items() if v})
         ended = [key for key in self._refs if key not in jobs and key not in self._ended]
         for key in ended:
             self._ended[key] = now_unix_s
@@ -56,6 +59,7 @@ class JobAccounts:
             if now_unix_s - at > self.grace_s:  # from now on it lives in the ledger only
                 del self._ended[key], self._refs[key]
                 self._totals.pop(key, None)
+                self._names.pop(key, None)
         return ended
 
     def views(self) -> tuple[JobView, ...]:
@@ -67,7 +71,7 @@ class JobAccounts:
                     job_key=key,
                     scheduler=ref.scheduler,
                     job_id=ref.job_id,
-                    name="",
+                    name=self._names.get(key, ""),
                     energy_j=tuple((d, s, st, j) for (d, s, st), j in sorted(totals.items())),
                     power_w=self._power_w.get(key, 0.0) if key not in self._ended else None,
                     gpu_allocated_idle_j=sum(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -18,6 +18,7 @@ import psutil
 from agent.attribution import CpuActivity
 from agent.jobs.cgroups import JobRef, classify
 from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
+from agent.jobs.metadata import JobMeta, read_meta
 from agent.model import GpuStatus
 from agent.sources.sysfs import CounterFileError
 
@@ -33,6 +34,8 @@ class JobActivity:
     jobs: dict[str, JobRef]  # job key -> job, every job present now
     cpu: CpuActivity
     gpu_sm_samples: dict[int, dict[str, float]]  # GPU index -> job key -> SM samples
+    meta: dict[str, JobMeta] = field(default_factory=dict)  # job key -> what is known of it
+    gpu_holders: dict[int, str] = field(default_factory=dict)  # GPU index -> job key
 
 
 class JobTracker:
@@ -46,11 +49,16 @@ class JobTracker:
         self._cpu_s: dict[str, float] = {}  # job cgroup -> last CPU seconds
         self._node_times: tuple[float, float] | None = None
         self._pid_jobs: dict[tuple[int, str], JobRef | None] = {}
+        self._meta: dict[str, JobMeta] = {}  # job cgroup -> metadata, read once
+        self._refs: dict[str, JobRef] = {}  # job cgroup -> its ref, key fixed at first sight
         self._first = True
 
     def observe(self, gpus: Iterable[GpuStatus] = ()) -> JobActivity:
-        refs = scan(self.hierarchy) if self.hierarchy is not None else {}
-        refs = {cg: r for cg, r in refs.items() if r.scheduler in self.schedulers}
+        found = scan(self.hierarchy) if self.hierarchy is not None else {}
+        found = {cg: r for cg, r in found.items() if r.scheduler in self.schedulers}
+        refs = {cg: self._identify(cg, r) for cg, r in found.items()}
+        self._refs = refs
+        self._meta = {cg: m for cg, m in self._meta.items() if cg in refs}
         job_cpu: dict[str, float] = {}
         seen: dict[str, float] = {}
         for cgroup, ref in refs.items():
@@ -71,8 +79,24 @@ class JobTracker:
         busy_s, idle_s = self._node_delta()
         self._first = False
         jobs = {job_key(r): r for r in refs.values()}
-        cpu = CpuActivity(busy_s, idle_s, job_cpu, {}, psutil.cpu_count() or 1)
-        return JobActivity(jobs, cpu, self._gpu_jobs(gpus, jobs))
+        meta = {job_key(refs[cg]): m for cg, m in self._meta.items()}
+        reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
+        holders = {gpu: key for key, m in meta.items() for gpu in m.gpus}
+        cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
+        return JobActivity(jobs, cpu, self._gpu_jobs(gpus, jobs), meta, holders)
+
+    def _identify(self, cgroup: str, ref: JobRef) -> JobRef:
+        """The job's ref with its metadata read once; its key never changes after first sight."""
+        if cgroup not in self._meta and self.hierarchy is not None:
+            meta = read_meta(ref, self.hierarchy.root / cgroup.lstrip("/"), self.procfs_root)
+            if meta is not None:
+                self._meta[cgroup] = meta
+        if cgroup in self._refs:
+            return self._refs[cgroup]
+        meta = self._meta.get(cgroup)
+        if meta is not None and meta.slurm_job_id.isdigit() and not ref.job_id.isdigit():
+            return replace(ref, job_id=meta.slurm_job_id)  # a SLUID: the numeric id is known
+        return ref
 
     def _node_delta(self) -> tuple[float, float]:
         """Busy and idle CPU seconds since the last tick, summed over CPUs, from /proc/stat."""
@@ -98,6 +122,7 @@ class JobTracker:
                     continue  # exited since NVML listed it, or not in any job
                 if ref.scheduler not in self.schedulers:
                     continue
+                ref = self._refs.get(ref.cgroup, ref)  # the key the cgroup walk gave it
                 key = job_key(ref)
                 jobs.setdefault(key, ref)  # a GPU job the cgroup walk did not reach
                 per_job[key] = per_job.get(key, 0.0) + process.sm_samples
