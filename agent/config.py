@@ -63,6 +63,17 @@ class JobsConfig(_Section):
     finished_grace_s: float = Field(
         600.0, ge=0, description="How long a finished job stays on /metrics."
     )
+    kubelet_url: str | None = Field(
+        None, description="Kubelet base URL for pod names, e.g. https://127.0.0.1:10250."
+    )
+    kubelet_token_file: Path | None = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="Bearer token for the kubelet (the pod's service account token).",
+    )
+    kubelet_ca_file: Path | None = Field(None, description="CA bundle of the kubelet's cert.")
+    kubelet_insecure_skip_verify: bool = Field(
+        False, description="Skip TLS verification of the kubelet (self-signed serving certs)."
+    )
 
 
 class LedgerConfig(_Section):

@@ -16,6 +16,7 @@ from agent.attribution import attribute_tick
 from agent.config import Config
 from agent.errors import ListenError
 from agent.jobs.accounts import JobAccounts
+from agent.jobs.kubelet import PodNames
 from agent.jobs.tracker import JobTracker
 from agent.ledger import JobSeen, Ledger, LedgerError
 from agent.model import ESTIMATE, DomainEnergy, Finding, GpuStatus, Snapshot, SourceReadout
@@ -47,6 +48,7 @@ class Agent:
         self.latest: Snapshot | None = None
         self._down: dict[str, str] = {}
         self.tracker: JobTracker | None = None
+        self.pod_names: PodNames | None = None
         self.ledger: Ledger | None = None
         self.ledger_problem: str | None = None
         self._ledger_error: str | None = None
@@ -57,7 +59,22 @@ class Agent:
 
     def _open_jobs(self, durable: bool) -> None:
         config = self.config
-        self.tracker = JobTracker(config.cgroup_root, config.procfs_root, config.jobs.schedulers)
+        jobs = config.jobs
+        if jobs.kubelet_url:
+            token = jobs.kubelet_token_file
+            self.pod_names = PodNames(
+                jobs.kubelet_url,
+                token_file=token if token and token.is_file() else None,
+                ca_file=jobs.kubelet_ca_file,
+                verify=not jobs.kubelet_insecure_skip_verify,
+            )
+            self.pod_names.start()
+        self.tracker = JobTracker(
+            config.cgroup_root,
+            config.procfs_root,
+            jobs.schedulers,
+            self.pod_names.get if self.pod_names else None,
+        )
         seed: dict = {}
         seed_unattributed: dict = {}
         if durable:
@@ -178,6 +195,8 @@ class Agent:
             source.close()
         if self.ledger is not None:
             self.ledger.close()
+        if self.pod_names is not None:
+            self.pod_names.stop()
 
 
 def serve(config: Config) -> None:

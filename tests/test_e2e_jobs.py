@@ -176,7 +176,8 @@ def test_jobs_are_charged_energy_is_conserved_and_survives_sigkill(node: Node) -
     ended = dict(db.execute("SELECT job_key, ended_unix_s IS NOT NULL FROM jobs"))
     assert ended == {"slurm:12": 0, f"docker:{CTR[:12]}": 1}
     assert db.execute("SELECT name, user FROM jobs WHERE job_key='slurm:12'").fetchone() == (
-        "llama", "alice"
+        "llama",
+        "alice",
     )
     (gpu_j,) = db.execute(
         "SELECT energy_j FROM job_energy WHERE job_key='slurm:12' AND domain='gpu'"

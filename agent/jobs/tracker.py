@@ -9,14 +9,14 @@ baseline. A job that starts and ends between two ticks is never seen: its CPU ti
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
 
 from agent.attribution import CpuActivity
-from agent.jobs.cgroups import JobRef, classify
+from agent.jobs.cgroups import KUBERNETES, JobRef, classify
 from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
 from agent.jobs.metadata import JobMeta, read_meta
 from agent.model import GpuStatus
@@ -39,7 +39,14 @@ class JobActivity:
 
 
 class JobTracker:
-    def __init__(self, cgroup_root: Path, procfs_root: Path, schedulers: Collection[str]):
+    def __init__(
+        self,
+        cgroup_root: Path,
+        procfs_root: Path,
+        schedulers: Collection[str],
+        pod_name: Callable[[str], str | None] | None = None,
+    ):
+        self.pod_name = pod_name
         psutil.PROCFS_PATH = str(procfs_root)  # psutil's documented hook for another /proc
         self.procfs_root = procfs_root
         self.schedulers = frozenset(schedulers)
@@ -80,6 +87,11 @@ class JobTracker:
         self._first = False
         jobs = {job_key(r): r for r in refs.values()}
         meta = {job_key(refs[cg]): m for cg, m in self._meta.items()}
+        if self.pod_name is not None:  # names can arrive later than the pod: asked every tick
+            for key, ref in jobs.items():
+                name = self.pod_name(ref.job_id) if ref.scheduler == KUBERNETES else None
+                if name:
+                    meta[key] = replace(meta.get(key, JobMeta()), name=name)
         reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
         holders = {gpu: key for key, m in meta.items() for gpu in m.gpus}
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
