@@ -1,0 +1,177 @@
+"""A real single-node Slurm cluster (Debian's slurmctld, slurmd, munge), a real sbatch job, and
+the real `wattwise run` reading this machine's cgroups and /proc.
+
+Skipped where Slurm is not installed or cannot start; .ci/run installs it. Slurm's cgroup/v1
+plugin needs the v1 cpuacct hierarchy this machine has.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import command, free_port
+from tests.conftest import subprocess_env
+from tests.test_e2e import DEADLINE_S, Agent
+
+TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "munge", "munged")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0
+    or any(shutil.which(t) is None for t in TOOLS)
+    or not Path("/sys/fs/cgroup/cpuacct/cpuacct.usage").is_file(),
+    reason="needs root, Debian's slurm packages and a v1 cpuacct hierarchy",
+)
+
+
+def wait(predicate, what: str, limit_s: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ensure_munge() -> None:
+    if subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0:
+        return
+    key = Path("/etc/munge/munge.key")
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(os.urandom(1024))
+    shutil.chown(key, "munge", "munge")
+    key.chmod(0o400)
+    for directory in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        shutil.chown(directory, "munge", "munge")
+    subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=False)
+    wait(lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0, "munged")
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    for port in (6817, 6818):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.skip(f"port {port} is taken: another Slurm runs here")
+    ensure_munge()
+    root = tmp_path_factory.mktemp("slurm")
+    host = socket.gethostname().split(".")[0]
+    conf = root / "slurm.conf"
+    conf.write_text(
+        f"ClusterName=wattwise\nSlurmctldHost={host}\nSlurmUser=root\nSlurmdUser=root\n"
+        "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup\n"
+        "JobAcctGatherType=jobacct_gather/cgroup\nSelectType=select/cons_tres\n"
+        "MpiDefault=none\nReturnToService=2\n"
+        f"StateSaveLocation={root}/ctld\nSlurmdSpoolDir={root}/d\n"
+        f"SlurmctldPidFile={root}/ctld.pid\nSlurmdPidFile={root}/d.pid\n"
+        f"SlurmctldLogFile={root}/ctld.log\nSlurmdLogFile={root}/d.log\n"
+        f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN\n"
+        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n"
+    )
+    (root / "cgroup.conf").write_text(
+        "CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nConstrainCores=no\n"
+        "ConstrainRAMSpace=no\nConstrainDevices=no\n"
+    )
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    subprocess.run(["slurmctld", "-f", str(conf)], env=env, check=True)
+    subprocess.run(["slurmd", "-f", str(conf)], env=env, check=True)
+    try:
+        wait(
+            lambda: (
+                subprocess.run(
+                    ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True
+                ).stdout.strip()
+                == "idle"
+            ),
+            "an idle Slurm node",
+        )
+        yield env
+    finally:
+        subprocess.run(["scontrol", "shutdown"], env=env, capture_output=True, check=False)
+        for pid_file in (root / "ctld.pid", root / "d.pid"):
+            if pid_file.exists():
+                pid = int(pid_file.read_text())
+                wait(lambda p=pid: not Path(f"/proc/{p}").exists(), "Slurm to stop", 15)
+
+
+def test_a_real_sbatch_job_is_found_named_and_charged(
+    slurm: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = subprocess_env(
+        None,
+        WATTWISE_INTERVAL_S="0.2",
+        WATTWISE_JOBS__ENABLED="true",
+        WATTWISE_NVML__ENABLED="false",
+        WATTWISE_LEDGER__PATH=str(tmp_path / "ledger.db"),
+    )
+    # No RAPL here: the CPU estimate, driven by this machine's real /proc/stat, is split.
+    process = subprocess.Popen(
+        command("run", "--listen", f"127.0.0.1:{port}", "--sysfs-root", str(tmp_path)),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    agent = Agent(process, f"http://127.0.0.1:{port}/metrics", tmp_path, tmp_path)
+    try:
+        agent.wait_for(lambda m: ("wattwise_ledger_up",) in m)
+        burn = "import time\\nend = time.time() + 4\\nwhile time.time() < end: pass"
+        submitted = subprocess.run(
+            ["sbatch", "--parsable", "--job-name=wattwise-e2e", "--wrap", f"python3 -c '{burn}'"],
+            env=slurm,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        job_id = submitted.stdout.strip().split(";")[0]
+
+        def active(m: dict) -> float:
+            return sum(
+                v
+                for k, v in m.items()
+                if k[0] == "wattwise_job_energy_joules_total"
+                and ("job_id", job_id) in k
+                and ("state", "active") in k
+            )
+
+        m = agent.wait_for(lambda m: active(m) > 0)
+        labels = {
+            dict(k[1:]).get("job_name")
+            for k in m
+            if k[0] == "wattwise_job_energy_joules_total" and ("job_id", job_id) in k
+        }
+        assert labels == {"wattwise-e2e"}
+        assert ("wattwise_jobs", ("scheduler", "slurm")) in m
+        wait(
+            lambda: (
+                job_id
+                not in subprocess.run(
+                    ["squeue", "-h", "-o", "%i"], env=slurm, capture_output=True, text=True
+                ).stdout
+            ),
+            "the job to finish",
+        )
+        m = agent.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) not in m)
+        assert active(m) > 0  # still exported during the grace period
+    finally:
+        process.terminate()
+        process.communicate(timeout=DEADLINE_S)
+    row = (
+        sqlite3.connect(tmp_path / "ledger.db")
+        .execute(
+            "SELECT name, user, ended_unix_s IS NOT NULL FROM jobs WHERE job_key = ?",
+            (f"slurm:{job_id}",),
+        )
+        .fetchone()
+    )
+    assert row == ("wattwise-e2e", "root", 1)
