@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -188,7 +189,61 @@ class Agent:
                 del self._down[name]
 
     def probe(self) -> list[Finding]:
-        return [f for source in self.sources for f in source.probe()] + self._skipped
+        findings = [f for source in self.sources for f in source.probe()] + self._skipped
+        return findings + self._probe_jobs()
+
+    def _probe_jobs(self) -> list[Finding]:
+        config = self.config
+        if self.tracker is None:
+            return [Finding("jobs", "-", "-", True, "job accounting disabled in config")]
+        hierarchy = self.tracker.hierarchy
+        if hierarchy is None:
+            fix = "mount cgroups, or point cgroup_root at the host's (a container needs it)"
+            return [
+                Finding(
+                    "jobs",
+                    "cgroups",
+                    str(config.cgroup_root),
+                    False,
+                    "no cgroup v1 cpuacct or v2 hierarchy",
+                    fix,
+                )
+            ]
+        jobs = self.tracker.observe().jobs
+        kinds = ", ".join(config.jobs.schedulers)
+        detail = f"cgroup v{hierarchy.version}, {len(jobs)} job(s) now; accounting {kinds}"
+        findings = [Finding("jobs", "cgroups", str(hierarchy.root), True, detail)]
+        path = config.ledger.path
+        if not config.ledger.enabled:
+            findings.append(Finding("ledger", "-", str(path), True, "disabled in config"))
+        elif path.exists():
+            ok = os.access(path, os.R_OK | os.W_OK)
+            detail = "present, writable" if ok else "present but not writable by this user"
+            findings.append(
+                Finding(
+                    "ledger",
+                    "sqlite",
+                    str(path),
+                    ok,
+                    detail,
+                    "" if ok else "run as the agent's user, or fix ownership",
+                )
+            )
+        else:
+            parent = next((p for p in path.parents if p.exists()), path.parent)
+            ok = os.access(parent, os.W_OK)
+            detail = "will be created" if ok else f"cannot be created: {parent} is not writable"
+            findings.append(
+                Finding(
+                    "ledger",
+                    "sqlite",
+                    str(path),
+                    ok,
+                    detail,
+                    "" if ok else "set ledger.path, or run as root",
+                )
+            )
+        return findings
 
     def close(self) -> None:
         for source in self.sources:

@@ -57,6 +57,11 @@ def build(root: Path, with_jobs: bool) -> dict:
         make_v2(root / "cg", {job_cgroup(j): 1_000 * j for j in range(JOBS)})
         for pid in range(1, PROCESSES + 1):
             add_process(root / "proc", pid, job_cgroup(pid % JOBS))
+            environ = f"SLURM_JOB_ID={pid % JOBS}\0SLURM_JOB_NAME=train\0SLURM_JOB_USER=u\0"
+            (root / "proc" / str(pid) / "environ").write_text(environ)
+        for j in range(JOBS):  # each job's step holds its processes, as slurmstepd puts them
+            pids = "\n".join(str(p) for p in range(1, PROCESSES + 1) if p % JOBS == j)
+            (root / "cg" / job_cgroup(j).lstrip("/") / "cgroup.procs").write_text(pids + "\n")
         for i, gpu in enumerate(gpus):
             gpu["pids"] = [i * 3 + k + 1 for k in range(3)]
     return {

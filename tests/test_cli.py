@@ -178,3 +178,32 @@ def test_roots_can_come_from_the_environment(server_tree: tuple[Path, Path]) -> 
     assert result.returncode == 0, result.stderr
     locations = [f["location"] for f in json.loads(result.stdout) if f["source"] == "rapl"]
     assert locations and all(loc.startswith(str(sysfs)) for loc in locations)
+
+
+def test_probe_reports_job_discovery_and_the_ledger(tmp_path: Path) -> None:
+    from tests.fixtures.trees import make_v2
+
+    make_v2(tmp_path / "cg", {"/system.slice/slurmstepd.scope/job_3/step_0": 5})
+    proc_stat(tmp_path / "proc", user=1, idle=1)
+    env = subprocess_env(
+        None,
+        WATTWISE_JOBS__ENABLED="true",
+        WATTWISE_LEDGER__PATH=str(tmp_path / "new" / "ledger.db"),
+        WATTWISE_NVML__ENABLED="false",
+    )
+    result = wattwise(
+        "probe",
+        "--json",
+        "--sysfs-root",
+        str(tmp_path),
+        "--procfs-root",
+        str(tmp_path / "proc"),
+        "--cgroup-root",
+        str(tmp_path / "cg"),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    findings = {f["source"]: f for f in json.loads(result.stdout)}
+    assert findings["jobs"]["ok"] and findings["jobs"]["detail"].startswith("cgroup v2, 1 job(s)")
+    assert findings["ledger"]["detail"] == "will be created"
+    assert not (tmp_path / "new").exists()  # probe never writes the ledger

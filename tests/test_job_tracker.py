@@ -90,3 +90,32 @@ def test_no_cgroup_tree_means_no_jobs(tmp_path: Path) -> None:
     proc_stat(tmp_path / "proc", user=1, idle=1)
     activity = JobTracker(tmp_path / "none", tmp_path / "proc", ALL).observe()
     assert activity.jobs == {} and activity.cpu.job_cpu_s == {}
+
+
+def test_a_job_born_and_gone_between_two_ticks_is_charged_as_system(trees) -> None:
+    """The documented, bounded loss: its CPU time (at most one interval) is busy time outside
+    every job seen, so its energy is `system`, never lost."""
+    from agent.attribution import split_cpu
+
+    cgroups, procfs = trees
+    tracker = JobTracker(cgroups, procfs, ALL)
+    tracker.observe()
+    proc_stat(procfs, user=1_100, idle=9_100)  # +1 s busy from a job nobody saw, +1 s idle
+    activity = tracker.observe()
+    assert activity.cpu.job_cpu_s == {"slurm:12": 0.0, "systemd:sshd": 0.0}
+    split = split_cpu(10.0, activity.cpu, "unattributed")
+    assert split.system_j == pytest.approx(5.0) and split.unattributed_idle_j == pytest.approx(5.0)
+
+
+def test_metadata_of_a_job_without_a_process_yet_is_retried_with_backoff(trees) -> None:
+    import time
+
+    cgroups, procfs = trees
+    tracker = JobTracker(cgroups, procfs, ["slurm"])
+    assert "slurm:12" not in tracker.observe().meta  # no process in the job yet
+    (cgroups / STEP.lstrip("/") / "cgroup.procs").write_text("4242\n")
+    add_process(procfs, 4242, STEP)
+    (procfs / "4242" / "environ").write_bytes(b"SLURM_JOB_NAME=late\0")
+    assert "slurm:12" not in tracker.observe().meta  # not asked again at once
+    time.sleep(1.1)  # the first retry comes after 1 s
+    assert tracker.observe().meta["slurm:12"].name == "late"

@@ -9,6 +9,7 @@ baseline. A job that starts and ends between two ticks is never seen: its CPU ti
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,9 @@ from agent.model import GpuStatus
 from agent.sources.sysfs import CounterFileError
 
 log = logging.getLogger(__name__)
+
+
+META_RETRY_MAX_S = 60.0
 
 
 def job_key(ref: JobRef) -> str:
@@ -57,6 +61,7 @@ class JobTracker:
         self._node_times: tuple[float, float] | None = None
         self._pid_jobs: dict[tuple[int, str], JobRef | None] = {}
         self._meta: dict[str, JobMeta] = {}  # job cgroup -> metadata, read once
+        self._meta_retry: dict[str, tuple[float, float]] = {}  # cgroup -> (next try, delay)
         self._refs: dict[str, JobRef] = {}  # job cgroup -> its ref, key fixed at first sight
         self._first = True
 
@@ -66,6 +71,7 @@ class JobTracker:
         refs = {cg: self._identify(cg, r) for cg, r in found.items()}
         self._refs = refs
         self._meta = {cg: m for cg, m in self._meta.items() if cg in refs}
+        self._meta_retry = {cg: r for cg, r in self._meta_retry.items() if cg in refs}
         job_cpu: dict[str, float] = {}
         seen: dict[str, float] = {}
         for cgroup, ref in refs.items():
@@ -99,10 +105,16 @@ class JobTracker:
 
     def _identify(self, cgroup: str, ref: JobRef) -> JobRef:
         """The job's ref with its metadata read once; its key never changes after first sight."""
-        if cgroup not in self._meta and self.hierarchy is not None:
+        now = time.monotonic()
+        next_try, delay = self._meta_retry.get(cgroup, (0.0, 0.5))
+        if cgroup not in self._meta and self.hierarchy is not None and now >= next_try:
             meta = read_meta(ref, self.hierarchy.root / cgroup.lstrip("/"), self.procfs_root)
             if meta is not None:
                 self._meta[cgroup] = meta
+                self._meta_retry.pop(cgroup, None)
+            else:  # no readable process yet: try again soon, then less and less often
+                delay = min(delay * 2, META_RETRY_MAX_S)
+                self._meta_retry[cgroup] = (now + delay, delay)
         if cgroup in self._refs:
             return self._refs[cgroup]
         meta = self._meta.get(cgroup)
