@@ -88,3 +88,16 @@ def test_tracker_keys_a_sluid_job_by_its_numeric_id_and_knows_its_allocation(
     )
     assert [(c.job_key, c.state, c.energy_j) for c in charged] == [("slurm:4242", "idle", 30.0)]
     assert [(u.domain, u.reason, u.energy_j) for u in left] == [("gpu", "idle", 20.0)]
+
+
+def test_a_container_holds_the_gpus_its_environment_names(tmp_path: Path) -> None:
+    from agent.model import GpuStatus
+
+    cg, procfs = tmp_path / "cg", tmp_path / "proc"
+    ctr = f"/system.slice/docker-{'ab' * 32}.scope"
+    make_v2(cg, {ctr: 10})
+    proc_stat(procfs, user=1, idle=1)
+    put_process(cg, procfs, ctr, 66, {"NVIDIA_VISIBLE_DEVICES": "GPU-b,3"})
+    gpus = [GpuStatus(i, f"GPU-{c}", "H100", True, None, "nvml") for i, c in enumerate("abcd")]
+    activity = JobTracker(cg, procfs, ["docker"]).observe(gpus)
+    assert activity.gpu_holders == {1: f"docker:{'ab' * 6}", 3: f"docker:{'ab' * 6}"}

@@ -20,6 +20,7 @@ class JobMeta:
     user: str = ""
     cpus: float | None = None  # CPUs the scheduler allocated on this node
     gpus: tuple[int, ...] = ()  # GPU indexes the scheduler allocated
+    gpu_uuids: tuple[str, ...] = ()  # allocated GPUs named by UUID (containers, pods)
     slurm_job_id: str = ""  # the numeric id, also for jobs whose directory is a SLUID
 
 
@@ -52,7 +53,10 @@ def read_meta(ref: JobRef, cgroup_dir: Path, procfs_root: Path) -> JobMeta | Non
     user = environ.get("SLURM_JOB_USER") or _owner(process, ref.uid)
     if ref.scheduler != SLURM:
         name = ref.job_id.rsplit("-", 1)[0] if ref.scheduler == "exec" else ""
-        return JobMeta(name=name, user=user)
+        # The NVIDIA container toolkit and device plugin name a container's GPUs here.
+        visible = environ.get("NVIDIA_VISIBLE_DEVICES") or environ.get("CUDA_VISIBLE_DEVICES", "")
+        uuids = tuple(v.strip() for v in visible.split(",") if v.strip().startswith("GPU-"))
+        return JobMeta(name=name, user=user, gpus=_indexes(visible), gpu_uuids=uuids)
     gpus = _indexes(environ.get("SLURM_JOB_GPUS") or environ.get("SLURM_STEP_GPUS", ""))
     return JobMeta(
         name=environ.get("SLURM_JOB_NAME", ""),

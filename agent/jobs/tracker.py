@@ -99,7 +99,10 @@ class JobTracker:
                 if name:
                     meta[key] = replace(meta.get(key, JobMeta()), name=name)
         reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
+        gpus = tuple(gpus)
+        by_uuid = {g.uuid: g.index for g in gpus}
         holders = {gpu: key for key, m in meta.items() for gpu in m.gpus}
+        holders |= {by_uuid[u]: key for key, m in meta.items() for u in m.gpu_uuids if u in by_uuid}
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
         return JobActivity(jobs, cpu, self._gpu_jobs(gpus, jobs), meta, holders)
 
