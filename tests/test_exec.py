@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,14 +56,16 @@ def test_a_command_killed_by_a_signal_exits_128_plus_the_signal() -> None:
 
 @needs_real_cgroups
 def test_sigterm_to_wattwise_exec_reaches_the_command() -> None:
+    # A Python child: dash's `wait` can miss a TERM that lands just before it starts waiting,
+    # which made a shell-based version of this test hang under load.
+    child = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)"
+    )
     process = subprocess.Popen(
-        command(
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            "trap 'kill $p; wait $p; exit 42' TERM; sleep 30 & p=$!; echo ready; wait",
-        ),
+        command("exec", "--", sys.executable, "-c", child),
         env=subprocess_env(None),
         stdout=subprocess.PIPE,
         text=True,

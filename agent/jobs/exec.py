@@ -41,11 +41,11 @@ def run_as_job(command: list[str], job_name: str | None, cgroup_root: Path) -> i
             "--",
             *command,
         ]
-        return _wait(subprocess.Popen(scope))
+        return _run(scope)
     cgroup, why = _make_cgroup(cgroup_root, job_id)
     if cgroup is None:
         print(f"wattwise exec: {why}; running {command[0]} without an account", file=sys.stderr)
-        return _wait(subprocess.Popen(command))
+        return _run(command)
     procs = str(cgroup / "cgroup.procs")
 
     def join_cgroup() -> None:  # in the child, before exec: all its descendants follow
@@ -54,7 +54,7 @@ def run_as_job(command: list[str], job_name: str | None, cgroup_root: Path) -> i
 
     try:
         # preexec_fn is safe here: the CLI runs no other threads when it forks.
-        return _wait(subprocess.Popen(command, preexec_fn=join_cgroup))
+        return _run(command, preexec_fn=join_cgroup)
     finally:
         # The agent then sees the job gone and closes its account. If the command left a
         # process behind, the cgroup is not empty, stays, and that process stays accounted.
@@ -77,15 +77,31 @@ def _make_cgroup(cgroup_root: Path, job_id: str) -> tuple[Path | None, str]:
     return cgroup, ""
 
 
-def _wait(child: subprocess.Popen) -> int:
-    """Waits for the command, forwarding SIGTERM and SIGHUP (SIGINT reaches it from the tty)."""
+def _run(command: list[str], **popen: object) -> int:
+    """Runs the command, forwarding SIGTERM and SIGHUP to it (SIGINT reaches it from the tty).
+
+    The handlers are in place before the child starts, so a signal that lands while it is being
+    spawned is not lost: it is delivered as soon as the child exists.
+    """
+    child: subprocess.Popen | None = None
+    early: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+        if child is None:
+            early.append(signum)
+        else:
+            child.send_signal(signum)
 
+    def ignore(_signum: int, _frame: object) -> None:
+        pass  # Ctrl-C reaches the command from the terminal; we wait for it to finish
+
+    # Python handlers, unlike SIG_IGN, are reset to the default in the child when it execs.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, ignore)
     try:
+        child = subprocess.Popen(command, **popen)  # type: ignore[call-overload]
+        for signum in early:
+            child.send_signal(signum)
         code = child.wait()
     finally:
         for sig, handler in previous.items():
