@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -19,7 +18,7 @@ from agent.errors import ListenError
 from agent.jobs.accounts import JobAccounts
 from agent.jobs.kubelet import PodNames
 from agent.jobs.tracker import JobTracker
-from agent.ledger import JobSeen, Ledger, LedgerError
+from agent.ledger import JobSeen, Ledger, LedgerError, probe_ledger
 from agent.model import ESTIMATE, DomainEnergy, Finding, GpuStatus, Snapshot, SourceReadout
 from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
@@ -213,36 +212,8 @@ class Agent:
         kinds = ", ".join(config.jobs.schedulers)
         detail = f"cgroup v{hierarchy.version}, {len(jobs)} job(s) now; accounting {kinds}"
         findings = [Finding("jobs", "cgroups", str(hierarchy.root), True, detail)]
-        path = config.ledger.path
-        if not config.ledger.enabled:
-            findings.append(Finding("ledger", "-", str(path), True, "disabled in config"))
-        elif path.exists():
-            ok = os.access(path, os.R_OK | os.W_OK)
-            detail = "present, writable" if ok else "present but not writable by this user"
-            findings.append(
-                Finding(
-                    "ledger",
-                    "sqlite",
-                    str(path),
-                    ok,
-                    detail,
-                    "" if ok else "run as the agent's user, or fix ownership",
-                )
-            )
-        else:
-            parent = next((p for p in path.parents if p.exists()), path.parent)
-            ok = os.access(parent, os.W_OK)
-            detail = "will be created" if ok else f"cannot be created: {parent} is not writable"
-            findings.append(
-                Finding(
-                    "ledger",
-                    "sqlite",
-                    str(path),
-                    ok,
-                    detail,
-                    "" if ok else "set ledger.path, or run as root",
-                )
-            )
+        if config.ledger.enabled:
+            findings.append(probe_ledger(config.ledger.path))
         return findings
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ tick's increments stay in memory, merged by key, and the next successful write c
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections import defaultdict
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import WattwiseError
-from agent.model import JobEnergy, UnattributedEnergy
+from agent.model import Finding, JobEnergy, UnattributedEnergy
 
 SCHEMA_VERSION = 1
 
@@ -245,6 +246,20 @@ class Ledger:
                 self.record(self._last_record_unix_s)
         finally:
             self._db.close()
+
+
+def probe_ledger(path: Path) -> Finding:
+    """Whether the agent will be able to keep its ledger at `path`; writes nothing."""
+    if path.exists():
+        ok = os.access(path, os.R_OK | os.W_OK)
+        detail = "present, writable" if ok else "present but not writable by this user"
+        fix = "run as the agent's user, or fix the file's ownership"
+    else:
+        parent = next((p for p in path.parents if p.exists()), path.parent)
+        ok = os.access(parent, os.W_OK)
+        detail = "will be created" if ok else f"cannot be created: {parent} is not writable"
+        fix = "set ledger.path, or run as root"
+    return Finding("ledger", "sqlite", str(path), ok, detail, "" if ok else fix)
 
 
 def _has_tables(db: sqlite3.Connection) -> bool:
