@@ -119,3 +119,11 @@ def test_metadata_of_a_job_without_a_process_yet_is_retried_with_backoff(trees) 
     assert "slurm:12" not in tracker.observe().meta  # not asked again at once
     time.sleep(1.1)  # the first retry comes after 1 s
     assert tracker.observe().meta["slurm:12"].name == "late"
+
+
+def test_a_cgroup_recreated_at_the_same_path_is_a_new_counter(trees) -> None:
+    cgroups, procfs = trees
+    tracker = JobTracker(cgroups, procfs, ["slurm"])
+    tracker.observe()  # baseline 5 s
+    make_v2(cgroups, {STEP: 300_000})  # removed and made again between ticks: 0.3 s so far
+    assert tracker.observe().cpu.job_cpu_s == pytest.approx({"slurm:12": 0.3})

@@ -80,14 +80,16 @@ class JobTracker:
             except CounterFileError:
                 continue  # gone since the scan, or unreadable: no CPU share this tick
             seen[cgroup] = now_s
-            if cgroup in self._cpu_s:
+            if cgroup in self._cpu_s and now_s >= self._cpu_s[cgroup]:
                 delta = now_s - self._cpu_s[cgroup]
+            elif cgroup in self._cpu_s:
+                delta = now_s  # recreated at the same path: a new counter, all of it new
             elif self._first:
                 delta = 0.0  # a baseline: its past CPU time is not this interval's
             else:
                 delta = now_s  # started since the last tick: all of it is this interval's
             key = job_key(ref)
-            job_cpu[key] = job_cpu.get(key, 0.0) + max(delta, 0.0)
+            job_cpu[key] = job_cpu.get(key, 0.0) + delta
         self._cpu_s = seen
         busy_s, idle_s = self._node_delta()
         self._first = False
