@@ -1,0 +1,1 @@
+"""Grid carbon intensity over time, from a chain of providers with fallback."""
