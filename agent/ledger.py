@@ -18,7 +18,7 @@ from pathlib import Path
 from agent.errors import WattwiseError
 from agent.model import Finding, JobEnergy, UnattributedEnergy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry brings the schema from version i to i + 1. Append; never edit a shipped migration.
 MIGRATIONS: tuple[str, ...] = (
@@ -59,6 +59,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (domain, source, reason)
     ) WITHOUT ROWID;
     """,
+    # 2: operational carbon (grams CO2e) beside every energy figure.
+    """
+    ALTER TABLE job_energy ADD COLUMN carbon_g REAL NOT NULL DEFAULT 0;
+    ALTER TABLE job_energy_minutely ADD COLUMN carbon_g REAL NOT NULL DEFAULT 0;
+    ALTER TABLE unattributed_energy ADD COLUMN carbon_g REAL NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -85,9 +91,14 @@ class Ledger:
         self.minutely_retention_s = minutely_retention_s
         self.last_error: str | None = None
         self._pending_jobs: dict[str, tuple[JobSeen, float, float]] = {}
-        self._pending_energy: dict[EnergyKey, float] = defaultdict(float)
-        self._pending_minutely: dict[tuple[str, int, str, str, str], float] = defaultdict(float)
-        self._pending_unattributed: dict[tuple[str, str, str], float] = defaultdict(float)
+        # Pending sums: key -> [joules, grams].
+        self._pending_energy: dict[EnergyKey, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self._pending_minutely: dict[tuple[str, int, str, str, str], list[float]] = defaultdict(
+            lambda: [0.0, 0.0]
+        )
+        self._pending_unattributed: dict[tuple[str, str, str], list[float]] = defaultdict(
+            lambda: [0.0, 0.0]
+        )
         self._pending_ended: dict[str, float] = {}
         self._last_record_unix_s = time.time()
         self._db = self._open()
@@ -151,10 +162,16 @@ class Ledger:
             first = self._pending_jobs.get(job.job_key, (job, now_unix_s, now_unix_s))[1]
             self._pending_jobs[job.job_key] = (job, first, now_unix_s)
         for e in energy:
-            self._pending_energy[(e.job_key, e.domain, e.source, e.state)] += e.energy_j
-            self._pending_minutely[(e.job_key, minute, e.domain, e.source, e.state)] += e.energy_j
+            for sums in (
+                self._pending_energy[(e.job_key, e.domain, e.source, e.state)],
+                self._pending_minutely[(e.job_key, minute, e.domain, e.source, e.state)],
+            ):
+                sums[0] += e.energy_j
+                sums[1] += e.carbon_g
         for u in unattributed:
-            self._pending_unattributed[(u.domain, u.source, u.reason)] += u.energy_j
+            sums = self._pending_unattributed[(u.domain, u.source, u.reason)]
+            sums[0] += u.energy_j
+            sums[1] += u.carbon_g
         for job_key in ended:
             self._pending_ended[job_key] = now_unix_s
         try:
@@ -180,20 +197,24 @@ class Ledger:
                     for j, first, last in self._pending_jobs.values()
                 ],
             )
-            db.executemany(
-                "INSERT INTO job_energy VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
-                "SET energy_j = energy_j + excluded.energy_j",
-                [(*key, joules) for key, joules in self._pending_energy.items()],
+            add = (
+                "ON CONFLICT DO UPDATE SET energy_j = energy_j + excluded.energy_j, "
+                "carbon_g = carbon_g + excluded.carbon_g"
             )
             db.executemany(
-                "INSERT INTO job_energy_minutely VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
-                "SET energy_j = energy_j + excluded.energy_j",
-                [(*key, joules) for key, joules in self._pending_minutely.items()],
+                "INSERT INTO job_energy (job_key, domain, source, state, energy_j, carbon_g) "
+                f"VALUES (?, ?, ?, ?, ?, ?) {add}",
+                [(*key, *sums) for key, sums in self._pending_energy.items()],
             )
             db.executemany(
-                "INSERT INTO unattributed_energy VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
-                "SET energy_j = energy_j + excluded.energy_j",
-                [(*key, joules) for key, joules in self._pending_unattributed.items()],
+                "INSERT INTO job_energy_minutely (job_key, minute_unix_s, domain, source, state, "
+                f"energy_j, carbon_g) VALUES (?, ?, ?, ?, ?, ?, ?) {add}",
+                [(*key, *sums) for key, sums in self._pending_minutely.items()],
+            )
+            db.executemany(
+                "INSERT INTO unattributed_energy (domain, source, reason, energy_j, carbon_g) "
+                f"VALUES (?, ?, ?, ?, ?) {add}",
+                [(*key, *sums) for key, sums in self._pending_unattributed.items()],
             )
             db.executemany(
                 "UPDATE jobs SET ended_unix_s = ? WHERE job_key = ? AND ended_unix_s IS NULL",
@@ -222,16 +243,37 @@ class Ledger:
 
     def job_totals(self) -> dict[EnergyKey, float]:
         """Every job's joules so far, so exported counters continue instead of restarting."""
-        rows = self._db.execute("SELECT job_key, domain, source, state, energy_j FROM job_energy")
-        totals = {(k, d, s, st): j for k, d, s, st, j in rows}
-        for key, joules in self._pending_energy.items():
-            totals[key] = totals.get(key, 0.0) + joules
+        return {key: sums[0] for key, sums in self._job_sums().items()}
+
+    def job_carbon_totals(self) -> dict[EnergyKey, float]:
+        """Every job's operational grams so far."""
+        return {key: sums[1] for key, sums in self._job_sums().items()}
+
+    def _job_sums(self) -> dict[EnergyKey, list[float]]:
+        rows = self._db.execute(
+            "SELECT job_key, domain, source, state, energy_j, carbon_g FROM job_energy"
+        )
+        totals = {(k, d, s, st): [j, g] for k, d, s, st, j, g in rows}
+        for key, (joules, grams) in self._pending_energy.items():
+            sums = totals.setdefault(key, [0.0, 0.0])
+            sums[0] += joules
+            sums[1] += grams
         return totals
+
+    def carbon_total_g(self) -> float:
+        """All operational grams ever recorded: jobs and the unattributed remainder."""
+        jobs, rest = (
+            self._db.execute(f"SELECT coalesce(sum(carbon_g), 0) FROM {table}").fetchone()[0]
+            for table in ("job_energy", "unattributed_energy")
+        )
+        pending = sum(s[1] for s in self._pending_energy.values())
+        pending += sum(s[1] for s in self._pending_unattributed.values())
+        return jobs + rest + pending
 
     def unattributed_totals(self) -> dict[tuple[str, str, str], float]:
         rows = self._db.execute("SELECT domain, source, reason, energy_j FROM unattributed_energy")
         totals = {(d, s, r): j for d, s, r, j in rows}
-        for key, joules in self._pending_unattributed.items():
+        for key, (joules, _) in self._pending_unattributed.items():
             totals[key] = totals.get(key, 0.0) + joules
         return totals
 

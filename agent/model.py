@@ -82,6 +82,7 @@ class JobEnergy:
     source: str
     state: str  # active, or idle (reserved CPUs, or a held GPU doing nothing)
     energy_j: float
+    carbon_g: float = 0.0  # operational: energy x PUE x grid intensity of this interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class UnattributedEnergy:
     source: str
     reason: str  # system (busy, no job) or idle
     energy_j: float
+    carbon_g: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,7 @@ class JobView:
     power_w: float | None  # all domains, over the last interval
     gpu_allocated_idle_j: float  # GPU energy while held and doing nothing
     ended_unix_s: float | None
+    carbon_g: tuple[tuple[str, str, float], ...] = ()  # (domain, source, operational grams)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,21 @@ class NodeTotal:
 
 
 @dataclass(frozen=True, slots=True)
+class CarbonStatus:
+    """The intensity and PUE the last tick used, and the node's operational carbon so far."""
+
+    grams_per_kwh: float
+    zone: str
+    provider: str
+    signal: str
+    basis: str
+    age_s: float
+    pue_ratio: float
+    node_operational_g: float
+    providers_up: tuple[tuple[str, bool], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one tick learned; the exporter renders the latest one and nothing else."""
 
@@ -158,6 +176,7 @@ class Snapshot:
     jobs: tuple[JobView, ...] = ()
     unattributed_j: tuple[tuple[str, str, str, float], ...] = ()  # (domain, source, reason, J)
     ledger_up: bool | None = None  # None: no ledger configured
+    carbon: CarbonStatus | None = None
 
     @property
     def node_totals(self) -> tuple[NodeTotal, ...]:

@@ -170,3 +170,21 @@ def test_a_full_disk_loses_nothing_and_the_ledger_catches_up(tiny_disk: Path) ->
     totals = reopened.job_totals()
     reopened.close()
     assert totals[("slurm:42", "package", "rapl", "active")] == 201.0
+
+
+def test_a_schema_1_ledger_is_migrated_in_place_keeping_its_data(tmp_path: Path) -> None:
+    from agent.ledger import MIGRATIONS
+
+    path = tmp_path / "ledger.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version=1; COMMIT;")
+    old.execute("INSERT INTO jobs VALUES ('slurm:1', 'slurm', 'slurm', '1', '', '', 0, 0, NULL)")
+    old.execute("INSERT INTO job_energy VALUES ('slurm:1', 'gpu', 'nvml', 'active', 42.0)")
+    old.close()
+    ledger = Ledger(path)
+    ledger.record(10.0, energy=[JobEnergy("slurm:1", "gpu", "nvml", "active", 8.0, 3.5)])
+    assert ledger.job_totals()[("slurm:1", "gpu", "nvml", "active")] == 50.0
+    assert ledger.job_carbon_totals()[("slurm:1", "gpu", "nvml", "active")] == 3.5
+    assert ledger.carbon_total_g() == 3.5
+    ledger.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

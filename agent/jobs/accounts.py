@@ -18,6 +18,8 @@ class JobAccounts:
         seed: Mapping[tuple[str, str, str, str], float],
         seed_unattributed: Mapping[tuple[str, str, str], float],
         grace_s: float,
+        seed_carbon: Mapping[tuple[str, str, str, str], float] | None = None,
+        seed_node_carbon_g: float = 0.0,
     ) -> None:
         self.grace_s = grace_s
         self._totals: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
@@ -26,6 +28,12 @@ class JobAccounts:
         self._unattributed: dict[tuple[str, str, str], float] = defaultdict(
             float, seed_unattributed
         )
+        self._carbon: dict[str, dict[tuple[str, str], float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        for (job, domain, source, _state), grams in (seed_carbon or {}).items():
+            self._carbon[job][(domain, source)] += grams
+        self.node_carbon_g = seed_node_carbon_g
         self._refs: dict[str, JobRef] = {}
         self._power_w: dict[str, float] = {}
         self._ended: dict[str, float] = {}
@@ -51,14 +59,18 @@ class JobAccounts:
         tick_j: dict[str, float] = defaultdict(float)
         for c in charged:
             self._totals[c.job_key][(c.domain, c.source, c.state)] += c.energy_j
+            self._carbon[c.job_key][(c.domain, c.source)] += c.carbon_g
+            self.node_carbon_g += c.carbon_g
             tick_j[c.job_key] += c.energy_j
         for u in left:
             self._unattributed[(u.domain, u.source, u.reason)] += u.energy_j
+            self.node_carbon_g += u.carbon_g
         self._power_w = {k: j / elapsed_s for k, j in tick_j.items()} if elapsed_s > 0 else {}
         for key, at in list(self._ended.items()):
             if now_unix_s - at > self.grace_s:  # from now on it lives in the ledger only
                 del self._ended[key], self._refs[key]
                 self._totals.pop(key, None)
+                self._carbon.pop(key, None)
                 self._names.pop(key, None)
         return ended
 
@@ -78,6 +90,9 @@ class JobAccounts:
                         j for (d, _, st), j in totals.items() if d == "gpu" and st == "idle"
                     ),
                     ended_unix_s=self._ended.get(key),
+                    carbon_g=tuple(
+                        (d, s, g) for (d, s), g in sorted(self._carbon.get(key, {}).items())
+                    ),
                 )
             )
         return tuple(views)
