@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from agent.errors import ConfigError
@@ -84,6 +91,41 @@ class LedgerConfig(_Section):
     )
 
 
+class CarbonConfig(_Section):
+    enabled: bool = Field(True, description="Charge operational carbon to jobs and the node.")
+    providers: tuple[Literal["table", "static"], ...] = Field(
+        ("table",), min_length=1, description="Intensity providers, preferred first."
+    )
+    zone: str = Field(
+        "WORLD", description="Grid zone (ISO 3166 code) for the table; WORLD is the average."
+    )
+    static_g_per_kwh: float | None = Field(
+        None, ge=0, le=2000, description="Intensity for the static provider, gCO2e/kWh."
+    )
+    pue_ratio: float = Field(
+        1.0, ge=1.0, le=5.0, description="Facility PUE applied to every interval's energy."
+    )
+    stale_after_s: float = Field(
+        3 * 3600.0, gt=0, description="Age after which a failing provider's value is not used."
+    )
+
+    @field_validator("zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from agent.carbon.table import ANNUAL_AVERAGES
+
+        if value.upper() not in ANNUAL_AVERAGES:
+            choices = ", ".join(sorted(ANNUAL_AVERAGES))
+            raise ValueError(f"unknown zone; the table has: {choices}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _static_has_a_value(self) -> CarbonConfig:
+        if "static" in self.providers and self.static_g_per_kwh is None:
+            raise ValueError("the static provider needs static_g_per_kwh")
+        return self
+
+
 class Config(BaseSettings):
     """The agent's whole configuration; every filesystem root is a field, for fixture trees."""
 
@@ -106,6 +148,7 @@ class Config(BaseSettings):
     estimate: EstimateConfig = EstimateConfig()
     jobs: JobsConfig = JobsConfig()
     ledger: LedgerConfig = LedgerConfig()
+    carbon: CarbonConfig = CarbonConfig()
 
     @field_validator("listen")
     @classmethod

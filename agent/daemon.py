@@ -13,13 +13,24 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent.accounting import EnergyAccounts
 from agent.attribution import attribute_tick
+from agent.carbon.grid import GridIntensity
+from agent.carbon.operational import with_carbon
+from agent.carbon.table import StaticProvider, TableProvider
 from agent.config import Config
 from agent.errors import ListenError
 from agent.jobs.accounts import JobAccounts
 from agent.jobs.kubelet import PodNames
 from agent.jobs.tracker import JobTracker
 from agent.ledger import JobSeen, Ledger, LedgerError, probe_ledger
-from agent.model import ESTIMATE, DomainEnergy, Finding, GpuStatus, Snapshot, SourceReadout
+from agent.model import (
+    ESTIMATE,
+    CarbonStatus,
+    DomainEnergy,
+    Finding,
+    GpuStatus,
+    Snapshot,
+    SourceReadout,
+)
 from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
 from agent.sources.rapl import RaplSource
@@ -54,6 +65,10 @@ class Agent:
         self._ledger_error: str | None = None
         self._open_at_start: set[str] = set()
         self._last_tick_monotonic_s: float | None = None
+        self.grid: GridIntensity | None = None
+        if config.carbon.enabled:
+            self.grid = GridIntensity(_providers(config), config.carbon.stale_after_s)
+            self.grid.start()
         if config.jobs.enabled:
             self._open_jobs(durable and config.ledger.enabled)
 
@@ -77,6 +92,8 @@ class Agent:
         )
         seed: dict = {}
         seed_unattributed: dict = {}
+        seed_carbon: dict = {}
+        seed_node_carbon_g = 0.0
         if durable:
             try:
                 self.ledger = Ledger(config.ledger.path, config.ledger.minutely_retention_s)
@@ -91,7 +108,19 @@ class Agent:
                     if key[0] in self._open_at_start
                 }
                 seed_unattributed = self.ledger.unattributed_totals()
-        self.job_accounts = JobAccounts(seed, seed_unattributed, config.jobs.finished_grace_s)
+                seed_carbon = {
+                    key: grams
+                    for key, grams in self.ledger.job_carbon_totals().items()
+                    if key[0] in self._open_at_start
+                }
+                seed_node_carbon_g = self.ledger.carbon_total_g()
+        self.job_accounts = JobAccounts(
+            seed,
+            seed_unattributed,
+            config.jobs.finished_grace_s,
+            seed_carbon,
+            seed_node_carbon_g,
+        )
 
     def _open_sources(self) -> None:
         config = self.config
@@ -138,6 +167,7 @@ class Agent:
             ledger_up=None
             if self.tracker is None or not self.config.ledger.enabled
             else self.ledger is not None and self._ledger_error is None,
+            carbon=self._carbon_status(now_unix_s),
         )
         self.latest = snapshot  # one reference swap: a scrape sees this tick or the last, whole
         return snapshot
@@ -157,6 +187,11 @@ class Agent:
             activity.gpu_holders,
             self.config.jobs.idle_policy,
         )
+        intensity = self.grid.current() if self.grid is not None else None
+        if intensity is not None:  # this interval's intensity and PUE, never an average
+            charged, left = with_carbon(
+                charged, left, self.config.carbon.pue_ratio, intensity.grams_per_kwh
+            )
         names = {key: meta.name for key, meta in activity.meta.items()}
         ended = self.job_accounts.apply(now_unix_s, elapsed_s, activity.jobs, charged, left, names)
         if self.ledger is None:
@@ -176,6 +211,22 @@ class Agent:
             else:
                 log.info("ledger %s is written again; nothing was lost", self.ledger.path)
             self._ledger_error = self.ledger.last_error
+
+    def _carbon_status(self, now_unix_s: float) -> CarbonStatus | None:
+        intensity = self.grid.current() if self.grid is not None else None
+        if intensity is None or self.tracker is None:
+            return None
+        return CarbonStatus(
+            grams_per_kwh=intensity.grams_per_kwh,
+            zone=intensity.zone,
+            provider=intensity.provider,
+            signal=intensity.signal,
+            basis=intensity.basis,
+            age_s=max(now_unix_s - intensity.fetched_at_unix_s, 0.0),
+            pue_ratio=self.config.carbon.pue_ratio,
+            node_operational_g=self.job_accounts.node_carbon_g,
+            providers_up=tuple((s.name, s.up) for s in self.grid.states()),
+        )
 
     def _log_changes(self, domains: tuple) -> None:
         for domain in domains:
@@ -223,6 +274,17 @@ class Agent:
             self.ledger.close()
         if self.pod_names is not None:
             self.pod_names.stop()
+        if self.grid is not None:
+            self.grid.stop()
+
+
+def _providers(config: Config) -> list:
+    carbon = config.carbon
+    built = {
+        "table": lambda: TableProvider(carbon.zone),
+        "static": lambda: StaticProvider(carbon.static_g_per_kwh or 0.0, carbon.zone),
+    }
+    return [built[name]() for name in carbon.providers]
 
 
 def serve(config: Config) -> None:

@@ -109,6 +109,7 @@ def render(snapshot: Snapshot) -> Iterator[Metric]:
 
     yield from _gpu_families(snapshot.gpus, every)
     yield from _job_families(snapshot, every)
+    yield from _carbon_families(snapshot, every)
 
     source_up = GaugeMetricFamily(
         "wattwise_source_up", "1 if the source delivered data in the last tick", labels=["source"]
@@ -207,3 +208,60 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
             "1 if the last tick reached the ledger file, 0 if it is kept in memory (see the log)",
             value=1 if snapshot.ledger_up else 0,
         )
+
+
+def _carbon_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
+    carbon = snapshot.carbon
+    if carbon is None:
+        return
+    jobs = CounterMetricFamily(
+        "wattwise_job_carbon",
+        "Carbon charged to a job: operational = each interval's energy x PUE x grid intensity "
+        f"of that interval, summed; {every}",
+        labels=[*JOB_LABELS, "domain", "source", "scope"],
+        unit="grams",
+    )
+    for job in snapshot.jobs:
+        for domain, source, grams in job.carbon_g:
+            jobs.add_metric(
+                [job.job_id, job.name, job.scheduler, domain, source, "operational"], grams
+            )
+    yield jobs
+    node = CounterMetricFamily(
+        "wattwise_node_carbon",
+        f"Node carbon (jobs + unattributed), by scope; {every}",
+        labels=["scope"],
+        unit="grams",
+    )
+    node.add_metric(["operational"], carbon.node_operational_g)
+    yield node
+    intensity = GaugeMetricFamily(
+        "wattwise_grid_carbon_intensity_grams_per_kwh",
+        "Grid carbon intensity used for the last interval, gCO2e per kWh; signal is average or "
+        "marginal, basis lifecycle or direct",
+        labels=["zone", "provider", "signal", "basis"],
+    )
+    intensity.add_metric(
+        [carbon.zone, carbon.provider, carbon.signal, carbon.basis], carbon.grams_per_kwh
+    )
+    yield intensity
+    age = GaugeMetricFamily(
+        "wattwise_grid_carbon_intensity_age_seconds",
+        "Age of the intensity in use; it grows while its provider fails",
+        labels=["provider"],
+    )
+    age.add_metric([carbon.provider], carbon.age_s)
+    yield age
+    up = GaugeMetricFamily(
+        "wattwise_carbon_provider_up",
+        "1 if the intensity provider's last attempt succeeded",
+        labels=["provider"],
+    )
+    for name, ok in carbon.providers_up:
+        up.add_metric([name], 1 if ok else 0)
+    yield up
+    yield GaugeMetricFamily(
+        "wattwise_pue_ratio",
+        "PUE applied to operational carbon (from config)",
+        value=carbon.pue_ratio,
+    )

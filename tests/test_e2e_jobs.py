@@ -3,6 +3,7 @@ fake GPU with a job's process on it, a real SQLite ledger, HTTP scrapes, and a S
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cli import command, free_port
@@ -39,13 +41,14 @@ class Node:
     nvml: Path
     ledger: Path
 
-    def start(self) -> Agent:
+    def start(self, **extra_env: str) -> Agent:
         port = free_port()
         env = subprocess_env(
             self.nvml,
             WATTWISE_INTERVAL_S="0.2",
             WATTWISE_JOBS__ENABLED="true",
             WATTWISE_LEDGER__PATH=str(self.ledger),
+            **extra_env,
         )
         process = subprocess.Popen(
             command(
@@ -197,3 +200,47 @@ def test_an_unreadable_ledger_is_left_alone_and_measurement_goes_on(node: Node) 
         _, stderr = agent.process.communicate(timeout=DEADLINE_S)
     assert node.ledger.read_bytes() == b"not a database" * 100
     assert "is unreadable" in stderr and "Measuring without a ledger" in stderr
+
+
+def test_operational_carbon_is_energy_times_pue_times_intensity(node: Node) -> None:
+    agent = node.start(
+        WATTWISE_CARBON__PROVIDERS='["static"]',
+        WATTWISE_CARBON__STATIC_G_PER_KWH="400",
+        WATTWISE_CARBON__PUE_RATIO="1.5",
+    )
+    try:
+        agent.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) in m)
+        write_nvml_state(node.nvml, [h100(0, energy_mj=1_360_000, pids=[4242]), h100(1)])
+        m = agent.wait_for(lambda m: job_energy(m, "12", "gpu", "active", "nvml") == 360.0)
+        text = httpx.get(agent.url, timeout=5).text
+    finally:
+        agent.process.send_signal(signal.SIGTERM)
+        agent.process.communicate(timeout=DEADLINE_S)
+    carbon = {
+        (dict(k[1:])["job_id"], dict(k[1:])["domain"]): v
+        for k, v in m.items()
+        if k[0] == "wattwise_job_carbon_grams_total"
+    }
+    # 360 J of GPU work at PUE 1.5 and 400 g/kWh: 360 / 3.6e6 x 1.5 x 400 = 0.06 g.
+    assert carbon[("12", "gpu")] == pytest.approx(0.06, rel=1e-9)
+    jobs_g = sum(carbon.values())
+    rest_j = sum(v for k, v in m.items() if k[0] == "wattwise_unattributed_energy_joules_total")
+    node_g = m[("wattwise_node_carbon_grams_total", ("scope", "operational"))]
+    assert node_g == pytest.approx(jobs_g + rest_j / 3.6e6 * 1.5 * 400, rel=1e-9)
+    intensity = (
+        "wattwise_grid_carbon_intensity_grams_per_kwh",
+        ("basis", "lifecycle"),
+        ("provider", "static"),
+        ("signal", "average"),
+        ("zone", "WORLD"),
+    )
+    assert m[intensity] == 400.0 and m[("wattwise_pue_ratio",)] == 1.5
+    if shutil.which("promtool"):
+        result = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
