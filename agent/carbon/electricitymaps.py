@@ -1,0 +1,54 @@
+"""Electricity Maps API v3: GET /v3/carbon-intensity/latest with an `auth-token` header.
+
+By zone (zone=DE) or position (lat=..&lon=..); emissionFactorType lifecycle (default) or
+direct. Hourly data: asked at most once an hour. The answer carries carbonIntensity (gCO2eq/kWh),
+datetime and emissionFactorType.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from agent.carbon.http import client, get_json, parse_time
+from agent.carbon.intensity import AVERAGE, DIRECT, LIFECYCLE, Intensity, ProviderError
+
+
+class ElectricityMapsProvider:
+    name = "electricitymaps"
+    period_s = 3600.0
+
+    def __init__(
+        self,
+        token: str,
+        zone: str | None = None,
+        lat_lon: tuple[float, float] | None = None,
+        basis: str = LIFECYCLE,
+        base_url: str = "https://api.electricitymap.org",
+        http: httpx.Client | None = None,
+    ) -> None:
+        if not token:
+            raise ProviderError("electricitymaps needs an API token (carbon.electricitymaps_token)")
+        if basis not in (LIFECYCLE, DIRECT):
+            raise ProviderError(f"emission factor basis must be lifecycle or direct, not {basis}")
+        self.token, self.zone, self.lat_lon, self.basis = token, zone, lat_lon, basis
+        self.base_url = base_url.rstrip("/")
+        self.http = http or client()
+
+    def fetch(self, now_unix_s: float) -> Intensity:
+        params: dict[str, str] = {"emissionFactorType": self.basis}
+        if self.zone:
+            params["zone"] = self.zone
+        elif self.lat_lon:
+            params["lat"], params["lon"] = (str(v) for v in self.lat_lon)
+        url = f"{self.base_url}/v3/carbon-intensity/latest"
+        body = get_json(self.http, url, params=params, headers={"auth-token": self.token})
+        try:
+            grams = body["carbonIntensity"]
+            valid_at = parse_time(body["datetime"])
+            zone = body.get("zone") or self.zone or "?"
+            basis = body.get("emissionFactorType") or self.basis
+        except (KeyError, TypeError) as exc:
+            raise ProviderError(f"{url}: unexpected response shape ({exc!r})") from None
+        if not isinstance(grams, (int, float)):
+            raise ProviderError(f"{url}: carbonIntensity is not a number: {grams!r}")
+        return Intensity(float(grams), zone, self.name, AVERAGE, basis, valid_at, now_unix_s)
