@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -93,8 +94,8 @@ class LedgerConfig(_Section):
 
 class CarbonConfig(_Section):
     enabled: bool = Field(True, description="Charge operational carbon to jobs and the node.")
-    providers: tuple[Literal["table", "static"], ...] = Field(
-        ("table",), min_length=1, description="Intensity providers, preferred first."
+    providers: tuple[Literal["electricitymaps", "watttime", "ukgrid", "table", "static"], ...] = (
+        Field(("table",), min_length=1, description="Intensity providers, preferred first.")
     )
     zone: str = Field(
         "WORLD", description="Grid zone (ISO 3166 code) for the table; WORLD is the average."
@@ -108,6 +109,21 @@ class CarbonConfig(_Section):
     stale_after_s: float = Field(
         3 * 3600.0, gt=0, description="Age after which a failing provider's value is not used."
     )
+    ukgrid_region_id: int | None = Field(
+        None, ge=1, le=17, description="UK Carbon Intensity region (1-17); unset: national."
+    )
+    ukgrid_url: str = "https://api.carbonintensity.org.uk"
+    electricitymaps_token: SecretStr | None = Field(None, description="auth-token for the API.")
+    electricitymaps_zone: str | None = Field(None, description="Zone such as DE or US-CAL-CISO.")
+    electricitymaps_lat_lon: tuple[float, float] | None = Field(
+        None, description="Position instead of a zone: [lat, lon]."
+    )
+    electricitymaps_basis: Literal["lifecycle", "direct"] = "lifecycle"
+    electricitymaps_url: str = "https://api.electricitymap.org"
+    watttime_username: str | None = None
+    watttime_password: SecretStr | None = None
+    watttime_region: str | None = Field(None, description="WattTime region, e.g. CAISO_NORTH.")
+    watttime_url: str = "https://api.watttime.org"
 
     @field_validator("zone")
     @classmethod

@@ -13,9 +13,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent.accounting import EnergyAccounts
 from agent.attribution import attribute_tick
+from agent.carbon.electricitymaps import ElectricityMapsProvider
 from agent.carbon.grid import GridIntensity
+from agent.carbon.intensity import ProviderError
 from agent.carbon.operational import with_carbon
 from agent.carbon.table import StaticProvider, TableProvider
+from agent.carbon.ukgrid import UkGridProvider
+from agent.carbon.watttime import WattTimeProvider
 from agent.config import Config
 from agent.errors import ListenError
 from agent.jobs.accounts import JobAccounts
@@ -66,8 +70,10 @@ class Agent:
         self._open_at_start: set[str] = set()
         self._last_tick_monotonic_s: float | None = None
         self.grid: GridIntensity | None = None
+        self._carbon_findings: list[Finding] = []
         if config.carbon.enabled:
-            self.grid = GridIntensity(_providers(config), config.carbon.stale_after_s)
+            providers, self._carbon_findings = _providers(config)
+            self.grid = GridIntensity(providers, config.carbon.stale_after_s)
             self.grid.start()
         if config.jobs.enabled:
             self._open_jobs(durable and config.ledger.enabled)
@@ -240,7 +246,31 @@ class Agent:
 
     def probe(self) -> list[Finding]:
         findings = [f for source in self.sources for f in source.probe()] + self._skipped
-        return findings + self._probe_jobs()
+        return findings + self._probe_jobs() + self._probe_carbon()
+
+    def _probe_carbon(self) -> list[Finding]:
+        if self.grid is None:
+            return [Finding("carbon", "-", "-", True, "carbon accounting disabled in config")]
+        findings = list(self._carbon_findings)
+        for state in self.grid.states():
+            value = state.last_good
+            if value is not None:
+                detail = f"{value.grams_per_kwh:g} g/kWh for {value.zone} ({value.signal})"
+            else:
+                detail = state.error or "no value yet"
+            findings.append(Finding("carbon", state.name, "-", state.up, detail))
+        if self.config.carbon.pue_ratio == 1.0:
+            findings.append(
+                Finding(
+                    "carbon",
+                    "pue",
+                    "-",
+                    True,
+                    "PUE 1.0: IT energy only",
+                    "set carbon.pue_ratio to your site's PUE",
+                )
+            )
+        return findings
 
     def _probe_jobs(self) -> list[Finding]:
         config = self.config
@@ -278,13 +308,42 @@ class Agent:
             self.grid.stop()
 
 
-def _providers(config: Config) -> list:
+def _providers(config: Config) -> tuple[list, list[Finding]]:
+    """The configured chain; a provider that cannot be built (a missing key) is left out and
+    becomes a probe finding, so the rest of the chain still works."""
     carbon = config.carbon
+
+    def secret(value) -> str:
+        return value.get_secret_value() if value is not None else ""
+
     built = {
         "table": lambda: TableProvider(carbon.zone),
         "static": lambda: StaticProvider(carbon.static_g_per_kwh or 0.0, carbon.zone),
+        "ukgrid": lambda: UkGridProvider(carbon.ukgrid_url, carbon.ukgrid_region_id),
+        "electricitymaps": lambda: ElectricityMapsProvider(
+            secret(carbon.electricitymaps_token),
+            zone=carbon.electricitymaps_zone,
+            lat_lon=carbon.electricitymaps_lat_lon,
+            basis=carbon.electricitymaps_basis,
+            base_url=carbon.electricitymaps_url,
+        ),
+        "watttime": lambda: WattTimeProvider(
+            carbon.watttime_username or "",
+            secret(carbon.watttime_password),
+            carbon.watttime_region or "",
+            base_url=carbon.watttime_url,
+        ),
     }
-    return [built[name]() for name in carbon.providers]
+    providers, problems = [], []
+    for name in carbon.providers:
+        try:
+            providers.append(built[name]())
+        except ProviderError as exc:
+            log.error("carbon provider %s left out: %s", name, exc)
+            problems.append(Finding("carbon", name, "-", False, str(exc), "set it in config"))
+    if not providers:  # every configured one failed: the world average keeps carbon going
+        providers.append(TableProvider("WORLD"))
+    return providers, problems
 
 
 def serve(config: Config) -> None:

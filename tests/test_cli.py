@@ -207,3 +207,12 @@ def test_probe_reports_job_discovery_and_the_ledger(tmp_path: Path) -> None:
     assert findings["jobs"]["ok"] and findings["jobs"]["detail"].startswith("cgroup v2, 1 job(s)")
     assert findings["ledger"]["detail"] == "will be created"
     assert not (tmp_path / "new").exists()  # probe never writes the ledger
+
+
+def test_config_check_never_prints_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("carbon:\n  electricitymaps_token: sk-very-secret\n  watttime_password: pw\n")
+    result = wattwise("config", "check", str(path), env=subprocess_env(None))
+    assert result.returncode == 0, result.stderr
+    assert "sk-very-secret" not in result.stdout and "pw\n" not in result.stdout
+    assert "electricitymaps_token: '**********'" in result.stdout

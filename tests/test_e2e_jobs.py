@@ -244,3 +244,35 @@ def test_operational_carbon_is_energy_times_pue_times_intensity(node: Node) -> N
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_live_provider_feeds_the_running_agent(node: Node) -> None:
+    from tests.providers import Script, serve
+
+    body = {
+        "data": [
+            {
+                "from": "2026-01-01T00:00Z",
+                "to": "2099-01-01T00:00Z",
+                "intensity": {"forecast": 180, "actual": 171, "index": "moderate"},
+            }
+        ]
+    }
+    with serve(Script(body=body)) as url:
+        agent = node.start(
+            WATTWISE_CARBON__PROVIDERS='["ukgrid", "table"]', WATTWISE_CARBON__UKGRID_URL=url
+        )
+        try:
+            m = agent.wait_for(lambda m: ("wattwise_pue_ratio",) in m)
+        finally:
+            agent.process.send_signal(signal.SIGTERM)
+            agent.process.communicate(timeout=DEADLINE_S)
+    gauge = (
+        "wattwise_grid_carbon_intensity_grams_per_kwh",
+        ("basis", "lifecycle"),
+        ("provider", "ukgrid"),
+        ("signal", "average"),
+        ("zone", "GB"),
+    )
+    assert m[gauge] == 171.0
+    assert m[("wattwise_carbon_provider_up", ("provider", "ukgrid"))] == 1
