@@ -15,7 +15,7 @@ from agent.accounting import EnergyAccounts
 from agent.attribution import attribute_tick
 from agent.carbon.electricitymaps import ElectricityMapsProvider
 from agent.carbon.grid import GridIntensity
-from agent.carbon.intensity import ProviderError
+from agent.carbon.intensity import Intensity, ProviderError
 from agent.carbon.operational import with_carbon
 from agent.carbon.table import StaticProvider, TableProvider
 from agent.carbon.ukgrid import UkGridProvider
@@ -157,8 +157,11 @@ class Agent:
         self._log_changes(domains)
         gpus = tuple(g for r in readouts for g in r.gpus)
         now_unix_s = time.time()
+        # One read per tick: the intensity charged is the one exported, even if the refresher
+        # swaps in a new value meanwhile.
+        intensity = self.grid.current() if self.grid is not None else None
         if self.tracker is not None:
-            self._charge_jobs(domains, gpus, now_unix_s)
+            self._charge_jobs(domains, gpus, now_unix_s, intensity)
         jobs = self.job_accounts.views() if self.tracker is not None else ()
         unattributed = self.job_accounts.unattributed() if self.tracker is not None else ()
         snapshot = Snapshot(
@@ -173,13 +176,17 @@ class Agent:
             ledger_up=None
             if self.tracker is None or not self.config.ledger.enabled
             else self.ledger is not None and self._ledger_error is None,
-            carbon=self._carbon_status(now_unix_s),
+            carbon=self._carbon_status(now_unix_s, intensity),
         )
         self.latest = snapshot  # one reference swap: a scrape sees this tick or the last, whole
         return snapshot
 
     def _charge_jobs(
-        self, domains: tuple[DomainEnergy, ...], gpus: tuple[GpuStatus, ...], now_unix_s: float
+        self,
+        domains: tuple[DomainEnergy, ...],
+        gpus: tuple[GpuStatus, ...],
+        now_unix_s: float,
+        intensity: Intensity | None,
     ) -> None:
         assert self.tracker is not None
         now = time.monotonic()
@@ -193,7 +200,6 @@ class Agent:
             activity.gpu_holders,
             self.config.jobs.idle_policy,
         )
-        intensity = self.grid.current() if self.grid is not None else None
         if intensity is not None:  # this interval's intensity and PUE, never an average
             charged, left = with_carbon(
                 charged, left, self.config.carbon.pue_ratio, intensity.grams_per_kwh
@@ -218,9 +224,8 @@ class Agent:
                 log.info("ledger %s is written again; nothing was lost", self.ledger.path)
             self._ledger_error = self.ledger.last_error
 
-    def _carbon_status(self, now_unix_s: float) -> CarbonStatus | None:
-        intensity = self.grid.current() if self.grid is not None else None
-        if intensity is None or self.tracker is None:
+    def _carbon_status(self, now_unix_s: float, intensity: Intensity | None) -> CarbonStatus | None:
+        if intensity is None or self.tracker is None or self.grid is None:
             return None
         return CarbonStatus(
             grams_per_kwh=intensity.grams_per_kwh,

@@ -91,7 +91,3 @@ def classify(path: str) -> JobRef | None:
         uid = int(groups["uid"]) if groups.get("uid") else None
         return JobRef(scheduler, job_id, groups["cg"], container[:12], uid)
     return None
-
-
-def is_sluid(job_id: str) -> bool:
-    return re.fullmatch(_SLUID, job_id) is not None
