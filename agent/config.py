@@ -94,14 +94,20 @@ class LedgerConfig(_Section):
 
 class CarbonConfig(_Section):
     enabled: bool = Field(True, description="Charge operational carbon to jobs and the node.")
-    providers: tuple[Literal["electricitymaps", "watttime", "ukgrid", "table", "static"], ...] = (
-        Field(("table",), min_length=1, description="Intensity providers, preferred first.")
-    )
+    providers: tuple[
+        Literal["electricitymaps", "watttime", "ukgrid", "file", "table", "static"], ...
+    ] = Field(("table",), min_length=1, description="Intensity providers, preferred first.")
     zone: str = Field(
         "WORLD", description="Grid zone (ISO 3166 code) for the table; WORLD is the average."
     )
     static_g_per_kwh: float | None = Field(
         None, ge=0, le=2000, description="Intensity for the static provider, gCO2e/kWh."
+    )
+    file_path: Path | None = Field(
+        None, description="CSV or JSON series (timestamp, grams_per_kwh) for the file provider."
+    )
+    file_signal: Literal["average", "marginal"] = Field(
+        "average", description="Whether the file's values are average or marginal intensities."
     )
     pue_ratio: float = Field(
         1.0, ge=1.0, le=5.0, description="Facility PUE applied to every interval's energy."
@@ -139,6 +145,8 @@ class CarbonConfig(_Section):
     def _static_has_a_value(self) -> CarbonConfig:
         if "static" in self.providers and self.static_g_per_kwh is None:
             raise ValueError("the static provider needs static_g_per_kwh")
+        if "file" in self.providers and self.file_path is None:
+            raise ValueError("the file provider needs file_path")
         return self
 
 

@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agent.accounting import EnergyAccounts
 from agent.attribution import attribute_tick
 from agent.carbon.electricitymaps import ElectricityMapsProvider
+from agent.carbon.file import FileProvider
 from agent.carbon.grid import GridIntensity
 from agent.carbon.intensity import Intensity, ProviderError
 from agent.carbon.operational import with_carbon
@@ -324,6 +325,7 @@ def _providers(config: Config) -> tuple[list, list[Finding]]:
     built = {
         "table": lambda: TableProvider(carbon.zone),
         "static": lambda: StaticProvider(carbon.static_g_per_kwh or 0.0, carbon.zone),
+        "file": lambda: FileProvider(carbon.file_path, carbon.zone, carbon.file_signal),
         "ukgrid": lambda: UkGridProvider(carbon.ukgrid_url, carbon.ukgrid_region_id),
         "electricitymaps": lambda: ElectricityMapsProvider(
             secret(carbon.electricitymaps_token),
