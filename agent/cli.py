@@ -277,6 +277,27 @@ def job_show(
     typer.echo(json.dumps([_summary_row(j) for j in found], indent=2))
 
 
+SCI_COLUMNS = (
+    "jobs",
+    "job_hours",
+    "energy_j",
+    "energy_kwh",
+    "intensity_g_per_kwh",
+    "operational_g",
+    "embodied_g",
+    "carbon_g",
+    "sci_g_per_job_hour",
+)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
 @app.command("report")
 def report_command(
     since: Annotated[
@@ -285,13 +306,23 @@ def report_command(
     until: Annotated[str, typer.Option(help="End, same forms. [default: now]")] = "0s",
     group_by: Annotated[str, typer.Option(help="job, user or scheduler.")] = "job",
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    sci: Annotated[
+        bool,
+        typer.Option(
+            "--sci",
+            help="Software Carbon Intensity terms instead: E (energy_j, energy_kwh), I "
+            "(intensity_g_per_kwh, effective, PUE included), O (operational_g), M (embodied_g) "
+            "and SCI = (O + M) per job-hour.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     ledger: LedgerOption = None,
 ) -> None:
-    """Energy per job, user or scheduler over a time window, from the per-minute ledger series."""
+    """Energy (or, with --sci, carbon) per job, user or scheduler over a time window, from the
+    per-minute ledger series."""
     import csv
 
-    from agent.reports import GROUPS, parse_time, report
+    from agent.reports import GROUPS, parse_time, report, sci_report
 
     if group_by not in GROUPS or output_format not in ("table", "csv", "json"):
         typer.echo(
@@ -304,25 +335,22 @@ def report_command(
     except ValueError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(2) from None
-    rows = report(_ledger(config, ledger), start, end, group_by)
+    rows = (sci_report if sci else report)(_ledger(config, ledger), start, end, group_by)
     if output_format == "json":
         typer.echo(json.dumps({"since_unix_s": start, "until_unix_s": end, "rows": rows}, indent=2))
         return
-    columns = [group_by, "jobs", "energy_j", "active_j", "idle_j"]
-    columns += sorted({k for r in rows for k in r} - set(columns))
+    if sci:
+        columns = [group_by, *SCI_COLUMNS]
+    else:
+        columns = [group_by, "jobs", "energy_j", "active_j", "idle_j"]
+        columns += sorted({k for r in rows for k in r} - set(columns))
     if output_format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return
     table = [[c.upper() for c in columns]]
-    table += [
-        [
-            f"{r.get(c, 0):.1f}" if isinstance(r.get(c, 0), float) else str(r.get(c, ""))
-            for c in columns
-        ]
-        for r in rows
-    ]
+    table += [[_cell(r.get(c)) for c in columns] for r in rows]
     _table(table)
 
 

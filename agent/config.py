@@ -150,6 +150,38 @@ class CarbonConfig(_Section):
         return self
 
 
+YEAR_S = 365.25 * 86400
+# NVIDIA's product carbon footprint of the HGX H100 8-GPU baseboard: 1,312 kgCO2e cradle to
+# gate, so 164 kg per GPU with its share of the board.
+H100_EMBODIED_G = 1_312_000 / 8
+
+
+class EmbodiedConfig(_Section):
+    enabled: bool = Field(True, description="Charge the hardware's manufacturing carbon to jobs.")
+    server_embodied_g: float = Field(
+        1_300_000.0,
+        ge=0,
+        description="Manufacturing carbon of the server without GPUs, gCO2e (Dell R740 PCF).",
+    )
+    server_lifespan_s: float = Field(4 * YEAR_S, gt=0, description="Expected server life, s.")
+    gpu_embodied_g: dict[str, float] = Field(
+        {"H100": H100_EMBODIED_G},
+        description="gCO2e per GPU, keyed by a part of the NVML model name (longest match wins).",
+    )
+    gpu_default_embodied_g: float = Field(
+        H100_EMBODIED_G, ge=0, description="gCO2e for a GPU model not in gpu_embodied_g."
+    )
+    gpu_lifespan_s: float = Field(4 * YEAR_S, gt=0, description="Expected GPU life, s.")
+
+    @field_validator("gpu_embodied_g")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [model for model, grams in value.items() if grams < 0 or not model]
+        if bad:
+            raise ValueError(f"needs a model name and grams >= 0: {', '.join(map(repr, bad))}")
+        return value
+
+
 class Config(BaseSettings):
     """The agent's whole configuration; every filesystem root is a field, for fixture trees."""
 
@@ -173,6 +205,7 @@ class Config(BaseSettings):
     jobs: JobsConfig = JobsConfig()
     ledger: LedgerConfig = LedgerConfig()
     carbon: CarbonConfig = CarbonConfig()
+    embodied: EmbodiedConfig = EmbodiedConfig()
 
     @field_validator("listen")
     @classmethod

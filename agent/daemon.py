@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from agent.accounting import EnergyAccounts
 from agent.attribution import attribute_tick
 from agent.carbon.electricitymaps import ElectricityMapsProvider
+from agent.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
 from agent.carbon.file import FileProvider
 from agent.carbon.grid import GridIntensity
 from agent.carbon.intensity import Intensity, ProviderError
@@ -72,6 +73,7 @@ class Agent:
         self._last_tick_monotonic_s: float | None = None
         self.grid: GridIntensity | None = None
         self._carbon_findings: list[Finding] = []
+        self._gpu_models: dict[int, str] = {}  # kept when a GPU falls off: it still exists
         if config.carbon.enabled:
             providers, self._carbon_findings = _providers(config)
             self.grid = GridIntensity(providers, config.carbon.stale_after_s)
@@ -101,6 +103,8 @@ class Agent:
         seed_unattributed: dict = {}
         seed_carbon: dict = {}
         seed_node_carbon_g = 0.0
+        seed_embodied: dict = {}
+        seed_unreserved: dict = {}
         if durable:
             try:
                 self.ledger = Ledger(config.ledger.path, config.ledger.minutely_retention_s)
@@ -121,12 +125,20 @@ class Agent:
                     if key[0] in self._open_at_start
                 }
                 seed_node_carbon_g = self.ledger.carbon_total_g()
+                seed_embodied = {
+                    key: grams
+                    for key, grams in self.ledger.job_embodied_totals().items()
+                    if key[0] in self._open_at_start
+                }
+                seed_unreserved = self.ledger.unreserved_embodied_totals()
         self.job_accounts = JobAccounts(
             seed,
             seed_unattributed,
             config.jobs.finished_grace_s,
             seed_carbon,
             seed_node_carbon_g,
+            seed_embodied,
+            seed_unreserved,
         )
 
     def _open_sources(self) -> None:
@@ -178,6 +190,9 @@ class Agent:
             if self.tracker is None or not self.config.ledger.enabled
             else self.ledger is not None and self._ledger_error is None,
             carbon=self._carbon_status(now_unix_s, intensity),
+            embodied=self.job_accounts.embodied_status()
+            if self.tracker is not None and self.config.embodied.enabled
+            else None,
         )
         self.latest = snapshot  # one reference swap: a scrape sees this tick or the last, whole
         return snapshot
@@ -205,8 +220,19 @@ class Agent:
             charged, left = with_carbon(
                 charged, left, self.config.carbon.pue_ratio, intensity.grams_per_kwh
             )
+        embodied = None
+        if self.config.embodied.enabled:
+            cpus_held, gpus_held = held_resources(
+                activity.cpu, activity.gpu_sm_samples, activity.gpu_holders, elapsed_s
+            )
+            rates = self._embodied_rates(gpus)
+            embodied = split_embodied(
+                elapsed_s, rates, activity.cpu.total_cpus, cpus_held, gpus_held
+            )
         names = {key: meta.name for key, meta in activity.meta.items()}
-        ended = self.job_accounts.apply(now_unix_s, elapsed_s, activity.jobs, charged, left, names)
+        ended = self.job_accounts.apply(
+            now_unix_s, elapsed_s, activity.jobs, charged, left, names, embodied
+        )
         if self.ledger is None:
             return
         # Jobs the ledger had open at startup that are gone now ended while the agent was down.
@@ -217,13 +243,25 @@ class Agent:
             meta = activity.meta.get(key)
             name, user = (meta.name, meta.user) if meta else ("", "")
             seen.append(JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user))
-        self.ledger.record(now_unix_s, seen, charged, left, ended)
+        self.ledger.record(now_unix_s, seen, charged, left, ended, embodied)
         if self.ledger.last_error != self._ledger_error:
             if self.ledger.last_error:
                 log.error("%s", self.ledger.last_error)
             else:
                 log.info("ledger %s is written again; nothing was lost", self.ledger.path)
             self._ledger_error = self.ledger.last_error
+
+    def _embodied_rates(self, gpus: tuple[GpuStatus, ...]) -> EmbodiedRates:
+        config = self.config.embodied
+        self._gpu_models |= {g.index: g.model for g in gpus if g.model}
+        return EmbodiedRates(
+            server_g_per_s=config.server_embodied_g / config.server_lifespan_s,
+            gpu_g_per_s={
+                index: gpu_embodied_g(model, config.gpu_embodied_g, config.gpu_default_embodied_g)
+                / config.gpu_lifespan_s
+                for index, model in self._gpu_models.items()
+            },
+        )
 
     def _carbon_status(self, now_unix_s: float, intensity: Intensity | None) -> CarbonStatus | None:
         if intensity is None or self.tracker is None or self.grid is None:
@@ -252,7 +290,30 @@ class Agent:
 
     def probe(self) -> list[Finding]:
         findings = [f for source in self.sources for f in source.probe()] + self._skipped
-        return findings + self._probe_jobs() + self._probe_carbon()
+        return findings + self._probe_jobs() + self._probe_carbon() + self._probe_embodied()
+
+    def _probe_embodied(self) -> list[Finding]:
+        config = self.config.embodied
+        if not config.enabled:
+            return [Finding("embodied", "-", "-", True, "embodied carbon disabled in config")]
+        per_hour = 3600 / config.server_lifespan_s
+        server = (
+            f"{config.server_embodied_g / 1000:g} kg: {config.server_embodied_g * per_hour:.2f} g/h"
+        )
+        findings = [Finding("embodied", "server", "-", True, server)]
+        gpus = [g for source in self.sources for g in source.read().gpus if g.model]
+        for model in sorted({g.model for g in gpus}):
+            grams = gpu_embodied_g(model, config.gpu_embodied_g, -1.0)
+            known = grams >= 0
+            grams = grams if known else config.gpu_default_embodied_g
+            detail = (
+                f"{model}: {grams / 1000:g} kg each, {grams * 3600 / config.gpu_lifespan_s:.2f} g/h"
+            )
+            if not known:
+                detail += " (the default: no figure for this model)"
+            fix = "" if known else "add the model's PCF to embodied.gpu_embodied_g"
+            findings.append(Finding("embodied", "gpu", model, True, detail, fix))
+        return findings
 
     def _probe_carbon(self) -> list[Finding]:
         if self.grid is None:

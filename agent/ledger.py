@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.carbon.embodied import EmbodiedSplit
 from agent.errors import WattwiseError
 from agent.model import Finding, JobEnergy, UnattributedEnergy
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry brings the schema from version i to i + 1. Append; never edit a shipped migration.
 MIGRATIONS: tuple[str, ...] = (
@@ -65,6 +66,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE job_energy_minutely ADD COLUMN carbon_g REAL NOT NULL DEFAULT 0;
     ALTER TABLE unattributed_energy ADD COLUMN carbon_g REAL NOT NULL DEFAULT 0;
     """,
+    # 3: embodied carbon (SCI M) per job and component, and what no job held.
+    """
+    CREATE TABLE job_embodied (
+        job_key TEXT NOT NULL REFERENCES jobs(job_key),
+        component TEXT NOT NULL,             -- server, gpu
+        carbon_g REAL NOT NULL,
+        PRIMARY KEY (job_key, component)
+    ) WITHOUT ROWID;
+    CREATE TABLE job_embodied_minutely (
+        job_key TEXT NOT NULL,
+        minute_unix_s INTEGER NOT NULL,
+        component TEXT NOT NULL,
+        carbon_g REAL NOT NULL,
+        PRIMARY KEY (job_key, minute_unix_s, component)
+    ) WITHOUT ROWID;
+    CREATE TABLE unreserved_embodied (
+        component TEXT PRIMARY KEY,
+        carbon_g REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -100,6 +121,9 @@ class Ledger:
             lambda: [0.0, 0.0]
         )
         self._pending_ended: dict[str, float] = {}
+        self._pending_embodied: dict[tuple[str, str], float] = defaultdict(float)
+        self._pending_embodied_minutely: dict[tuple[str, int, str], float] = defaultdict(float)
+        self._pending_unreserved: dict[str, float] = defaultdict(float)
         self._last_record_unix_s = time.time()
         self._db = self._open()
 
@@ -154,6 +178,7 @@ class Ledger:
         energy: Iterable[JobEnergy] = (),
         unattributed: Iterable[UnattributedEnergy] = (),
         ended: Iterable[str] = (),
+        embodied: EmbodiedSplit | None = None,
     ) -> bool:
         """Adds one tick; True when it (and anything pending) reached the disk."""
         self._last_record_unix_s = now_unix_s
@@ -174,6 +199,13 @@ class Ledger:
             sums[1] += u.carbon_g
         for job_key in ended:
             self._pending_ended[job_key] = now_unix_s
+        if embodied is not None:
+            for job_key, parts in embodied.jobs_g.items():
+                for component, grams in parts.items():
+                    self._pending_embodied[(job_key, component)] += grams
+                    self._pending_embodied_minutely[(job_key, minute, component)] += grams
+            for component, grams in embodied.unreserved_g.items():
+                self._pending_unreserved[component] += grams
         try:
             self._flush(now_unix_s)
         except sqlite3.Error as exc:
@@ -216,14 +248,28 @@ class Ledger:
                 f"VALUES (?, ?, ?, ?, ?) {add}",
                 [(*key, *sums) for key, sums in self._pending_unattributed.items()],
             )
+            add_g = "ON CONFLICT DO UPDATE SET carbon_g = carbon_g + excluded.carbon_g"
+            db.executemany(
+                f"INSERT INTO job_embodied VALUES (?, ?, ?) {add_g}",
+                [(*key, g) for key, g in self._pending_embodied.items()],
+            )
+            db.executemany(
+                f"INSERT INTO job_embodied_minutely VALUES (?, ?, ?, ?) {add_g}",
+                [(*key, g) for key, g in self._pending_embodied_minutely.items()],
+            )
+            db.executemany(
+                f"INSERT INTO unreserved_embodied VALUES (?, ?) {add_g}",
+                list(self._pending_unreserved.items()),
+            )
             db.executemany(
                 "UPDATE jobs SET ended_unix_s = ? WHERE job_key = ? AND ended_unix_s IS NULL",
                 [(at, key) for key, at in self._pending_ended.items()],
             )
-            db.execute(
-                "DELETE FROM job_energy_minutely WHERE minute_unix_s < ?",
-                (now_unix_s - self.minutely_retention_s,),
-            )
+            for table in ("job_energy_minutely", "job_embodied_minutely"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE minute_unix_s < ?",
+                    (now_unix_s - self.minutely_retention_s,),
+                )
             db.execute("COMMIT")
         except sqlite3.Error:
             if db.in_transaction:
@@ -235,11 +281,33 @@ class Ledger:
             self._pending_minutely,
             self._pending_unattributed,
             self._pending_ended,
+            self._pending_embodied,
+            self._pending_embodied_minutely,
+            self._pending_unreserved,
         ):
             pending.clear()
 
     def _pending_count(self) -> int:
-        return len(self._pending_energy) + len(self._pending_minutely) + len(self._pending_jobs)
+        return (
+            len(self._pending_energy)
+            + len(self._pending_minutely)
+            + len(self._pending_jobs)
+            + len(self._pending_embodied_minutely)
+        )
+
+    def job_embodied_totals(self) -> dict[tuple[str, str], float]:
+        """Every job's embodied grams so far, by component."""
+        rows = self._db.execute("SELECT job_key, component, carbon_g FROM job_embodied")
+        totals = {(key, component): grams for key, component, grams in rows}
+        for key, grams in self._pending_embodied.items():
+            totals[key] = totals.get(key, 0.0) + grams
+        return totals
+
+    def unreserved_embodied_totals(self) -> dict[str, float]:
+        totals = dict(self._db.execute("SELECT component, carbon_g FROM unreserved_embodied"))
+        for key, grams in self._pending_unreserved.items():
+            totals[key] = totals.get(key, 0.0) + grams
+        return totals
 
     def job_totals(self) -> dict[EnergyKey, float]:
         """Every job's joules so far, so exported counters continue instead of restarting."""
@@ -284,7 +352,12 @@ class Ledger:
     def close(self) -> None:
         """Writes what is still pending (as of the last tick), then closes the file."""
         try:
-            if self._pending_count() or self._pending_unattributed or self._pending_ended:
+            if (
+                self._pending_count()
+                or self._pending_unattributed
+                or self._pending_ended
+                or self._pending_unreserved
+            ):
                 self.record(self._last_record_unix_s)
         finally:
             self._db.close()

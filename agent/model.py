@@ -109,6 +109,7 @@ class JobView:
     gpu_allocated_idle_j: float  # GPU energy while held and doing nothing
     ended_unix_s: float | None
     carbon_g: tuple[tuple[str, str, float], ...] = ()  # (domain, source, operational grams)
+    embodied_g: tuple[tuple[str, float], ...] = ()  # (component, embodied grams)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,16 @@ class CarbonStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbodiedStatus:
+    """The node's embodied carbon so far, and the rate the last interval charged."""
+
+    reserved_g: float  # charged to jobs
+    unreserved_g: tuple[tuple[str, float], ...]  # (component, grams no job held)
+    reserved_g_per_s: float
+    unreserved_g_per_s: float  # the cost of idle hardware
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one tick learned; the exporter renders the latest one and nothing else."""
 
@@ -177,6 +188,7 @@ class Snapshot:
     unattributed_j: tuple[tuple[str, str, str, float], ...] = ()  # (domain, source, reason, J)
     ledger_up: bool | None = None  # None: no ledger configured
     carbon: CarbonStatus | None = None
+    embodied: EmbodiedStatus | None = None
 
     @property
     def node_totals(self) -> tuple[NodeTotal, ...]:

@@ -101,6 +101,71 @@ def report(
     return result
 
 
+def sci_report(
+    db: sqlite3.Connection, since_unix_s: float, until_unix_s: float, group_by: str
+) -> list[dict[str, float | str]]:
+    """The Software Carbon Intensity terms per group over [since, until) (ISO/IEC 21031):
+    E energy, I the effective intensity (operational grams / E, so PUE is included), O = E x I
+    summed per interval, M embodied, and SCI = (O + M) per job-hour (R = one hour of a job)."""
+    column = {"job": "j.job_key", "user": "j.user", "scheduler": "j.scheduler"}[group_by]
+    window = (since_unix_s, until_unix_s)
+    groups: dict[str, dict] = defaultdict(
+        lambda: {"energy_j": 0.0, "operational_g": 0.0, "embodied_g": 0.0, "jobs": {}}
+    )
+    for group, key, first, last, joules, grams in db.execute(
+        f"SELECT {column}, j.job_key, j.first_seen_unix_s, j.last_seen_unix_s, "
+        "sum(m.energy_j), sum(m.carbon_g) "
+        "FROM job_energy_minutely m JOIN jobs j ON j.job_key = m.job_key "
+        "WHERE m.minute_unix_s >= ? AND m.minute_unix_s < ? GROUP BY j.job_key",
+        window,
+    ):
+        entry = groups[group or "(unknown)"]
+        entry["energy_j"] += joules
+        entry["operational_g"] += grams
+        entry["jobs"][key] = (first, last)
+    if _has_table(db, "job_embodied_minutely"):  # schema 3 and later
+        for group, key, first, last, grams in db.execute(
+            f"SELECT {column}, j.job_key, j.first_seen_unix_s, j.last_seen_unix_s, "
+            "sum(m.carbon_g) FROM job_embodied_minutely m JOIN jobs j ON j.job_key = m.job_key "
+            "WHERE m.minute_unix_s >= ? AND m.minute_unix_s < ? GROUP BY j.job_key",
+            window,
+        ):
+            entry = groups[group or "(unknown)"]
+            entry["embodied_g"] += grams
+            entry["jobs"][key] = (first, last)
+    rows = []
+    for group, entry in groups.items():
+        spans = entry.pop("jobs").values()
+        # Time reserved inside the window: from first to last sight, clipped to it.
+        hours = (
+            sum(
+                max(min(last, until_unix_s) - max(first, since_unix_s), 0.0)
+                for first, last in spans
+            )
+            / 3600
+        )
+        energy_kwh = entry["energy_j"] / 3.6e6
+        total_g = entry["operational_g"] + entry["embodied_g"]
+        rows.append(
+            {
+                group_by: group,
+                "jobs": len(spans),
+                "job_hours": hours,
+                **entry,
+                "energy_kwh": energy_kwh,
+                "intensity_g_per_kwh": entry["operational_g"] / energy_kwh if energy_kwh else 0.0,
+                "carbon_g": total_g,
+                "sci_g_per_job_hour": total_g / hours if hours > 0 else None,
+            }
+        )
+    return sorted(rows, key=lambda r: -float(r["carbon_g"]))
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    query = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return db.execute(query, (name,)).fetchone()[0] > 0
+
+
 def parse_time(text: str, now_unix_s: float) -> float:
     """Unix seconds, ISO 8601 (UTC if no zone), or an age such as 30m, 24h, 7d."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}

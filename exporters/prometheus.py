@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent import __version__
-from agent.model import NVML, RAPL, GpuStatus, Snapshot
+from agent.model import NVML, RAPL, EmbodiedStatus, GpuStatus, Snapshot
 
 JOB_LABELS = ["job_id", "job_name", "scheduler"]
 
@@ -211,30 +211,43 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
 
 
 def _carbon_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
-    carbon = snapshot.carbon
-    if carbon is None:
+    carbon, embodied = snapshot.carbon, snapshot.embodied
+    if carbon is None and embodied is None:
         return
     jobs = CounterMetricFamily(
         "wattwise_job_carbon",
         "Carbon charged to a job: operational = each interval's energy x PUE x grid intensity "
-        f"of that interval, summed; {every}",
+        "of that interval, summed; embodied = its share of the hardware's manufacturing carbon "
+        f"(domain server or gpu, source embodied); {every}",
         labels=[*JOB_LABELS, "domain", "source", "scope"],
         unit="grams",
     )
     for job in snapshot.jobs:
-        for domain, source, grams in job.carbon_g:
-            jobs.add_metric(
-                [job.job_id, job.name, job.scheduler, domain, source, "operational"], grams
-            )
+        labels = [job.job_id, job.name, job.scheduler]
+        if carbon is not None:
+            for domain, source, grams in job.carbon_g:
+                jobs.add_metric([*labels, domain, source, "operational"], grams)
+        if embodied is not None:
+            for component, grams in job.embodied_g:
+                jobs.add_metric([*labels, component, "embodied", "embodied"], grams)
     yield jobs
     node = CounterMetricFamily(
         "wattwise_node_carbon",
-        f"Node carbon (jobs + unattributed), by scope; {every}",
+        "Node carbon by scope: operational (jobs + unattributed), embodied (charged to jobs + "
+        f"unreserved); {every}",
         labels=["scope"],
         unit="grams",
     )
-    node.add_metric(["operational"], carbon.node_operational_g)
+    if carbon is not None:
+        node.add_metric(["operational"], carbon.node_operational_g)
+    if embodied is not None:
+        unreserved_g = sum(g for _, g in embodied.unreserved_g)
+        node.add_metric(["embodied"], embodied.reserved_g + unreserved_g)
     yield node
+    if embodied is not None:
+        yield from _embodied_families(embodied, every)
+    if carbon is None:
+        return
     intensity = GaugeMetricFamily(
         "wattwise_grid_carbon_intensity_grams_per_kwh",
         "Grid carbon intensity used for the last interval, gCO2e per kWh; signal is average or "
@@ -265,3 +278,23 @@ def _carbon_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
         "PUE applied to operational carbon (from config)",
         value=carbon.pue_ratio,
     )
+
+
+def _embodied_families(embodied: EmbodiedStatus, every: str) -> Iterator[Metric]:
+    unreserved = CounterMetricFamily(
+        "wattwise_node_embodied_unreserved_carbon",
+        f"Embodied carbon of hardware no job held (the cost of idle hardware); {every}",
+        labels=["component"],
+        unit="grams",
+    )
+    for component, grams in embodied.unreserved_g:
+        unreserved.add_metric([component], grams)
+    yield unreserved
+    rate = GaugeMetricFamily(
+        "wattwise_node_embodied_grams_per_second",
+        "Embodied carbon rate over the last interval: reserved (charged to jobs) or unreserved",
+        labels=["state"],
+    )
+    rate.add_metric(["reserved"], embodied.reserved_g_per_s)
+    rate.add_metric(["unreserved"], embodied.unreserved_g_per_s)
+    yield rate

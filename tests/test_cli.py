@@ -35,6 +35,14 @@ def test_probe_json_lists_zones_gpus_and_the_estimate(server_tree: tuple[Path, P
     assert "power polled at 10 Hz" in gpus["gpu 1"]["detail"]
     (estimate,) = [f for f in findings if f["source"] == "estimate"]
     assert estimate["detail"] == "not in use: RAPL measures the CPU"
+    embodied = {
+        f["location"]: f for f in findings if f["source"] == "embodied" and f["item"] == "gpu"
+    }
+    h100_model, pascal_model = h100(0)["name"], pascal(1)["name"]
+    assert "164 kg each, 4.68 g/h" in embodied[h100_model]["detail"]
+    assert embodied[h100_model]["fix"] == ""
+    assert "the default: no figure for this model" in embodied[pascal_model]["detail"]
+    assert "gpu_embodied_g" in embodied[pascal_model]["fix"]
 
 
 def test_probe_on_a_bare_vm_says_the_estimate_is_in_use_and_why(tmp_path: Path) -> None:

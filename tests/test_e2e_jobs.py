@@ -7,6 +7,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,7 +220,7 @@ def test_operational_carbon_is_energy_times_pue_times_intensity(node: Node) -> N
     carbon = {
         (dict(k[1:])["job_id"], dict(k[1:])["domain"]): v
         for k, v in m.items()
-        if k[0] == "wattwise_job_carbon_grams_total"
+        if k[0] == "wattwise_job_carbon_grams_total" and ("scope", "operational") in k
     }
     # 360 J of GPU work at PUE 1.5 and 400 g/kWh: 360 / 3.6e6 x 1.5 x 400 = 0.06 g.
     assert carbon[("12", "gpu")] == pytest.approx(0.06, rel=1e-9)
@@ -276,3 +277,81 @@ def test_a_live_provider_feeds_the_running_agent(node: Node) -> None:
     )
     assert m[gauge] == 171.0
     assert m[("wattwise_carbon_provider_up", ("provider", "ukgrid"))] == 1
+
+
+def test_embodied_carbon_follows_the_hardware_each_job_holds(node: Node) -> None:
+    agent = node.start()
+    try:
+        m = agent.wait_for(
+            lambda m: (
+                m.get(("wattwise_node_embodied_grams_per_second", ("state", "reserved")), 0) > 0
+                and m.get(("wattwise_node_carbon_grams_total", ("scope", "embodied")), 0) > 0
+            )
+        )
+    finally:
+        agent.process.send_signal(signal.SIGTERM)
+        agent.process.communicate(timeout=DEADLINE_S)
+    embodied = {
+        (dict(k[1:])["job_id"], dict(k[1:])["domain"]): v
+        for k, v in m.items()
+        if k[0] == "wattwise_job_carbon_grams_total" and ("scope", "embodied") in k
+    }
+    unreserved = {
+        dict(k[1:])["component"]: v
+        for k, v in m.items()
+        if k[0] == "wattwise_node_embodied_unreserved_carbon_grams_total"
+    }
+    # Job 12 runs on GPU 0 every interval; GPU 1 is nobody's: the same grams, one each side.
+    assert embodied[("12", "gpu")] == pytest.approx(unreserved["gpu"], rel=1e-9)
+    node_g = m[("wattwise_node_carbon_grams_total", ("scope", "embodied"))]
+    assert node_g == pytest.approx(sum(embodied.values()) + sum(unreserved.values()), rel=1e-9)
+    rates = sum(v for k, v in m.items() if k[0] == "wattwise_node_embodied_grams_per_second")
+    four_years_s = 4 * 365.25 * 86400
+    assert rates == pytest.approx((1_300_000 + 2 * 164_000) / four_years_s, rel=1e-9)
+
+
+def test_carbon_follows_the_intensity_when_it_changes_mid_job(node: Node) -> None:
+    series = node.root / "utility.csv"
+
+    def write_series(switch_at: float, before: float, after: float) -> None:
+        # One row a second around now: the file provider is then asked every second.
+        start = int(time.time()) - 60
+        rows = [f"{t},{before if t < switch_at else after}" for t in range(start, start + 1200)]
+        series.write_text("timestamp,grams_per_kwh\n" + "\n".join(rows) + "\n")
+
+    def gpu_carbon(m: dict) -> float:
+        return sum(
+            v
+            for k, v in m.items()
+            if k[0] == "wattwise_job_carbon_grams_total"
+            and ("scope", "operational") in k
+            and ("job_id", "12") in k
+            and ("domain", "gpu") in k
+        )
+
+    def intensity(m: dict) -> float | None:
+        return next(
+            (v for k, v in m.items() if k[0] == "wattwise_grid_carbon_intensity_grams_per_kwh"),
+            None,
+        )
+
+    write_series(float("inf"), 100.0, 100.0)
+    agent = node.start(
+        WATTWISE_CARBON__PROVIDERS='["file", "table"]',
+        WATTWISE_CARBON__FILE_PATH=str(series),
+    )
+    try:
+        agent.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) in m)
+        write_nvml_state(node.nvml, [h100(0, energy_mj=1_360_000, pids=[4242]), h100(1)])
+        agent.wait_for(lambda m: job_energy(m, "12", "gpu", "active", "nvml") == 360.0)
+        write_series(time.time(), 100.0, 500.0)  # the utility's new half-hour is dirtier
+        agent.wait_for(lambda m: intensity(m) == 500.0)
+        write_nvml_state(node.nvml, [h100(0, energy_mj=2_080_000, pids=[4242]), h100(1)])
+        m = agent.wait_for(lambda m: job_energy(m, "12", "gpu", "active", "nvml") == 1080.0)
+    finally:
+        agent.process.send_signal(signal.SIGTERM)
+        agent.process.communicate(timeout=DEADLINE_S)
+    # 360 J at 100 g/kWh, then 720 J at 500 g/kWh: 0.01 g + 0.1 g.
+    assert gpu_carbon(m) == pytest.approx(360 / 3.6e6 * 100 + 720 / 3.6e6 * 500, rel=1e-9)
+    average_times_total = (100 + 500) / 2 * 1080 / 3.6e6  # 0.09 g: not what is charged
+    assert gpu_carbon(m) != pytest.approx(average_times_total)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.carbon.embodied import EmbodiedSplit
 from agent.ledger import SCHEMA_VERSION, JobSeen, Ledger, LedgerError
 from agent.model import JobEnergy, UnattributedEnergy
 
@@ -187,4 +188,21 @@ def test_a_schema_1_ledger_is_migrated_in_place_keeping_its_data(tmp_path: Path)
     assert ledger.job_carbon_totals()[("slurm:1", "gpu", "nvml", "active")] == 3.5
     assert ledger.carbon_total_g() == 3.5
     ledger.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_embodied_grams_are_kept_per_job_and_component_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    split = EmbodiedSplit({"slurm:1": {"gpu": 4.0, "server": 1.5}}, {"gpu": 12.0, "server": 0.5})
+    ledger = Ledger(path)
+    ledger.record(60.0, [JobSeen("slurm:1", "slurm", "slurm", "1")], embodied=split)
+    ledger.record(120.0, embodied=split)
+    ledger.close()
+    reopened = Ledger(path)
+    assert reopened.job_embodied_totals() == {("slurm:1", "gpu"): 8.0, ("slurm:1", "server"): 3.0}
+    assert reopened.unreserved_embodied_totals() == {"gpu": 24.0, "server": 1.0}
+    minutes = reopened._db.execute(
+        "SELECT minute_unix_s, sum(carbon_g) FROM job_embodied_minutely GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    reopened.close()
+    assert minutes == [(60, 5.5), (120, 5.5)]

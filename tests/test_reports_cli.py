@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.carbon.embodied import EmbodiedSplit
 from agent.ledger import JobSeen, Ledger
 from agent.model import JobEnergy
 from tests.cli import wattwise
@@ -110,3 +111,66 @@ def test_reports_say_what_is_wrong(tmp_path: Path, ledger: Path) -> None:
     assert code == 2 and "'last tuesday' is not a time" in err
     code, _, err = run("report", "--group-by", "team", "--ledger", str(ledger))
     assert code == 2 and "--group-by is job, user or scheduler" in err
+
+
+def test_sci_report_gives_e_i_o_m_and_sci_per_job_hour(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    book = Ledger(path, minutely_retention_s=1e9)
+    job = JobSeen("slurm:7", "slurm", "slurm", "7", "finetune", "carol")
+    for minute in range(120):  # 1 kJ a minute; the grid goes from 100 to 300 g/kWh at 1 h
+        grams_per_kwh = 100.0 if minute < 60 else 300.0
+        grams = 1000.0 / 3.6e6 * grams_per_kwh
+        embodied = EmbodiedSplit({"slurm:7": {"gpu": 0.08, "server": 0.02}}, {"gpu": 0.5})
+        book.record(
+            T0 + 60 * minute,
+            [job],
+            [JobEnergy("slurm:7", "gpu", "nvml", "active", 1000.0, grams)],
+            embodied=embodied,
+        )
+    book.record(T0 + 7200, [job], [], ended=["slurm:7"])
+    book.close()
+
+    code, out, err = run(
+        "report",
+        "--sci",
+        "--since",
+        str(T0),
+        "--until",
+        str(T0 + 7200),
+        "--format",
+        "json",
+        "--ledger",
+        str(path),
+    )
+    assert code == 0, err
+    (row,) = json.loads(out)["rows"]
+    assert row["job"] == "slurm:7" and row["job_hours"] == 2.0
+    assert row["energy_j"] == pytest.approx(120_000.0)
+    assert row["operational_g"] == pytest.approx(60 / 3.6e3 * 100 + 60 / 3.6e3 * 300)
+    # Energy was even, so the effective intensity is the plain mean of the two hours.
+    assert row["intensity_g_per_kwh"] == pytest.approx(200.0)
+    assert row["embodied_g"] == pytest.approx(12.0)
+    assert row["sci_g_per_job_hour"] == pytest.approx((row["operational_g"] + 12.0) / 2)
+
+    code, out, err = run(
+        "report",
+        "--sci",
+        "--since",
+        str(T0 + 3600),
+        "--until",
+        str(T0 + 7200),
+        "--format",
+        "csv",
+        "--ledger",
+        str(path),
+    )
+    assert code == 0, err
+    (second_hour,) = csv.DictReader(io.StringIO(out))
+    assert float(second_hour["job_hours"]) == 1.0
+    assert float(second_hour["intensity_g_per_kwh"]) == pytest.approx(300.0)
+    assert float(second_hour["sci_g_per_job_hour"]) == pytest.approx(5.0 + 6.0)
+    code, out, _ = run(
+        "report", "--sci", "--since", str(T0), "--until", str(T0 + 7200), "--ledger", str(path)
+    )
+    header = out.splitlines()[0].split()
+    assert code == 0 and header[:2] == ["JOB", "JOBS"] and header[-1] == "SCI_G_PER_JOB_HOUR"

@@ -31,7 +31,6 @@ TIME_KEY, VALUE_KEY = "timestamp", "grams_per_kwh"
 
 class FileProvider:
     name = "file"
-    period_s = 60.0  # a local read: cheap, and picks up a new version within a minute
 
     def __init__(self, path: Path, zone: str = "file", signal: str = AVERAGE) -> None:
         self.path = Path(path)
@@ -42,6 +41,9 @@ class FileProvider:
         self._values: list[float] = []
         self._step_s = 0.0
         self._load_error: str | None = None
+        # Asked again at the series' own resolution, at least once a minute: a local read is
+        # cheap, and a new version of the file is picked up within that time.
+        self.period_s = 60.0
 
     def fetch(self, now_unix_s: float) -> Intensity:
         self._reload_if_changed()
@@ -86,6 +88,7 @@ class FileProvider:
         self._values = [g for _, g in rows]
         steps = [b - a for a, b in itertools.pairwise(self._times)]
         self._step_s = statistics.median(steps) if steps else 3600.0
+        self.period_s = min(max(self._step_s, 1.0), 60.0)
 
 
 def read_series(path: Path) -> list[tuple[float, float]]:

@@ -97,12 +97,16 @@ class GridIntensity:
                 log.info("carbon intensity from %s is available", name)
             self._errors[name] = error
 
-    def start(self, every_s: float = 60.0) -> None:
-        """Refreshes on a thread of its own; the first refresh happens before returning."""
+    def start(self, every_s: float | None = None) -> None:
+        """Refreshes on a thread of its own; the first refresh happens before returning. By
+        default as often as the finest provider's data changes, at most once a second and at
+        least once a minute."""
         try:
             self.refresh()
         except ProviderError as exc:
             log.error("%s", exc)
+        if every_s is None:
+            every_s = min(max(min(p.period_s for p in self.providers), 1.0), 60.0)
         self._thread = threading.Thread(
             target=self._run, args=(every_s,), daemon=True, name="carbon-intensity"
         )

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from agent.carbon.embodied import EmbodiedSplit
 from agent.jobs.cgroups import JobRef
-from agent.model import JobEnergy, JobView, UnattributedEnergy
+from agent.model import EmbodiedStatus, JobEnergy, JobView, UnattributedEnergy
 
 Key = tuple[str, str, str]  # domain, source, state
 
@@ -20,6 +21,8 @@ class JobAccounts:
         grace_s: float,
         seed_carbon: Mapping[tuple[str, str, str, str], float] | None = None,
         seed_node_carbon_g: float = 0.0,
+        seed_embodied: Mapping[tuple[str, str], float] | None = None,
+        seed_unreserved: Mapping[str, float] | None = None,
     ) -> None:
         self.grace_s = grace_s
         self._totals: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
@@ -34,6 +37,12 @@ class JobAccounts:
         for (job, domain, source, _state), grams in (seed_carbon or {}).items():
             self._carbon[job][(domain, source)] += grams
         self.node_carbon_g = seed_node_carbon_g
+        self._embodied: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for (job, component), grams in (seed_embodied or {}).items():
+            self._embodied[job][component] += grams
+        self.reserved_embodied_g = sum((seed_embodied or {}).values())
+        self._unreserved: dict[str, float] = defaultdict(float, seed_unreserved or {})
+        self._embodied_rates = (0.0, 0.0)  # reserved, unreserved g/s over the last interval
         self._refs: dict[str, JobRef] = {}
         self._power_w: dict[str, float] = {}
         self._ended: dict[str, float] = {}
@@ -47,6 +56,7 @@ class JobAccounts:
         charged: Iterable[JobEnergy],
         left: Iterable[UnattributedEnergy],
         names: Mapping[str, str] | None = None,
+        embodied: EmbodiedSplit | None = None,
     ) -> list[str]:
         """Adds one tick; returns the jobs that ended since the last one."""
         self._names.update({k: v for k, v in (names or {}).items() if v})
@@ -66,13 +76,39 @@ class JobAccounts:
             self._unattributed[(u.domain, u.source, u.reason)] += u.energy_j
             self.node_carbon_g += u.carbon_g
         self._power_w = {k: j / elapsed_s for k, j in tick_j.items()} if elapsed_s > 0 else {}
+        if embodied is not None:
+            self._add_embodied(embodied, elapsed_s)
         for key, at in list(self._ended.items()):
             if now_unix_s - at > self.grace_s:  # from now on it lives in the ledger only
                 del self._ended[key], self._refs[key]
                 self._totals.pop(key, None)
                 self._carbon.pop(key, None)
+                self._embodied.pop(key, None)
                 self._names.pop(key, None)
         return ended
+
+    def _add_embodied(self, split: EmbodiedSplit, elapsed_s: float) -> None:
+        reserved = 0.0
+        for job, parts in split.jobs_g.items():
+            for component, grams in parts.items():
+                self._embodied[job][component] += grams
+                reserved += grams
+        self.reserved_embodied_g += reserved
+        for component, grams in split.unreserved_g.items():
+            self._unreserved[component] += grams
+        if elapsed_s > 0:
+            self._embodied_rates = (
+                reserved / elapsed_s,
+                sum(split.unreserved_g.values()) / elapsed_s,
+            )
+
+    def embodied_status(self) -> EmbodiedStatus:
+        return EmbodiedStatus(
+            reserved_g=self.reserved_embodied_g,
+            unreserved_g=tuple(sorted(self._unreserved.items())),
+            reserved_g_per_s=self._embodied_rates[0],
+            unreserved_g_per_s=self._embodied_rates[1],
+        )
 
     def views(self) -> tuple[JobView, ...]:
         views = []
@@ -93,6 +129,7 @@ class JobAccounts:
                     carbon_g=tuple(
                         (d, s, g) for (d, s), g in sorted(self._carbon.get(key, {}).items())
                     ),
+                    embodied_g=tuple(sorted(self._embodied.get(key, {}).items())),
                 )
             )
         return tuple(views)
