@@ -6,8 +6,6 @@ ran while the grid was clean is charged less than one that ran while it was dirt
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from agent.model import JobEnergy, UnattributedEnergy
 
 J_PER_KWH = 3.6e6
@@ -23,7 +21,15 @@ def with_carbon(
     pue_ratio: float,
     grams_per_kwh: float,
 ) -> tuple[list[JobEnergy], list[UnattributedEnergy]]:
+    # Built directly, not with dataclasses.replace: this runs for every share of every tick.
+    per_j = pue_ratio * grams_per_kwh / J_PER_KWH
     return (
-        [replace(c, carbon_g=grams(c.energy_j, pue_ratio, grams_per_kwh)) for c in charged],
-        [replace(u, carbon_g=grams(u.energy_j, pue_ratio, grams_per_kwh)) for u in left],
+        [
+            JobEnergy(c.job_key, c.domain, c.source, c.state, c.energy_j, c.energy_j * per_j)
+            for c in charged
+        ],
+        [
+            UnattributedEnergy(u.domain, u.source, u.reason, u.energy_j, u.energy_j * per_j)
+            for u in left
+        ],
     )
