@@ -107,6 +107,33 @@ def run(
 
 
 @app.command()
+def facility(
+    config: ConfigOption = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT for the facility's /metrics (default :9878).")
+    ] = None,
+) -> None:
+    """Run the site's PUE daemon (one per site): read the facility meter and the IT energy
+    (by default the node agents' counters through Prometheus) together, and serve
+    wattwise_facility_pue{window="5m|1h|24h"} on /metrics.
+
+    Node agents take their PUE from it with carbon.pue_url. SIGINT or SIGTERM stops it.
+    """
+    from agent.site import serve_facility
+
+    cfg = _config(config, facility={"listen": listen} if listen else None)
+    _logging(cfg)
+    try:
+        serve_facility(cfg.facility)
+    except ConfigError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ListenError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def probe(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -115,6 +115,14 @@ class CarbonConfig(_Section):
     stale_after_s: float = Field(
         3 * 3600.0, gt=0, description="Age after which a failing provider's value is not used."
     )
+    pue_url: str | None = Field(
+        None,
+        description="A `wattwise facility` /metrics URL: its measured PUE replaces pue_ratio, "
+        "which stays the fallback.",
+    )
+    pue_window: Literal["5m", "1h", "24h"] = Field(
+        "1h", description="Which of the facility's PUE windows to charge."
+    )
     ukgrid_region_id: int | None = Field(
         None, ge=1, le=17, description="UK Carbon Intensity region (1-17); unset: national."
     )
@@ -182,6 +190,77 @@ class EmbodiedConfig(_Section):
         return value
 
 
+class MeterConfig(_Section):
+    """A power or energy meter: its kind, then the fields that kind needs."""
+
+    kind: Literal["prometheus", "redfish", "ipmi", "json"]
+    url: str | None = Field(
+        None,
+        description="prometheus: the API base URL; redfish: the resource URL; json: a URL.",
+    )
+    query: str | None = Field(None, description="prometheus: PromQL giving energy or power.")
+    reading: Literal["energy_j", "power_w"] = Field(
+        "energy_j", description="prometheus: whether the query gives energy counters or power."
+    )
+    scale: float = Field(
+        1.0, gt=0, description="prometheus: multiplies the values into J or W (3.6e6 for kWh)."
+    )
+    username: str | None = Field(None, description="redfish: basic auth user.")
+    password: SecretStr | None = Field(None, description="redfish: basic auth password.")
+    verify_tls: bool = Field(True, description="redfish/json: verify the server's certificate.")
+    command: str = Field(
+        "ipmitool dcmi power reading", description="ipmi: the command (add -H/-U/-P for LAN)."
+    )
+    path: Path | None = Field(None, description="json: a file with power_w and/or energy_j.")
+
+    @model_validator(mode="after")
+    def _has_what_its_kind_needs(self) -> MeterConfig:
+        needs = {
+            "prometheus": ("url", "query"),
+            "redfish": ("url",),
+            "ipmi": (),
+            "json": (),
+        }[self.kind]
+        missing = [name for name in needs if getattr(self, name) is None]
+        if self.kind == "json" and self.url is None and self.path is None:
+            missing.append("url or path")
+        if missing:
+            raise ValueError(f"a {self.kind} meter needs {', '.join(missing)}")
+        return self
+
+
+PUE_WINDOWS_S = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
+
+
+class FacilityConfig(_Section):
+    """`wattwise facility`: one per site, PUE from a facility meter and the IT energy."""
+
+    listen: str = Field("0.0.0.0:9878", description="HOST:PORT of the facility's /metrics.")
+    interval_s: float = Field(15.0, ge=0.2, le=300, description="How often both meters are read.")
+    meter: MeterConfig | None = Field(None, description="The facility's total power or energy.")
+    it: MeterConfig = Field(
+        MeterConfig(
+            kind="prometheus",
+            url="http://localhost:9090",
+            query="wattwise_node_total_energy_joules_total",
+        ),
+        description="IT energy: by default the node agents' counters through Prometheus.",
+    )
+    it_measured_at: Literal["ups_output", "pdu_output", "it_equipment_input", "components"] = Field(
+        "components",
+        description="Where the IT meter sits; gives the ISO/IEC 30134-2 category.",
+    )
+    stale_after_s: float = Field(
+        300.0, gt=0, description="A meter silent this long is stale; the PUE is not exported."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
 class Config(BaseSettings):
     """The agent's whole configuration; every filesystem root is a field, for fixture trees."""
 
@@ -206,6 +285,7 @@ class Config(BaseSettings):
     ledger: LedgerConfig = LedgerConfig()
     carbon: CarbonConfig = CarbonConfig()
     embodied: EmbodiedConfig = EmbodiedConfig()
+    facility: FacilityConfig = FacilityConfig()
 
     @field_validator("listen")
     @classmethod

@@ -19,6 +19,7 @@ from agent.carbon.file import FileProvider
 from agent.carbon.grid import GridIntensity
 from agent.carbon.intensity import Intensity, ProviderError
 from agent.carbon.operational import with_carbon
+from agent.carbon.pue_feed import CONFIG, FacilityPue
 from agent.carbon.table import StaticProvider, TableProvider
 from agent.carbon.ukgrid import UkGridProvider
 from agent.carbon.watttime import WattTimeProvider
@@ -78,6 +79,12 @@ class Agent:
             providers, self._carbon_findings = _providers(config)
             self.grid = GridIntensity(providers, config.carbon.stale_after_s)
             self.grid.start()
+        self.pue_feed: FacilityPue | None = None
+        if config.carbon.enabled and config.carbon.pue_url:
+            self.pue_feed = FacilityPue(
+                config.carbon.pue_url, config.carbon.pue_window, config.carbon.pue_ratio
+            )
+            self.pue_feed.start()
         if config.jobs.enabled:
             self._open_jobs(durable and config.ledger.enabled)
 
@@ -173,8 +180,9 @@ class Agent:
         # One read per tick: the intensity charged is the one exported, even if the refresher
         # swaps in a new value meanwhile.
         intensity = self.grid.current() if self.grid is not None else None
+        pue = self.pue_feed.current() if self.pue_feed else (self.config.carbon.pue_ratio, CONFIG)
         if self.tracker is not None:
-            self._charge_jobs(domains, gpus, now_unix_s, intensity)
+            self._charge_jobs(domains, gpus, now_unix_s, intensity, pue[0])
         jobs = self.job_accounts.views() if self.tracker is not None else ()
         unattributed = self.job_accounts.unattributed() if self.tracker is not None else ()
         snapshot = Snapshot(
@@ -189,7 +197,7 @@ class Agent:
             ledger_up=None
             if self.tracker is None or not self.config.ledger.enabled
             else self.ledger is not None and self._ledger_error is None,
-            carbon=self._carbon_status(now_unix_s, intensity),
+            carbon=self._carbon_status(now_unix_s, intensity, pue),
             embodied=self.job_accounts.embodied_status()
             if self.tracker is not None and self.config.embodied.enabled
             else None,
@@ -203,6 +211,7 @@ class Agent:
         gpus: tuple[GpuStatus, ...],
         now_unix_s: float,
         intensity: Intensity | None,
+        pue_ratio: float,
     ) -> None:
         assert self.tracker is not None
         now = time.monotonic()
@@ -217,9 +226,7 @@ class Agent:
             self.config.jobs.idle_policy,
         )
         if intensity is not None:  # this interval's intensity and PUE, never an average
-            charged, left = with_carbon(
-                charged, left, self.config.carbon.pue_ratio, intensity.grams_per_kwh
-            )
+            charged, left = with_carbon(charged, left, pue_ratio, intensity.grams_per_kwh)
         embodied = None
         if self.config.embodied.enabled:
             cpus_held, gpus_held = held_resources(
@@ -263,7 +270,9 @@ class Agent:
             },
         )
 
-    def _carbon_status(self, now_unix_s: float, intensity: Intensity | None) -> CarbonStatus | None:
+    def _carbon_status(
+        self, now_unix_s: float, intensity: Intensity | None, pue: tuple[float, str]
+    ) -> CarbonStatus | None:
         if intensity is None or self.tracker is None or self.grid is None:
             return None
         return CarbonStatus(
@@ -273,7 +282,8 @@ class Agent:
             signal=intensity.signal,
             basis=intensity.basis,
             age_s=max(now_unix_s - intensity.fetched_at_unix_s, 0.0),
-            pue_ratio=self.config.carbon.pue_ratio,
+            pue_ratio=pue[0],
+            pue_source=pue[1],
             node_operational_g=self.job_accounts.node_carbon_g,
             providers_up=tuple((s.name, s.up) for s in self.grid.states()),
         )
@@ -373,6 +383,8 @@ class Agent:
             self.pod_names.stop()
         if self.grid is not None:
             self.grid.stop()
+        if self.pue_feed is not None:
+            self.pue_feed.stop()
 
 
 def _providers(config: Config) -> tuple[list, list[Finding]]:

@@ -162,6 +162,7 @@ class CarbonStatus:
     pue_ratio: float
     node_operational_g: float
     providers_up: tuple[tuple[str, bool], ...]
+    pue_source: str = "config"  # config, or facility (measured by `wattwise facility`)
 
 
 @dataclass(frozen=True, slots=True)

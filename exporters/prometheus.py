@@ -273,11 +273,14 @@ def _carbon_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     for name, ok in carbon.providers_up:
         up.add_metric([name], 1 if ok else 0)
     yield up
-    yield GaugeMetricFamily(
+    pue = GaugeMetricFamily(
         "wattwise_pue_ratio",
-        "PUE applied to operational carbon (from config)",
-        value=carbon.pue_ratio,
+        "PUE applied to operational carbon: source facility (measured by wattwise facility) or "
+        "config (carbon.pue_ratio, also the fallback)",
+        labels=["source"],
     )
+    pue.add_metric([carbon.pue_source], carbon.pue_ratio)
+    yield pue
 
 
 def _embodied_families(embodied: EmbodiedStatus, every: str) -> Iterator[Metric]:

@@ -235,7 +235,7 @@ def test_operational_carbon_is_energy_times_pue_times_intensity(node: Node) -> N
         ("signal", "average"),
         ("zone", "WORLD"),
     )
-    assert m[intensity] == 400.0 and m[("wattwise_pue_ratio",)] == 1.5
+    assert m[intensity] == 400.0 and m[("wattwise_pue_ratio", ("source", "config"))] == 1.5
     if shutil.which("promtool"):
         result = subprocess.run(
             ["promtool", "check", "metrics"],
@@ -264,7 +264,7 @@ def test_a_live_provider_feeds_the_running_agent(node: Node) -> None:
             WATTWISE_CARBON__PROVIDERS='["ukgrid", "table"]', WATTWISE_CARBON__UKGRID_URL=url
         )
         try:
-            m = agent.wait_for(lambda m: ("wattwise_pue_ratio",) in m)
+            m = agent.wait_for(lambda m: ("wattwise_pue_ratio", ("source", "config")) in m)
         finally:
             agent.process.send_signal(signal.SIGTERM)
             agent.process.communicate(timeout=DEADLINE_S)

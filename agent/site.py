@@ -1,0 +1,223 @@
+"""`wattwise facility`: one per site. Reads the facility meter and the IT energy together, keeps
+PUE over windows, and serves it on /metrics, where node agents (carbon.pue_url) and Grafana
+read it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent.config import PUE_WINDOWS_S, FacilityConfig, parse_listen
+from agent.errors import ConfigError, ListenError
+from agent.facility import MeterError, MeterReading, build_meter
+from agent.pue import CATEGORIES, PueTracker, PueWindow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterState:
+    name: str  # facility or it
+    up: bool  # the last read succeeded
+    error: str | None
+    age_s: float | None  # since the last good reading; None before the first
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FacilitySnapshot:
+    facility_j: float
+    it_j: float
+    facility_w: float | None
+    it_w: float | None
+    windows: tuple[tuple[str, PueWindow], ...]
+    meters: tuple[MeterState, ...]
+    it_measured_at: str
+
+
+class Facility:
+    def __init__(self, config: FacilityConfig) -> None:
+        if config.meter is None:
+            raise ConfigError(
+                "facility.meter is not set: configure the facility's meter (prometheus, "
+                "redfish, ipmi or json) to run `wattwise facility`"
+            )
+        self.config = config
+        self.meters = {"facility": build_meter(config.meter), "it": build_meter(config.it)}
+        self.tracker = PueTracker(PUE_WINDOWS_S, config.stale_after_s)
+        self._last_good: dict[str, MeterReading] = {}
+        self._errors: dict[str, str | None] = {name: None for name in self.meters}
+        self.latest: FacilitySnapshot | None = None
+
+    def tick(self, now_unix_s: float | None = None) -> FacilitySnapshot:
+        now = time.time() if now_unix_s is None else now_unix_s
+        readings: dict[str, MeterReading] = {}
+        for name, meter in self.meters.items():
+            try:
+                readings[name] = meter.read()
+            except MeterError as exc:
+                self._note(name, str(exc))
+                continue
+            self._note(name, None)
+            self._last_good[name] = readings[name]
+        if len(readings) == len(self.meters):
+            self.tracker.observe(now, readings["facility"], readings["it"])
+        stale = any(s.stale for s in self._meter_states(now))
+        windows = self.tracker.windows(now)
+        if stale:  # a meter silent too long: no PUE is better than a wrong one
+            windows = [
+                (name, PueWindow(w.window_s, w.span_s, w.facility_j, w.it_j, None, "stale meter"))
+                for name, w in windows
+            ]
+        snapshot = FacilitySnapshot(
+            self.tracker.facility_j,
+            self.tracker.it_j,
+            self.tracker.facility_w,
+            self.tracker.it_w,
+            tuple(windows),
+            tuple(self._meter_states(now)),
+            self.config.it_measured_at,
+        )
+        self.latest = snapshot
+        return snapshot
+
+    def _meter_states(self, now: float) -> list[MeterState]:
+        states = []
+        for name in self.meters:
+            good = self._last_good.get(name)
+            age = now - good.at_unix_s if good else None
+            stale = age is None or age > self.config.stale_after_s
+            states.append(
+                MeterState(name, self._errors[name] is None, self._errors[name], age, stale)
+            )
+        return states
+
+    def _note(self, name: str, error: str | None) -> None:
+        if error != self._errors[name]:
+            if error:
+                log.warning("%s meter failed: %s", name, error)
+            else:
+                log.info("%s meter answers again", name)
+            self._errors[name] = error
+
+
+class FacilityCollector(Collector):
+    def __init__(self, latest) -> None:
+        self._latest = latest
+
+    def collect(self) -> Iterator[Metric]:
+        snap: FacilitySnapshot | None = self._latest()
+        if snap is None:
+            return
+        energy = CounterMetricFamily(
+            "wattwise_facility_energy",
+            "Energy over the spans where both meters were read: scope facility (the meter) or "
+            "it (IT equipment)",
+            labels=["scope"],
+            unit="joules",
+        )
+        energy.add_metric(["facility"], snap.facility_j)
+        energy.add_metric(["it"], snap.it_j)
+        yield energy
+        power = GaugeMetricFamily(
+            "wattwise_facility_power_watts",
+            "Mean power since the previous reading",
+            labels=["scope"],
+        )
+        for scope, watts in (("facility", snap.facility_w), ("it", snap.it_w)):
+            if watts is not None:
+                power.add_metric([scope], watts)
+        yield power
+        pue = GaugeMetricFamily(
+            "wattwise_facility_pue",
+            "PUE = facility energy / IT energy over the window; absent while not valid",
+            labels=["window"],
+        )
+        valid = GaugeMetricFamily(
+            "wattwise_facility_pue_valid",
+            "1 if the window's PUE is exported; 0 when there is too little data, no IT energy, "
+            "IT above facility (PUE < 1: a meter is wrong) or a stale meter",
+            labels=["window"],
+        )
+        span = GaugeMetricFamily(
+            "wattwise_facility_pue_span_seconds",
+            "How much of the window has readings",
+            labels=["window"],
+        )
+        for name, window in snap.windows:
+            if window.ratio is not None:
+                pue.add_metric([name], window.ratio)
+            valid.add_metric([name], 1 if window.ratio is not None else 0)
+            span.add_metric([name], window.span_s)
+        yield from (pue, valid, span)
+        category = GaugeMetricFamily(
+            "wattwise_facility_pue_category_info",
+            "ISO/IEC 30134-2 category implied by where IT energy is measured (none: component "
+            "sums, which leave out fans and PSU losses)",
+            labels=["category", "it_measured_at"],
+        )
+        category.add_metric([CATEGORIES[snap.it_measured_at], snap.it_measured_at], 1)
+        yield category
+        up = GaugeMetricFamily(
+            "wattwise_facility_meter_up", "1 if the meter's last read succeeded", labels=["meter"]
+        )
+        age = GaugeMetricFamily(
+            "wattwise_facility_meter_age_seconds",
+            "Age of the meter's last good reading",
+            labels=["meter"],
+        )
+        stale = GaugeMetricFamily(
+            "wattwise_facility_meter_stale",
+            "1 once the meter has been silent longer than facility.stale_after_s",
+            labels=["meter"],
+        )
+        for state in snap.meters:
+            up.add_metric([state.name], 1 if state.up else 0)
+            if state.age_s is not None:
+                age.add_metric([state.name], state.age_s)
+            stale.add_metric([state.name], 1 if state.stale else 0)
+        yield from (up, age, stale)
+
+
+def serve_facility(config: FacilityConfig) -> None:
+    """Runs until SIGINT or SIGTERM."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    facility = Facility(config)
+    registry = CollectorRegistry()
+    registry.register(FacilityCollector(lambda: facility.latest))
+    host, port = parse_listen(config.listen)
+    try:
+        httpd, _ = start_http_server(port, host or "0.0.0.0", registry)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    try:
+        for sig in previous:
+            signal.signal(sig, request_stop)
+        log.info("facility: serving http://%s/metrics every %g s", config.listen, config.interval_s)
+        while True:
+            started = time.monotonic()
+            facility.tick()
+            if stop.wait(max(config.interval_s - (time.monotonic() - started), 0.0)):
+                break
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopped")
