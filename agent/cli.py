@@ -368,6 +368,7 @@ def report_command(
         return
     if sci:
         columns = [group_by, *SCI_COLUMNS]
+        columns += sorted({k for r in rows for k in r} - set(columns))  # per work unit
     else:
         columns = [group_by, "jobs", "energy_j", "active_j", "idle_j"]
         columns += sorted({k for r in rows for k in r} - set(columns))
@@ -379,6 +380,44 @@ def report_command(
     table = [[c.upper() for c in columns]]
     table += [[_cell(r.get(c)) for c in columns] for r in rows]
     _table(table)
+
+
+@app.command("work")
+def work_command(
+    count: Annotated[float, typer.Argument(help="Units done since the last report (or --total).")],
+    units: Annotated[str, typer.Option("--units", help="tokens, samples, requests, ...")],
+    total: Annotated[
+        bool, typer.Option("--total", help="COUNT is a cumulative counter; a drop is a restart.")
+    ] = False,
+    job: Annotated[
+        str | None, typer.Option(help="Job id or key; default: the job this command runs in.")
+    ] = None,
+    socket_path: Annotated[
+        Path | None, typer.Option("--socket", help="The agent's work socket (work.socket_path).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Report a job's work (tokens generated, samples trained, ...) to the local agent, for
+    performance per watt: wattwise work --units tokens 512.
+
+    From inside a job it is charged to that job; root, or the job's own user, may name one
+    with --job. Python code can call agent.client.report_work instead.
+    """
+    from agent.client import WorkReportError, report_work
+
+    path = socket_path or _config(config).work.socket_path
+    try:
+        answer = report_work(
+            units,
+            add=None if total else count,
+            total=count if total else None,
+            job=job,
+            socket_path=path,
+        )
+    except WorkReportError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{answer['job']}: {answer['total_units']:g} {answer['unit']}")
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -229,6 +229,26 @@ class MeterConfig(_Section):
         return self
 
 
+class WorkConfig(_Section):
+    enabled: bool = Field(True, description="Take jobs' work reports on a Unix socket.")
+    socket_path: Path = Field(
+        Path("/run/wattwise/wattwise.sock"), description="The work API's Unix socket."
+    )
+    units: tuple[str, ...] = Field(
+        ("tokens", "samples", "requests", "images", "steps"),
+        min_length=1,
+        description="Work units jobs may report (a label value: kept to a known few).",
+    )
+
+    @field_validator("units")
+    @classmethod
+    def _label_safe(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [u for u in value if not u.isidentifier() or not u.islower()]
+        if bad:
+            raise ValueError(f"units must be lowercase words: {', '.join(map(repr, bad))}")
+        return value
+
+
 PUE_WINDOWS_S = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
 
 
@@ -286,6 +306,7 @@ class Config(BaseSettings):
     carbon: CarbonConfig = CarbonConfig()
     embodied: EmbodiedConfig = EmbodiedConfig()
     facility: FacilityConfig = FacilityConfig()
+    work: WorkConfig = WorkConfig()
 
     @field_validator("listen")
     @classmethod

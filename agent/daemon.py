@@ -41,6 +41,7 @@ from agent.model import (
 from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
 from agent.sources.rapl import RaplSource
+from agent.work import WorkCounts, WorkServer
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,27 @@ class Agent:
                     if key[0] in self._open_at_start
                 }
                 seed_unreserved = self.ledger.unreserved_embodied_totals()
+        self.work = WorkCounts(
+            {k: n for k, n in self.ledger.job_work_totals().items() if k[0] in self._open_at_start}
+            if self.ledger is not None
+            else None
+        )
+        self.work_server: WorkServer | None = None
+        if durable and config.work.enabled:
+            tracker = self.tracker
+            self.work_server = WorkServer(
+                config.work.socket_path,
+                self.work,
+                config.work.units,
+                tracker.job_of_pid,
+                tracker.job_user,
+                tracker.known,
+            )
+            try:
+                self.work_server.start()
+            except OSError as exc:
+                log.error("work API not available at %s: %s", config.work.socket_path, exc)
+                self.work_server = None
         self.job_accounts = JobAccounts(
             seed,
             seed_unattributed,
@@ -183,7 +205,7 @@ class Agent:
         pue = self.pue_feed.current() if self.pue_feed else (self.config.carbon.pue_ratio, CONFIG)
         if self.tracker is not None:
             self._charge_jobs(domains, gpus, now_unix_s, intensity, pue[0])
-        jobs = self.job_accounts.views() if self.tracker is not None else ()
+        jobs = self.job_accounts.views(self.work.by_job()) if self.tracker is not None else ()
         unattributed = self.job_accounts.unattributed() if self.tracker is not None else ()
         snapshot = Snapshot(
             taken_at_unix_s=now_unix_s,
@@ -198,6 +220,9 @@ class Agent:
             if self.tracker is None or not self.config.ledger.enabled
             else self.ledger is not None and self._ledger_error is None,
             carbon=self._carbon_status(now_unix_s, intensity, pue),
+            gpu_use_j=tuple(self.job_accounts.gpu_use_j.items())
+            if self.tracker is not None
+            else (),
             embodied=self.job_accounts.embodied_status()
             if self.tracker is not None and self.config.embodied.enabled
             else None,
@@ -240,6 +265,7 @@ class Agent:
         ended = self.job_accounts.apply(
             now_unix_s, elapsed_s, activity.jobs, charged, left, names, embodied
         )
+        work = self.work.drain()  # drained every tick, so it never piles up without a ledger
         if self.ledger is None:
             return
         # Jobs the ledger had open at startup that are gone now ended while the agent was down.
@@ -250,7 +276,7 @@ class Agent:
             meta = activity.meta.get(key)
             name, user = (meta.name, meta.user) if meta else ("", "")
             seen.append(JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user))
-        self.ledger.record(now_unix_s, seen, charged, left, ended, embodied)
+        self.ledger.record(now_unix_s, seen, charged, left, ended, embodied, work)
         if self.ledger.last_error != self._ledger_error:
             if self.ledger.last_error:
                 log.error("%s", self.ledger.last_error)
@@ -385,6 +411,8 @@ class Agent:
             self.grid.stop()
         if self.pue_feed is not None:
             self.pue_feed.stop()
+        if getattr(self, "work_server", None) is not None:
+            self.work_server.stop()
 
 
 def _providers(config: Config) -> tuple[list, list[Finding]]:

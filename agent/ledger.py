@@ -19,7 +19,7 @@ from agent.carbon.embodied import EmbodiedSplit
 from agent.errors import WattwiseError
 from agent.model import Finding, JobEnergy, UnattributedEnergy
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry brings the schema from version i to i + 1. Append; never edit a shipped migration.
 MIGRATIONS: tuple[str, ...] = (
@@ -86,6 +86,22 @@ MIGRATIONS: tuple[str, ...] = (
         carbon_g REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 4: work units jobs reported (tokens, samples, ...), for efficiency per joule and gram.
+    """
+    CREATE TABLE job_work (
+        job_key TEXT NOT NULL REFERENCES jobs(job_key),
+        unit TEXT NOT NULL,
+        units REAL NOT NULL,
+        PRIMARY KEY (job_key, unit)
+    ) WITHOUT ROWID;
+    CREATE TABLE job_work_minutely (
+        job_key TEXT NOT NULL,
+        minute_unix_s INTEGER NOT NULL,
+        unit TEXT NOT NULL,
+        units REAL NOT NULL,
+        PRIMARY KEY (job_key, minute_unix_s, unit)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -124,6 +140,8 @@ class Ledger:
         self._pending_embodied: dict[tuple[str, str], float] = defaultdict(float)
         self._pending_embodied_minutely: dict[tuple[str, int, str], float] = defaultdict(float)
         self._pending_unreserved: dict[str, float] = defaultdict(float)
+        self._pending_work: dict[tuple[str, str], float] = defaultdict(float)
+        self._pending_work_minutely: dict[tuple[str, int, str], float] = defaultdict(float)
         self._last_record_unix_s = time.time()
         self._db = self._open()
 
@@ -179,6 +197,7 @@ class Ledger:
         unattributed: Iterable[UnattributedEnergy] = (),
         ended: Iterable[str] = (),
         embodied: EmbodiedSplit | None = None,
+        work: dict[tuple[str, str], float] | None = None,
     ) -> bool:
         """Adds one tick; True when it (and anything pending) reached the disk."""
         self._last_record_unix_s = now_unix_s
@@ -206,6 +225,9 @@ class Ledger:
                     self._pending_embodied_minutely[(job_key, minute, component)] += grams
             for component, grams in embodied.unreserved_g.items():
                 self._pending_unreserved[component] += grams
+        for (job_key, unit), units in (work or {}).items():
+            self._pending_work[(job_key, unit)] += units
+            self._pending_work_minutely[(job_key, minute, unit)] += units
         try:
             self._flush(now_unix_s)
         except sqlite3.Error as exc:
@@ -261,11 +283,20 @@ class Ledger:
                 f"INSERT INTO unreserved_embodied VALUES (?, ?) {add_g}",
                 list(self._pending_unreserved.items()),
             )
+            add_units = "ON CONFLICT DO UPDATE SET units = units + excluded.units"
+            db.executemany(
+                f"INSERT INTO job_work VALUES (?, ?, ?) {add_units}",
+                [(*key, u) for key, u in self._pending_work.items()],
+            )
+            db.executemany(
+                f"INSERT INTO job_work_minutely VALUES (?, ?, ?, ?) {add_units}",
+                [(*key, u) for key, u in self._pending_work_minutely.items()],
+            )
             db.executemany(
                 "UPDATE jobs SET ended_unix_s = ? WHERE job_key = ? AND ended_unix_s IS NULL",
                 [(at, key) for key, at in self._pending_ended.items()],
             )
-            for table in ("job_energy_minutely", "job_embodied_minutely"):
+            for table in ("job_energy_minutely", "job_embodied_minutely", "job_work_minutely"):
                 db.execute(
                     f"DELETE FROM {table} WHERE minute_unix_s < ?",
                     (now_unix_s - self.minutely_retention_s,),
@@ -284,6 +315,8 @@ class Ledger:
             self._pending_embodied,
             self._pending_embodied_minutely,
             self._pending_unreserved,
+            self._pending_work,
+            self._pending_work_minutely,
         ):
             pending.clear()
 
@@ -293,6 +326,7 @@ class Ledger:
             + len(self._pending_minutely)
             + len(self._pending_jobs)
             + len(self._pending_embodied_minutely)
+            + len(self._pending_work_minutely)
         )
 
     def job_embodied_totals(self) -> dict[tuple[str, str], float]:
@@ -301,6 +335,13 @@ class Ledger:
         totals = {(key, component): grams for key, component, grams in rows}
         for key, grams in self._pending_embodied.items():
             totals[key] = totals.get(key, 0.0) + grams
+        return totals
+
+    def job_work_totals(self) -> dict[tuple[str, str], float]:
+        """Every job's reported work units so far, by unit."""
+        totals = {(k, u): n for k, u, n in self._db.execute("SELECT * FROM job_work")}
+        for key, units in self._pending_work.items():
+            totals[key] = totals.get(key, 0.0) + units
         return totals
 
     def unreserved_embodied_totals(self) -> dict[str, float]:

@@ -110,6 +110,7 @@ class JobView:
     ended_unix_s: float | None
     carbon_g: tuple[tuple[str, str, float], ...] = ()  # (domain, source, operational grams)
     embodied_g: tuple[tuple[str, float], ...] = ()  # (component, embodied grams)
+    work_units: tuple[tuple[str, float], ...] = ()  # (unit, units the job reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,7 @@ class Snapshot:
     ledger_up: bool | None = None  # None: no ledger configured
     carbon: CarbonStatus | None = None
     embodied: EmbodiedStatus | None = None
+    gpu_use_j: tuple[tuple[str, float], ...] = ()  # (active|allocated_idle|unallocated_idle, J)
 
     @property
     def node_totals(self) -> tuple[NodeTotal, ...]:

@@ -133,6 +133,15 @@ def sci_report(
             entry = groups[group or "(unknown)"]
             entry["embodied_g"] += grams
             entry["jobs"][key] = (first, last)
+    work: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    if _has_table(db, "job_work_minutely"):  # schema 4 and later
+        for group, unit, units in db.execute(
+            f"SELECT {column}, m.unit, sum(m.units) FROM job_work_minutely m "
+            "JOIN jobs j ON j.job_key = m.job_key "
+            f"WHERE m.minute_unix_s >= ? AND m.minute_unix_s < ? GROUP BY {column}, m.unit",
+            window,
+        ):
+            work[group or "(unknown)"][unit] += units
     rows = []
     for group, entry in groups.items():
         spans = entry.pop("jobs").values()
@@ -156,9 +165,23 @@ def sci_report(
                 "intensity_g_per_kwh": entry["operational_g"] / energy_kwh if energy_kwh else 0.0,
                 "carbon_g": total_g,
                 "sci_g_per_job_hour": total_g / hours if hours > 0 else None,
+                **efficiency(work.get(group, {}), entry["energy_j"], total_g),
             }
         )
     return sorted(rows, key=lambda r: -float(r["carbon_g"]))
+
+
+def efficiency(work: dict[str, float], energy_j: float, carbon_g: float) -> dict[str, float]:
+    """Per work unit: units per joule, joules per unit, and grams per unit (SCI per R)."""
+    figures: dict[str, float] = {}
+    for unit, units in sorted(work.items()):
+        figures[unit] = units
+        if energy_j > 0:
+            figures[f"{unit}_per_j"] = units / energy_j
+        if units > 0:
+            figures[f"j_per_{unit}"] = energy_j / units
+            figures[f"g_per_{unit}"] = carbon_g / units
+    return figures
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

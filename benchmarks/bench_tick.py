@@ -70,6 +70,7 @@ def build(root: Path, with_jobs: bool) -> dict:
         "cgroup_root": root / "cg",
         "jobs": {"enabled": with_jobs},
         "ledger": {"path": str(root / "ledger.db")},
+        "work": {"socket_path": str(root / "wattwise.sock")},
         "gpus": gpus,
     }
 

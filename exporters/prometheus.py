@@ -179,6 +179,12 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     running = GaugeMetricFamily(
         "wattwise_jobs", "Jobs running now, per scheduler", labels=["scheduler"]
     )
+    work = CounterMetricFamily(
+        "wattwise_job_work_units",
+        "Work a job reported (tokens, samples, ...) through the work API; divide its rate by "
+        f"the job's power for units per joule; {every}",
+        labels=[*JOB_LABELS, "unit"],
+    )
     counts: dict[str, int] = {}
     for job in snapshot.jobs:
         labels = [job.job_id, job.name, job.scheduler]
@@ -188,6 +194,8 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
             power.add_metric(labels, job.power_w)
         if any(domain == "gpu" for domain, *_ in job.energy_j):
             allocated_idle.add_metric(labels, job.gpu_allocated_idle_j)
+        for unit, units in job.work_units:
+            work.add_metric([*labels, unit], units)
         if job.ended_unix_s is None:
             counts[job.scheduler] = counts.get(job.scheduler, 0) + 1
     for scheduler, count in sorted(counts.items()):
@@ -201,7 +209,16 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     )
     for domain, source, reason, joules in snapshot.unattributed_j:
         unattributed.add_metric([domain, source, reason], joules)
-    yield from (energy, power, allocated_idle, running, unattributed)
+    gpu = CounterMetricFamily(
+        "wattwise_node_gpu_energy_by_use",
+        "GPU energy by what it did: active (jobs' work), allocated_idle (held by a job, doing "
+        f"nothing) or unallocated_idle; since the agent started; {every}",
+        labels=["state"],
+        unit="joules",
+    )
+    for state, joules in snapshot.gpu_use_j:
+        gpu.add_metric([state], joules)
+    yield from (energy, power, allocated_idle, running, work, unattributed, gpu)
     if snapshot.ledger_up is not None:
         yield GaugeMetricFamily(
             "wattwise_ledger_up",

@@ -48,6 +48,7 @@ def subprocess_env(nvml_state: Path | None = None, **extra: str) -> dict[str, st
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATTWISE_")}
     # Node-energy tests must not see this machine's cgroups nor write /var/lib/wattwise.
     env["WATTWISE_JOBS__ENABLED"] = "false"
+    env["WATTWISE_WORK__ENABLED"] = "false"  # tests that use the work API give it a socket
     if nvml_state is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(FAKES), env.get("PYTHONPATH", "")])
         env["FAKE_PYNVML_STATE"] = str(nvml_state)

@@ -38,6 +38,7 @@ def test_fifty_jobs_on_eight_gpus_stay_under_two_thousand_series(
             "procfs_root": tmp_path / "proc",
             "cgroup_root": tmp_path / "cg",
             "ledger": {"path": str(tmp_path / "ledger.db")},
+            "work": {"socket_path": str(tmp_path / "wattwise.sock")},
         },
     )
     agent = Agent(config)

@@ -42,6 +42,11 @@ class JobAccounts:
             self._embodied[job][component] += grams
         self.reserved_embodied_g = sum((seed_embodied or {}).values())
         self._unreserved: dict[str, float] = defaultdict(float, seed_unreserved or {})
+        self.gpu_use_j: dict[str, float] = {
+            "active": 0.0,
+            "allocated_idle": 0.0,
+            "unallocated_idle": 0.0,
+        }
         self._embodied_rates = (0.0, 0.0)  # reserved, unreserved g/s over the last interval
         self._refs: dict[str, JobRef] = {}
         self._power_w: dict[str, float] = {}
@@ -72,8 +77,12 @@ class JobAccounts:
             self._carbon[c.job_key][(c.domain, c.source)] += c.carbon_g
             self.node_carbon_g += c.carbon_g
             tick_j[c.job_key] += c.energy_j
+            if c.domain == "gpu":
+                self.gpu_use_j["active" if c.state == "active" else "allocated_idle"] += c.energy_j
         for u in left:
             self._unattributed[(u.domain, u.source, u.reason)] += u.energy_j
+            if u.domain == "gpu":
+                self.gpu_use_j["unallocated_idle"] += u.energy_j
             self.node_carbon_g += u.carbon_g
         self._power_w = {k: j / elapsed_s for k, j in tick_j.items()} if elapsed_s > 0 else {}
         if embodied is not None:
@@ -110,7 +119,7 @@ class JobAccounts:
             unreserved_g_per_s=self._embodied_rates[1],
         )
 
-    def views(self) -> tuple[JobView, ...]:
+    def views(self, work: Mapping[str, Mapping[str, float]] | None = None) -> tuple[JobView, ...]:
         views = []
         for key, ref in sorted(self._refs.items()):
             totals = self._totals.get(key, {})
@@ -130,6 +139,7 @@ class JobAccounts:
                         (d, s, g) for (d, s), g in sorted(self._carbon.get(key, {}).items())
                     ),
                     embodied_g=tuple(sorted(self._embodied.get(key, {}).items())),
+                    work_units=tuple(sorted((work or {}).get(key, {}).items())),
                 )
             )
         return tuple(views)

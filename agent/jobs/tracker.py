@@ -108,6 +108,28 @@ class JobTracker:
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
         return JobActivity(jobs, cpu, self._gpu_jobs(gpus, jobs), meta, holders)
 
+    def job_of_pid(self, pid: int) -> str | None:
+        """The key of the job process `pid` runs in, as the tick knows it; None if none."""
+        ref = _job_from_proc(self.procfs_root, pid)
+        if ref is None or ref.scheduler not in self.schedulers:
+            return None
+        return job_key(self._refs.get(ref.cgroup, ref))
+
+    def known(self, key_or_id: str) -> str | None:
+        """The key of a job running now, given its key (slurm:42) or its id (42)."""
+        keys = [job_key(r) for r in list(self._refs.values())]
+        if key_or_id in keys:
+            return key_or_id
+        matches = [k for k in keys if k.split(":", 1)[1] == key_or_id]
+        return matches[0] if len(matches) == 1 else None
+
+    def job_user(self, key: str) -> str | None:
+        for cgroup, ref in list(self._refs.items()):
+            if job_key(ref) == key:
+                meta = self._meta.get(cgroup)
+                return meta.user if meta and meta.user else None
+        return None
+
     def _identify(self, cgroup: str, ref: JobRef) -> JobRef:
         """The job's ref with its metadata read once; its key never changes after first sight."""
         now = time.monotonic()

@@ -1,0 +1,51 @@
+"""Report a job's work to the local wattwise agent, from Python:
+
+from agent.client import report_work
+report_work("tokens", add=512)          # inside the job: the job is found from this process
+report_work("samples", total=step * batch)   # or a cumulative counter; resets are handled
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+DEFAULT_SOCKET = Path("/run/wattwise/wattwise.sock")
+
+
+class WorkReportError(Exception):
+    """The agent refused the report, or could not be reached."""
+
+
+def report_work(
+    unit: str,
+    add: float | None = None,
+    total: float | None = None,
+    job: str | None = None,
+    socket_path: Path | str = DEFAULT_SOCKET,
+    timeout_s: float = 2.0,
+) -> dict:
+    """Sends one report; returns the agent's answer ({"job", "unit", "total_units"})."""
+    request: dict = {"unit": unit}
+    if add is not None:
+        request["add"] = add
+    if total is not None:
+        request["total"] = total
+    if job is not None:
+        request["job"] = job
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(str(socket_path))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            answer = sock.makefile("rb").readline()
+    except OSError as exc:
+        raise WorkReportError(f"cannot reach the wattwise agent at {socket_path}: {exc}") from None
+    try:
+        reply = json.loads(answer)
+    except ValueError:
+        raise WorkReportError("the agent's answer is not JSON") from None
+    if not reply.get("ok"):
+        raise WorkReportError(reply.get("error", "refused"))
+    return {k: v for k, v in reply.items() if k != "ok"}

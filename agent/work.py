@@ -1,0 +1,181 @@
+"""Work units a job reports (tokens, samples, ...), for performance per watt, and the local API
+that takes them: a Unix socket whose peer credentials decide whose jobs a caller may report for.
+
+One JSON object per line each way. Request: {"unit": "tokens", "add": 512} or {"unit": ...,
+"total": 10240} (a cumulative counter from the job; a decrease is a reset, so the new total is
+all new work), and optionally "job": "42" or "slurm:42". Without "job", the caller's own job is
+the one its process runs in. Root may report for any job; anybody else only from inside the job,
+or for jobs their own user runs. Reply: {"ok": true, "job": key, "unit": u, "total_units": n}
+or {"ok": false, "error": "..."}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import socket
+import socketserver
+import struct
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 4096
+
+
+class WorkError(Exception):
+    """A request that cannot be taken; the message goes back to the caller."""
+
+
+class WorkCounts:
+    """Per-job work totals, shared by the socket's threads and the tick."""
+
+    def __init__(self, seed: Mapping[tuple[str, str], float] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for (job, unit), units in (seed or {}).items():
+            self._totals[job][unit] = units
+        self._reported: dict[tuple[str, str], float] = {}  # last cumulative total per counter
+        self._pending: dict[tuple[str, str], float] = defaultdict(float)
+
+    def add(self, job: str, unit: str, units: float) -> float:
+        with self._lock:
+            self._totals[job][unit] += units
+            self._pending[(job, unit)] += units
+            return self._totals[job][unit]
+
+    def report_total(self, job: str, unit: str, total: float) -> float:
+        """A job's own cumulative counter; a decrease is a restart, like a Prometheus reset."""
+        with self._lock:
+            previous = self._reported.get((job, unit))
+            self._reported[(job, unit)] = total
+        if previous is None:
+            added = 0.0 if self.total(job, unit) > 0 else total  # after an agent restart: resume
+        else:
+            added = total - previous if total >= previous else total
+        return self.add(job, unit, added)
+
+    def total(self, job: str, unit: str) -> float:
+        with self._lock:
+            return self._totals.get(job, {}).get(unit, 0.0)
+
+    def drain(self) -> dict[tuple[str, str], float]:
+        """What was added since the last drain, for the ledger."""
+        with self._lock:
+            pending, self._pending = dict(self._pending), defaultdict(float)
+        return pending
+
+    def by_job(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {job: dict(units) for job, units in self._totals.items()}
+
+    def forget(self, job: str) -> None:
+        with self._lock:
+            self._totals.pop(job, None)
+            self._reported = {k: v for k, v in self._reported.items() if k[0] != job}
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end, from the kernel (SO_PEERCRED)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+class WorkServer:
+    """`job_of_pid(pid)` -> job key or None; `job_user(key)` -> the job's user name or None;
+    `known(key_or_id)` -> the job key if the job runs on this node."""
+
+    def __init__(
+        self,
+        path: Path,
+        counts: WorkCounts,
+        units: tuple[str, ...],
+        job_of_pid: Callable[[int], str | None],
+        job_user: Callable[[str], str | None],
+        known: Callable[[str], str | None],
+    ) -> None:
+        self.path, self.counts, self.units = path, counts, units
+        self.job_of_pid, self.job_user, self.known = job_of_pid, job_user, known
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+
+    def handle(self, request: bytes, pid: int, uid: int) -> dict:
+        try:
+            return {"ok": True, **self._take(request, pid, uid)}
+        except WorkError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    def _take(self, request: bytes, pid: int, uid: int) -> dict:
+        try:
+            body = json.loads(request)
+        except ValueError:
+            raise WorkError("the request is not JSON") from None
+        if not isinstance(body, dict):
+            raise WorkError("the request must be a JSON object")
+        unit = body.get("unit")
+        if unit not in self.units:
+            raise WorkError(f"unit must be one of {', '.join(self.units)} (work.units)")
+        modes = [m for m in ("add", "total") if m in body]
+        if len(modes) != 1:
+            raise WorkError('give exactly one of "add" (units done) or "total" (a counter)')
+        value = body[modes[0]]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise WorkError(f'"{modes[0]}" must be a number >= 0')
+        own = self.job_of_pid(pid)
+        if body.get("job") is None:
+            if own is None:
+                raise WorkError(f'process {pid} is not in any job; name one with "job"')
+            job = own
+        else:
+            job = self.known(str(body["job"]))
+            if job is None:
+                raise WorkError(f"no job {body['job']!r} runs on this node")
+        if uid != 0 and job != own:
+            user = _user_name(uid)
+            owner = self.job_user(job)
+            if owner is None or owner != user:
+                raise WorkError(
+                    f"{user or uid} may not report work for {job} (run by {owner or 'unknown'}): "
+                    "report from inside the job, as its user, or as root"
+                )
+        if modes[0] == "add":
+            total = self.counts.add(job, unit, float(value))
+        else:
+            total = self.counts.report_total(job, unit, float(value))
+        return {"job": job, "unit": unit, "total_units": total}
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_socket():
+            self.path.unlink()  # left by an agent that was killed
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                pid, uid, _ = peer_credentials(self.request)
+                line = self.rfile.readline(MAX_REQUEST_BYTES)
+                reply = server.handle(line, pid, uid)
+                self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+        self._server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
+        self._server.daemon_threads = True
+        os.chmod(self.path, 0o666)  # anyone may connect; the peer's credentials decide
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="work-api").start()
+        log.info("work API on %s", self.path)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self.path.unlink(missing_ok=True)
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
