@@ -307,6 +307,12 @@ class Config(BaseSettings):
     embodied: EmbodiedConfig = EmbodiedConfig()
     facility: FacilityConfig = FacilityConfig()
     work: WorkConfig = WorkConfig()
+    platform: MeterConfig | None = Field(
+        None, description="This server's BMC (redfish or ipmi) for its wall input power."
+    )
+    platform_interval_s: float = Field(
+        10.0, ge=1, le=300, description="How often the BMC is asked for the input power."
+    )
 
     @field_validator("listen")
     @classmethod

@@ -41,6 +41,7 @@ from agent.model import (
 from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
 from agent.sources.rapl import RaplSource
+from agent.wall_power import PlatformPower
 from agent.work import WorkCounts, WorkServer
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,10 @@ class Agent:
                 config.carbon.pue_url, config.carbon.pue_window, config.carbon.pue_ratio
             )
             self.pue_feed.start()
+        self.platform: PlatformPower | None = None
+        if config.platform is not None:
+            self.platform = PlatformPower(config.platform, config.platform_interval_s)
+            self.platform.start()
         if config.jobs.enabled:
             self._open_jobs(durable and config.ledger.enabled)
 
@@ -220,6 +225,8 @@ class Agent:
             if self.tracker is None or not self.config.ledger.enabled
             else self.ledger is not None and self._ledger_error is None,
             carbon=self._carbon_status(now_unix_s, intensity, pue),
+            platform_w=self.platform.watts() if self.platform else None,
+            platform_age_s=self.platform.age_s() if self.platform else None,
             gpu_use_j=tuple(self.job_accounts.gpu_use_j.items())
             if self.tracker is not None
             else (),
@@ -411,6 +418,8 @@ class Agent:
             self.grid.stop()
         if self.pue_feed is not None:
             self.pue_feed.stop()
+        if self.platform is not None:
+            self.platform.stop()
         if getattr(self, "work_server", None) is not None:
             self.work_server.stop()
 

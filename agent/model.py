@@ -191,6 +191,8 @@ class Snapshot:
     ledger_up: bool | None = None  # None: no ledger configured
     carbon: CarbonStatus | None = None
     embodied: EmbodiedStatus | None = None
+    platform_w: float | None = None  # wall input power from the BMC
+    platform_age_s: float | None = None
     gpu_use_j: tuple[tuple[str, float], ...] = ()  # (active|allocated_idle|unallocated_idle, J)
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent import __version__
-from agent.model import NVML, RAPL, EmbodiedStatus, GpuStatus, Snapshot
+from agent.model import ESTIMATE, NVML, RAPL, EmbodiedStatus, GpuStatus, Snapshot
 
 JOB_LABELS = ["job_id", "job_name", "scheduler"]
 
@@ -110,6 +110,7 @@ def render(snapshot: Snapshot) -> Iterator[Metric]:
     yield from _gpu_families(snapshot.gpus, every)
     yield from _job_families(snapshot, every)
     yield from _carbon_families(snapshot, every)
+    yield from _platform_families(snapshot)
 
     source_up = GaugeMetricFamily(
         "wattwise_source_up", "1 if the source delivered data in the last tick", labels=["source"]
@@ -318,3 +319,30 @@ def _embodied_families(embodied: EmbodiedStatus, every: str) -> Iterator[Metric]
     rate.add_metric(["reserved"], embodied.reserved_g_per_s)
     rate.add_metric(["unreserved"], embodied.unreserved_g_per_s)
     yield rate
+
+
+def _platform_families(snapshot: Snapshot) -> Iterator[Metric]:
+    if snapshot.platform_w is None:
+        return
+    yield GaugeMetricFamily(
+        "wattwise_node_platform_watts",
+        "Server input (wall) power from the BMC, Redfish or IPMI DCMI",
+        value=snapshot.platform_w,
+    )
+    if snapshot.platform_age_s is not None:
+        yield GaugeMetricFamily(
+            "wattwise_node_platform_age_seconds",
+            "Age of the BMC's last reading",
+            value=snapshot.platform_age_s,
+        )
+    # Components measured by hardware counters only: an estimate would make the ratio meaningless.
+    measured_w = sum(
+        t.power_w for t in snapshot.node_totals if t.source != ESTIMATE and t.power_w is not None
+    )
+    if measured_w > 0:
+        yield GaugeMetricFamily(
+            "wattwise_node_platform_to_components_ratio",
+            "Wall power / the sum of measured components (RAPL + GPUs); above 1 by what they "
+            "cannot see: fans, PSU losses, NICs, drives",
+            value=snapshot.platform_w / measured_w,
+        )
