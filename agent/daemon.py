@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-from types import FrameType
 from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -38,6 +35,7 @@ from agent.model import (
     Snapshot,
     SourceReadout,
 )
+from agent.signals import stop_requested
 from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
 from agent.sources.rapl import RaplSource
@@ -484,7 +482,6 @@ def serve(config: Config) -> None:
         raise
     agent = agents[0]
 
-    stop = threading.Event()
     scheduler = BackgroundScheduler(daemon=True)
     scheduler.add_job(
         agent.tick,
@@ -495,26 +492,19 @@ def serve(config: Config) -> None:
         misfire_grace_time=max(1, int(config.interval_s)),
         id="tick",
     )
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
     try:
-        for sig in previous:
-            signal.signal(sig, request_stop)
-        agent.tick()
-        scheduler.start()
-        log.info("serving http://%s/metrics, sampling every %g s", config.listen, config.interval_s)
-        while not stop.wait(timeout=1.0):
-            pass
+        with stop_requested() as stop:
+            agent.tick()
+            scheduler.start()
+            log.info(
+                "serving http://%s/metrics, sampling every %g s", config.listen, config.interval_s
+            )
+            while not stop.wait(timeout=1.0):
+                pass
     finally:
         if scheduler.running:
             scheduler.shutdown(wait=True)  # lets a tick in flight finish: at most one interval
         httpd.shutdown()
         httpd.server_close()
         agent.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         log.info("stopped")

@@ -5,12 +5,9 @@ read it."""
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import FrameType
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,6 +16,7 @@ from agent.config import PUE_WINDOWS_S, FacilityConfig, parse_listen
 from agent.errors import ConfigError, ListenError
 from agent.facility import MeterError, MeterReading, build_meter
 from agent.pue import CATEGORIES, PueTracker, PueWindow
+from agent.signals import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -199,25 +197,17 @@ def serve_facility(config: FacilityConfig) -> None:
         httpd, _ = start_http_server(port, host or "0.0.0.0", registry)
     except OSError as exc:
         raise ListenError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
-    stop = threading.Event()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
     try:
-        for sig in previous:
-            signal.signal(sig, request_stop)
-        log.info("facility: serving http://%s/metrics every %g s", config.listen, config.interval_s)
-        while True:
-            started = time.monotonic()
-            facility.tick()
-            if stop.wait(max(config.interval_s - (time.monotonic() - started), 0.0)):
-                break
+        with stop_requested() as stop:
+            log.info(
+                "facility: serving http://%s/metrics every %g s", config.listen, config.interval_s
+            )
+            while True:
+                started = time.monotonic()
+                facility.tick()
+                if stop.wait(max(config.interval_s - (time.monotonic() - started), 0.0)):
+                    break
     finally:
         httpd.shutdown()
         httpd.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         log.info("stopped")

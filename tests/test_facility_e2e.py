@@ -81,6 +81,29 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, int]]:
         process.wait(timeout=DEADLINE_S)
 
 
+def once_with_pue_url(
+    sysfs: Path, procfs: Path, cgroups: Path, facility_port: int, window: str
+) -> subprocess.CompletedProcess:
+    """`wattwise once` charging carbon, taking its PUE from the facility (1.2 as fallback)."""
+    roots = ["--sysfs-root", str(sysfs), "--procfs-root", str(procfs)]
+    return wattwise(
+        "once",
+        "--interval",
+        "0.2",
+        *roots,
+        "--cgroup-root",
+        str(cgroups),
+        env=subprocess_env(
+            None,
+            WATTWISE_JOBS__ENABLED="true",
+            WATTWISE_NVML__ENABLED="false",
+            WATTWISE_CARBON__PUE_URL=f"http://127.0.0.1:{facility_port}/metrics",
+            WATTWISE_CARBON__PUE_WINDOW=window,
+            WATTWISE_CARBON__PUE_RATIO="1.2",
+        ),
+    )
+
+
 def prometheus_has(url: str, query: str) -> bool:
     body = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=5).json()
     return bool(body["data"]["result"])
@@ -144,25 +167,7 @@ def test_measured_pue_from_a_real_prometheus(tmp_path: Path, prometheus: tuple[s
         assert m[("wattwise_facility_meter_up", ("meter", "it"))] == 1
 
         # A node agent charging carbon takes the measured PUE for its window.
-        result = wattwise(
-            "once",
-            "--interval",
-            "0.2",
-            "--sysfs-root",
-            str(sysfs),
-            "--procfs-root",
-            str(procfs),
-            "--cgroup-root",
-            str(cgroups),
-            env=subprocess_env(
-                None,
-                WATTWISE_JOBS__ENABLED="true",
-                WATTWISE_NVML__ENABLED="false",
-                WATTWISE_CARBON__PUE_URL=f"http://127.0.0.1:{facility_port}/metrics",
-                WATTWISE_CARBON__PUE_WINDOW="5m",
-                WATTWISE_CARBON__PUE_RATIO="1.2",
-            ),
-        )
+        result = once_with_pue_url(sysfs, procfs, cgroups, facility_port, "5m")
         assert result.returncode == 0, result.stderr
         assert 'wattwise_pue_ratio{source="facility"} 1.5' in result.stdout
 
@@ -179,24 +184,7 @@ def test_measured_pue_from_a_real_prometheus(tmp_path: Path, prometheus: tuple[s
         stop(node)
 
     # Without the facility, the node agent falls back to its configured PUE, and says so.
-    result = wattwise(
-        "once",
-        "--interval",
-        "0.2",
-        "--sysfs-root",
-        str(sysfs),
-        "--procfs-root",
-        str(procfs),
-        "--cgroup-root",
-        str(cgroups),
-        env=subprocess_env(
-            None,
-            WATTWISE_JOBS__ENABLED="true",
-            WATTWISE_NVML__ENABLED="false",
-            WATTWISE_CARBON__PUE_URL=f"http://127.0.0.1:{facility_port}/metrics",
-            WATTWISE_CARBON__PUE_RATIO="1.2",
-        ),
-    )
+    result = once_with_pue_url(sysfs, procfs, cgroups, facility_port, "1h")
     assert result.returncode == 0, result.stderr
     assert 'wattwise_pue_ratio{source="config"} 1.2' in result.stdout
     assert "measured PUE unavailable" in result.stderr
