@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from agent.carbon.http import client, get_json
 from agent.errors import WattwiseError
 
 if TYPE_CHECKING:
@@ -57,23 +58,8 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
-def _get_json(http: httpx.Client, url: str, **kwargs: Any) -> Any:
-    try:
-        response = http.get(url, **kwargs)
-    except httpx.HTTPError as exc:
-        raise MeterError(f"{url}: {type(exc).__name__}: {exc}") from None
-    if response.status_code >= 400:
-        raise MeterError(f"{url} answered HTTP {response.status_code}")
-    try:
-        return response.json()
-    except ValueError:
-        raise MeterError(f"{url} answered with something that is not JSON") from None
-
-
-def http_client(verify: bool | str = True, timeout_s: float = 5.0) -> httpx.Client:
-    return httpx.Client(
-        timeout=timeout_s, verify=verify, transport=httpx.HTTPTransport(retries=2, verify=verify)
-    )
+def http_client(verify: bool | str = True) -> httpx.Client:
+    return client(timeout_s=5.0, verify=verify)  # meters are local: a short timeout
 
 
 class PrometheusMeter:
@@ -89,7 +75,7 @@ class PrometheusMeter:
         self.name = f"prometheus {query}"
 
     def read(self) -> MeterReading:
-        body = _get_json(self.http, self.url, params={"query": self.query})
+        body = get_json(self.http, self.url, error=MeterError, params={"query": self.query})
         if not isinstance(body, dict) or body.get("status") != "success":
             error = body.get("error") if isinstance(body, dict) else None
             raise MeterError(f"{self.url} query {self.query!r} failed: {error or body!r}")
@@ -164,7 +150,7 @@ class RedfishMeter:
         self.name = f"redfish {url}"
 
     def read(self) -> MeterReading:
-        body = _get_json(self.http, self.url, auth=self.auth)
+        body = get_json(self.http, self.url, error=MeterError, auth=self.auth)
         try:
             power_w, energy_j = parse_redfish(body)
         except MeterError as exc:
@@ -220,7 +206,7 @@ class JsonMeter:
 
     def read(self) -> MeterReading:
         if self.is_url:
-            body = _get_json(self.http, self.location)
+            body = get_json(self.http, self.location, error=MeterError)
         else:
             try:
                 body = json.loads(Path(self.location).read_text())

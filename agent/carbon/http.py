@@ -1,4 +1,5 @@
-"""One place where providers meet HTTP: timeouts, retries, and errors an operator can act on.
+"""One place where providers and meters meet HTTP: timeouts, retries, and errors an operator
+can act on.
 
 httpx retries failed connections; an HTTP error is retried by the provider chain within five
 minutes, which is the backoff.
@@ -20,24 +21,29 @@ _HINTS = {
 }
 
 
-def client(timeout_s: float = 10.0) -> httpx.Client:
-    return httpx.Client(timeout=timeout_s, transport=httpx.HTTPTransport(retries=2))
+def client(timeout_s: float = 10.0, verify: bool | str = True) -> httpx.Client:
+    return httpx.Client(
+        timeout=timeout_s, verify=verify, transport=httpx.HTTPTransport(retries=2, verify=verify)
+    )
 
 
-def get_json(http: httpx.Client, url: str, **kwargs: Any) -> Any:
+def get_json(
+    http: httpx.Client, url: str, *, error: type[Exception] = ProviderError, **kwargs: Any
+) -> Any:
+    """The JSON body of a GET, or `error` with a message naming the URL and what went wrong."""
     try:
         response = http.get(url, **kwargs)
     except httpx.TimeoutException:
-        raise ProviderError(f"{url} timed out") from None
+        raise error(f"{url} timed out") from None
     except httpx.HTTPError as exc:
-        raise ProviderError(f"{url} failed: {type(exc).__name__}: {exc}") from None
+        raise error(f"{url} failed: {type(exc).__name__}: {exc}") from None
     if response.status_code >= 400:
-        hint = _HINTS.get(response.status_code, "the provider failed")
-        raise ProviderError(f"{url} answered HTTP {response.status_code}: {hint}")
+        hint = _HINTS.get(response.status_code, "the server failed")
+        raise error(f"{url} answered HTTP {response.status_code}: {hint}")
     try:
         return response.json()
     except ValueError:
-        raise ProviderError(f"{url} answered with something that is not JSON") from None
+        raise error(f"{url} answered with something that is not JSON") from None
 
 
 def parse_time(text: str) -> float:
