@@ -86,6 +86,7 @@ class Agent:
             )
             self.pue_feed.start()
         self.platform: PlatformPower | None = None
+        self.work_server: WorkServer | None = None  # set when jobs are accounted, in run mode
         if config.platform is not None:
             self.platform = PlatformPower(config.platform, config.platform_interval_s)
             self.platform.start()
@@ -147,7 +148,6 @@ class Agent:
             if self.ledger is not None
             else None
         )
-        self.work_server: WorkServer | None = None
         if durable and config.work.enabled:
             tracker = self.tracker
             self.work_server = WorkServer(
@@ -418,7 +418,7 @@ class Agent:
             self.pue_feed.stop()
         if self.platform is not None:
             self.platform.stop()
-        if getattr(self, "work_server", None) is not None:
+        if self.work_server is not None:
             self.work_server.stop()
 
 

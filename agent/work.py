@@ -74,11 +74,6 @@ class WorkCounts:
         with self._lock:
             return {job: dict(units) for job, units in self._totals.items()}
 
-    def forget(self, job: str) -> None:
-        with self._lock:
-            self._totals.pop(job, None)
-            self._reported = {k: v for k, v in self._reported.items() if k[0] != job}
-
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the process at the other end, from the kernel (SO_PEERCRED)."""

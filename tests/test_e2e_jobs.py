@@ -115,6 +115,15 @@ def node_energy(m: dict, domain: str) -> float:
     )
 
 
+def job_carbon(m: dict, scope: str) -> dict[tuple[str, str], float]:
+    """Grams per (job id, domain) of one scope, from a scrape."""
+    return {
+        (dict(k[1:])["job_id"], dict(k[1:])["domain"]): v
+        for k, v in m.items()
+        if k[0] == "wattwise_job_carbon_grams_total" and ("scope", scope) in k
+    }
+
+
 def charged(m: dict, domain: str) -> float:
     jobs = sum(
         v
@@ -217,11 +226,7 @@ def test_operational_carbon_is_energy_times_pue_times_intensity(node: Node) -> N
     finally:
         agent.process.send_signal(signal.SIGTERM)
         agent.process.communicate(timeout=DEADLINE_S)
-    carbon = {
-        (dict(k[1:])["job_id"], dict(k[1:])["domain"]): v
-        for k, v in m.items()
-        if k[0] == "wattwise_job_carbon_grams_total" and ("scope", "operational") in k
-    }
+    carbon = job_carbon(m, "operational")
     # 360 J of GPU work at PUE 1.5 and 400 g/kWh: 360 / 3.6e6 x 1.5 x 400 = 0.06 g.
     assert carbon[("12", "gpu")] == pytest.approx(0.06, rel=1e-9)
     jobs_g = sum(carbon.values())
@@ -291,11 +296,7 @@ def test_embodied_carbon_follows_the_hardware_each_job_holds(node: Node) -> None
     finally:
         agent.process.send_signal(signal.SIGTERM)
         agent.process.communicate(timeout=DEADLINE_S)
-    embodied = {
-        (dict(k[1:])["job_id"], dict(k[1:])["domain"]): v
-        for k, v in m.items()
-        if k[0] == "wattwise_job_carbon_grams_total" and ("scope", "embodied") in k
-    }
+    embodied = job_carbon(m, "embodied")
     unreserved = {
         dict(k[1:])["component"]: v
         for k, v in m.items()
@@ -320,14 +321,7 @@ def test_carbon_follows_the_intensity_when_it_changes_mid_job(node: Node) -> Non
         series.write_text("timestamp,grams_per_kwh\n" + "\n".join(rows) + "\n")
 
     def gpu_carbon(m: dict) -> float:
-        return sum(
-            v
-            for k, v in m.items()
-            if k[0] == "wattwise_job_carbon_grams_total"
-            and ("scope", "operational") in k
-            and ("job_id", "12") in k
-            and ("domain", "gpu") in k
-        )
+        return job_carbon(m, "operational").get(("12", "gpu"), 0.0)
 
     def intensity(m: dict) -> float | None:
         return next(
