@@ -5,6 +5,7 @@ Nested keys in the environment use a double underscore: WATTWISE_NVML__POWER_POL
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,6 +230,35 @@ class MeterConfig(_Section):
         return self
 
 
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+class WorkTarget(_Section):
+    """A job's own Prometheus endpoint whose counter is its work (vLLM's generation tokens, a
+    training loop's samples). Read for every running job whose name matches `job_name`."""
+
+    job_name: str = Field(
+        min_length=1,
+        description="Shell pattern over the job's name (Slurm job name, namespace/pod, exec name).",
+    )
+    url: str = Field(pattern=r"^https?://", description="The job's /metrics URL.")
+    metric: str = Field(
+        description="The counter's sample name, e.g. vllm:generation_tokens_total; its series "
+        "are summed, each reset handled on its own."
+    )
+    unit: str = Field(description="The work unit the counter counts (one of work.units).")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Only series with these label values."
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_name(cls, value: str) -> str:
+        if not METRIC_NAME.match(value):
+            raise ValueError(f"{value!r} is not a Prometheus metric name")
+        return value
+
+
 class WorkConfig(_Section):
     enabled: bool = Field(True, description="Take jobs' work reports on a Unix socket.")
     socket_path: Path = Field(
@@ -239,6 +269,20 @@ class WorkConfig(_Section):
         min_length=1,
         description="Work units jobs may report (a label value: kept to a known few).",
     )
+    targets: tuple[WorkTarget, ...] = Field(
+        (), description="Jobs' own /metrics endpoints to read work counters from."
+    )
+    pod_annotations: bool = Field(
+        True,
+        description="Read work counters that Kubernetes pods name in wattwise.io/work-* "
+        "annotations (needs jobs.kubelet_url).",
+    )
+    scrape_interval_s: float = Field(
+        15.0, ge=1, le=600, description="How often jobs' endpoints are read."
+    )
+    scrape_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Time limit of one read of a job's endpoint."
+    )
 
     @field_validator("units")
     @classmethod
@@ -247,6 +291,16 @@ class WorkConfig(_Section):
         if bad:
             raise ValueError(f"units must be lowercase words: {', '.join(map(repr, bad))}")
         return value
+
+    @model_validator(mode="after")
+    def _targets_use_known_units(self) -> WorkConfig:
+        for target in self.targets:
+            if target.unit not in self.units:
+                raise ValueError(
+                    f"target for {target.job_name!r} counts {target.unit!r}, not one of "
+                    f"work.units ({', '.join(self.units)})"
+                )
+        return self
 
 
 PUE_WINDOWS_S = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}

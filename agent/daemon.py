@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from fnmatch import fnmatch
 from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -41,6 +42,7 @@ from agent.sources.nvml import NvmlSource
 from agent.sources.rapl import RaplSource
 from agent.wall_power import PlatformPower
 from agent.work import WorkCounts, WorkServer
+from agent.work_scrape import Endpoint, ScrapeError, WorkScraper, endpoint_from_annotations
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class Agent:
             self.pue_feed.start()
         self.platform: PlatformPower | None = None
         self.work_server: WorkServer | None = None  # set when jobs are accounted, in run mode
+        self.work_scraper: WorkScraper | None = None
+        self._bad_annotations: dict[str, str] = {}
         if config.platform is not None:
             self.platform = PlatformPower(config.platform, config.platform_interval_s)
             self.platform.start()
@@ -163,6 +167,12 @@ class Agent:
             except OSError as exc:
                 log.error("work API not available at %s: %s", config.work.socket_path, exc)
                 self.work_server = None
+        work = config.work
+        if durable and (work.targets or (work.pod_annotations and self.pod_names)):
+            self.work_scraper = WorkScraper(
+                self.work, self._work_endpoints, work.scrape_interval_s, work.scrape_timeout_s
+            )
+            self.work_scraper.start()
         self.job_accounts = JobAccounts(
             seed,
             seed_unattributed,
@@ -172,6 +182,28 @@ class Agent:
             seed_embodied,
             seed_unreserved,
         )
+
+    def _work_endpoints(self) -> dict[str, list[Endpoint]]:
+        """The endpoints to read now: work.targets by job name, and annotated pods."""
+        assert self.tracker is not None
+        work = self.config.work
+        endpoints: dict[str, list[Endpoint]] = {}
+        for key, ref, name in self.tracker.running():
+            found = [Endpoint.of(t) for t in work.targets if name and fnmatch(name, t.job_name)]
+            pod = self.pod_names.annotations(ref.job_id) if self.pod_names else None
+            if pod is not None and work.pod_annotations:
+                try:
+                    found.append(endpoint_from_annotations(*pod, work.units))
+                except ScrapeError as exc:
+                    self._note_bad_annotation(key, str(exc))
+            if found:
+                endpoints[key] = found
+        return endpoints
+
+    def _note_bad_annotation(self, key: str, error: str) -> None:
+        if self._bad_annotations.get(key) != error:
+            log.warning("work annotations of %s not used: %s", key, error)
+            self._bad_annotations[key] = error
 
     def _open_sources(self) -> None:
         config = self.config
@@ -209,6 +241,8 @@ class Agent:
         if self.tracker is not None:
             self._charge_jobs(domains, gpus, now_unix_s, intensity, pue[0])
         jobs = self.job_accounts.views(self.work.by_job()) if self.tracker is not None else ()
+        if self.tracker is not None:
+            self.work.retain({view.job_key for view in jobs})
         unattributed = self.job_accounts.unattributed() if self.tracker is not None else ()
         snapshot = Snapshot(
             taken_at_unix_s=now_unix_s,
@@ -225,6 +259,7 @@ class Agent:
             carbon=self._carbon_status(now_unix_s, intensity, pue),
             platform_w=self.platform.watts() if self.platform else None,
             platform_age_s=self.platform.age_s() if self.platform else None,
+            work_endpoints=self.work_scraper.state if self.work_scraper else None,
             gpu_use_j=tuple(self.job_accounts.gpu_use_j.items())
             if self.tracker is not None
             else (),
@@ -420,6 +455,8 @@ class Agent:
             self.platform.stop()
         if self.work_server is not None:
             self.work_server.stop()
+        if self.work_scraper is not None:
+            self.work_scraper.stop()
 
 
 def _providers(config: Config) -> tuple[list, list[Finding]]:

@@ -194,6 +194,7 @@ class Snapshot:
     platform_w: float | None = None  # wall input power from the BMC
     platform_age_s: float | None = None
     gpu_use_j: tuple[tuple[str, float], ...] = ()  # (active|allocated_idle|unallocated_idle, J)
+    work_endpoints: tuple[int, int] | None = None  # jobs' work endpoints (read, failed); None: off
 
     @property
     def node_totals(self) -> tuple[NodeTotal, ...]:

@@ -40,7 +40,9 @@ class WorkCounts:
         self._totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for (job, unit), units in (seed or {}).items():
             self._totals[job][unit] = units
-        self._reported: dict[tuple[str, str], float] = {}  # last cumulative total per counter
+        # Counters of these were counted before the agent restarted: they resume, not restart.
+        self._resumed = {key for key, units in (seed or {}).items() if units > 0}
+        self._reported: dict[tuple[str, str, str], float] = {}  # last total per counter
         self._pending: dict[tuple[str, str], float] = defaultdict(float)
 
     def add(self, job: str, unit: str, units: float) -> float:
@@ -49,13 +51,16 @@ class WorkCounts:
             self._pending[(job, unit)] += units
             return self._totals[job][unit]
 
-    def report_total(self, job: str, unit: str, total: float) -> float:
-        """A job's own cumulative counter; a decrease is a restart, like a Prometheus reset."""
+    def report_total(self, job: str, unit: str, total: float, counter: str = "") -> float:
+        """A job's own cumulative counter; a decrease is a restart, like a Prometheus reset.
+        `counter` tells apart several counters of one job and unit (say, one per series)."""
         with self._lock:
-            previous = self._reported.get((job, unit))
-            self._reported[(job, unit)] = total
+            previous = self._reported.get((job, unit, counter))
+            self._reported[(job, unit, counter)] = total
         if previous is None:
-            added = 0.0 if self.total(job, unit) > 0 else total  # after an agent restart: resume
+            # First sight: all of it is the job's work, unless the agent restarted mid-job and
+            # counted it already (work done while the agent was down is lost, not doubled).
+            added = 0.0 if (job, unit) in self._resumed else total
         else:
             added = total - previous if total >= previous else total
         return self.add(job, unit, added)
@@ -69,6 +74,16 @@ class WorkCounts:
         with self._lock:
             pending, self._pending = dict(self._pending), defaultdict(float)
         return pending
+
+    def retain(self, jobs: set[str]) -> None:
+        """Forgets jobs no longer shown (ended past the grace period); the ledger keeps them."""
+        with self._lock:
+            if self._totals.keys() <= jobs:
+                return
+            for job in [j for j in self._totals if j not in jobs]:
+                del self._totals[job]
+            self._reported = {k: v for k, v in self._reported.items() if k[0] in jobs}
+            self._resumed = {k for k in self._resumed if k[0] in jobs}
 
     def by_job(self) -> dict[str, dict[str, float]]:
         with self._lock:

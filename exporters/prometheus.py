@@ -111,6 +111,7 @@ def render(snapshot: Snapshot) -> Iterator[Metric]:
     yield from _job_families(snapshot, every)
     yield from _carbon_families(snapshot, every)
     yield from _platform_families(snapshot)
+    yield from _work_endpoint_families(snapshot)
 
     source_up = GaugeMetricFamily(
         "wattwise_source_up", "1 if the source delivered data in the last tick", labels=["source"]
@@ -319,6 +320,19 @@ def _embodied_families(embodied: EmbodiedStatus, every: str) -> Iterator[Metric]
     rate.add_metric(["reserved"], embodied.reserved_g_per_s)
     rate.add_metric(["unreserved"], embodied.unreserved_g_per_s)
     yield rate
+
+
+def _work_endpoint_families(snapshot: Snapshot) -> Iterator[Metric]:
+    if snapshot.work_endpoints is None:
+        return
+    endpoints = GaugeMetricFamily(
+        "wattwise_work_endpoints",
+        "Jobs' own work-counter endpoints at the last read: read (up) or failed (down)",
+        labels=["state"],
+    )
+    endpoints.add_metric(["up"], snapshot.work_endpoints[0])
+    endpoints.add_metric(["down"], snapshot.work_endpoints[1])
+    yield endpoints
 
 
 def _platform_families(snapshot: Snapshot) -> Iterator[Metric]:

@@ -1,4 +1,5 @@
-"""Pod names from the kubelet's pods API (GET <kubelet>/pods, a v1 PodList).
+"""Pod names, and the wattwise.io/ annotations with the pod's IP, from the kubelet's pods API
+(GET <kubelet>/pods, a v1 PodList).
 
 Refreshed on a thread of its own, never in the tick. A failed refresh keeps the last good names
 and is logged once per change, so a kubelet outage never stops measurement; pods are then known
@@ -15,6 +16,8 @@ import httpx
 
 log = logging.getLogger(__name__)
 
+ANNOTATION_PREFIX = "wattwise.io/"
+
 
 class PodNames:
     def __init__(
@@ -30,6 +33,7 @@ class PodNames:
         self.token_file = token_file
         self.refresh_s = refresh_s
         self._names: dict[str, str] = {}
+        self._annotated: dict[str, tuple[str, dict[str, str]]] = {}  # uid -> (pod IP, ours)
         self._lock = threading.Lock()
         self._error: str | None = None
         self._stop = threading.Event()
@@ -45,6 +49,11 @@ class PodNames:
         with self._lock:
             return self._names.get(pod_uid)
 
+    def annotations(self, pod_uid: str) -> tuple[str, dict[str, str]] | None:
+        """(pod IP, its wattwise.io/ annotations) of a pod that has some, else None."""
+        with self._lock:
+            return self._annotated.get(pod_uid)
+
     def start(self) -> None:
         self._thread.start()
 
@@ -58,12 +67,23 @@ class PodNames:
         try:
             response = self._client.get(self.url, headers=self._headers())
             response.raise_for_status()
+            items = response.json()["items"]
             names = {
                 item["metadata"][
                     "uid"
                 ]: f"{item['metadata']['namespace']}/{item['metadata']['name']}"
-                for item in response.json()["items"]
+                for item in items
             }
+            annotated = {}
+            for item in items:
+                ours = {
+                    k: str(v)
+                    for k, v in (item["metadata"].get("annotations") or {}).items()
+                    if k.startswith(ANNOTATION_PREFIX)
+                }
+                if ours:
+                    pod_ip = (item.get("status") or {}).get("podIP") or ""
+                    annotated[item["metadata"]["uid"]] = (pod_ip, ours)
         except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
             self._note(
                 f"kubelet pods API {self.url} failed ({type(exc).__name__}: {exc}); "
@@ -71,7 +91,7 @@ class PodNames:
             )
             return False
         with self._lock:
-            self._names = names
+            self._names, self._annotated = names, annotated
         self._note(None)
         return True
 

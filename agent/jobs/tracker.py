@@ -123,6 +123,17 @@ class JobTracker:
         matches = [k for k in keys if k.split(":", 1)[1] == key_or_id]
         return matches[0] if len(matches) == 1 else None
 
+    def running(self) -> list[tuple[str, JobRef, str]]:
+        """(key, ref, name) of each job the last tick saw; safe to call from another thread."""
+        running = []
+        for cgroup, ref in list(self._refs.items()):
+            meta = self._meta.get(cgroup)
+            name = meta.name if meta else ""
+            if ref.scheduler == KUBERNETES and self.pod_name is not None:
+                name = self.pod_name(ref.job_id) or name
+            running.append((job_key(ref), ref, name))
+        return running
+
     def job_user(self, key: str) -> str | None:
         for cgroup, ref in list(self._refs.items()):
             if job_key(ref) == key:

@@ -1,0 +1,165 @@
+"""Work counters read from the jobs' own Prometheus endpoints (vLLM's generation tokens, a
+training loop's samples), for jobs that do not report to the work API themselves.
+
+Endpoints come from work.targets (by job-name pattern) and from pods' wattwise.io/work-*
+annotations. They are read on a thread of their own, never in the tick. Each series of the
+counter is its own counter in WorkCounts, so one restarted replica is one counter reset and
+not a drop of the sum. An endpoint that fails is logged once per change and skipped; what it
+reported before stays counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.carbon import http
+from agent.config import METRIC_NAME, WorkTarget
+from agent.jobs.kubelet import ANNOTATION_PREFIX
+from agent.work import WorkCounts
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a /metrics page; anything larger is not read
+
+
+class ScrapeError(Exception):
+    """An endpoint or annotation that gives no usable counter; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    url: str
+    metric: str
+    unit: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, target: WorkTarget) -> Endpoint:
+        return cls(target.url, target.metric, target.unit, tuple(sorted(target.labels.items())))
+
+
+def endpoint_from_annotations(
+    pod_ip: str, annotations: Mapping[str, str], units: Iterable[str]
+) -> Endpoint:
+    """wattwise.io/work-metric, -unit and -port (required), -path (/metrics), -scheme (http)."""
+
+    def get(name: str, default: str | None = None) -> str:
+        value = annotations.get(ANNOTATION_PREFIX + name, default)
+        if value is None:
+            raise ScrapeError(f"annotation {ANNOTATION_PREFIX}{name} is missing")
+        return value.strip()
+
+    metric, unit, port = get("work-metric"), get("work-unit"), get("work-port")
+    path, scheme = get("work-path", "/metrics"), get("work-scheme", "http")
+    if not METRIC_NAME.match(metric):
+        raise ScrapeError(f"{ANNOTATION_PREFIX}work-metric {metric!r} is not a metric name")
+    if unit not in units:
+        raise ScrapeError(f"{ANNOTATION_PREFIX}work-unit {unit!r} is not one of work.units")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ScrapeError(f"{ANNOTATION_PREFIX}work-port {port!r} is not a port number")
+    if scheme not in ("http", "https"):
+        raise ScrapeError(f"{ANNOTATION_PREFIX}work-scheme {scheme!r} is not http or https")
+    if not pod_ip:
+        raise ScrapeError("the pod has no IP yet")
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return Endpoint(f"{scheme}://{host}:{port}/{path.lstrip('/')}", metric, unit)
+
+
+def counter_series(text: str, metric: str, labels: tuple[tuple[str, str], ...]) -> dict[str, float]:
+    """Each series of `metric` (its sample name; `_total` may be left off) -> its value."""
+    names = {metric, metric + "_total"}
+    found: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name not in names:
+                    continue
+                if any(sample.labels.get(k) != v for k, v in labels):
+                    continue
+                if not math.isfinite(sample.value) or sample.value < 0:
+                    raise ScrapeError(f"{sample.name} is {sample.value}, not a counter value")
+                found[",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))] = sample.value
+    except ValueError as exc:  # the parser's word for a page that is not exposition format
+        raise ScrapeError(f"not Prometheus text format: {exc}") from None
+    if not found:
+        wanted = f"{metric}{{{','.join(f'{k}={v!r}' for k, v in labels)}}}"
+        raise ScrapeError(f"no series {wanted} on the page")
+    return found
+
+
+class WorkScraper:
+    """`endpoints()` -> {job key: [Endpoint]} for the jobs running now."""
+
+    def __init__(
+        self,
+        counts: WorkCounts,
+        endpoints: Callable[[], Mapping[str, list[Endpoint]]],
+        interval_s: float = 15.0,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.counts, self.endpoints, self.interval_s = counts, endpoints, interval_s
+        self._http = http.client(timeout_s)
+        self._errors: dict[tuple[str, str], str] = {}  # (job, url) -> the last failure
+        self.state = (0, 0)  # endpoints (read, failed) at the last pass: one tuple, never torn
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def scrape_once(self) -> None:
+        errors: dict[tuple[str, str], str] = {}
+        read: set[tuple[str, str]] = set()
+        for job, endpoints in self.endpoints().items():
+            for endpoint in endpoints:
+                try:
+                    page = self._get(endpoint.url)
+                    series = counter_series(page, endpoint.metric, endpoint.labels)
+                except ScrapeError as exc:
+                    errors[(job, endpoint.url)] = str(exc)
+                    continue
+                read.add((job, endpoint.url))
+                for name, value in series.items():
+                    self.counts.report_total(job, endpoint.unit, value, f"{endpoint.url} {name}")
+        self._log_changes(errors, read)
+        self.state = (len(read), len(errors))
+
+    def _get(self, url: str) -> str:
+        try:
+            response = self._http.get(url)
+        except httpx.HTTPError as exc:
+            raise ScrapeError(f"{url} failed: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 400:
+            raise ScrapeError(f"{url} answered HTTP {response.status_code}")
+        if len(response.content) > MAX_BODY_BYTES:
+            raise ScrapeError(f"{url} answered {len(response.content)} bytes, more than a page")
+        return response.text
+
+    def _log_changes(self, errors: dict[tuple[str, str], str], read: set[tuple[str, str]]) -> None:
+        for (job, url), error in errors.items():
+            if self._errors.get((job, url)) != error:
+                log.warning("work counter of %s not read: %s", job, error)
+        for job, url in self._errors.keys() & read:
+            log.info("work counter of %s at %s is read again", job, url)
+        self._errors = errors
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="work-scrape")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.scrape_once()
+            except Exception:  # never let one bad page end the thread
+                log.exception("reading jobs' work counters failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._http.close()
