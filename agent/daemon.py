@@ -24,7 +24,9 @@ from agent.carbon.watttime import WattTimeProvider
 from agent.config import Config
 from agent.errors import ListenError
 from agent.jobs.accounts import JobAccounts
+from agent.jobs.cgroups import KUBERNETES
 from agent.jobs.kubelet import PodNames
+from agent.jobs.metadata import JobMeta
 from agent.jobs.tracker import JobTracker
 from agent.ledger import JobSeen, Ledger, LedgerError, probe_ledger
 from agent.model import (
@@ -53,6 +55,13 @@ class Source(Protocol):
     def read(self) -> SourceReadout: ...
     def probe(self) -> list[Finding]: ...
     def close(self) -> None: ...
+
+
+def _team(meta: JobMeta, scheduler: str) -> str:
+    """The Slurm account, else a pod's namespace: who a job's carbon is reported under."""
+    if scheduler == KUBERNETES:
+        return meta.name.partition("/")[0] if "/" in meta.name else ""
+    return meta.account
 
 
 class Agent:
@@ -302,8 +311,13 @@ class Agent:
                 elapsed_s, rates, activity.cpu.total_cpus, cpus_held, gpus_held
             )
         names = {key: meta.name for key, meta in activity.meta.items()}
+        owners = {
+            key: (meta.user, _team(meta, activity.jobs[key].scheduler))
+            for key, meta in activity.meta.items()
+            if key in activity.jobs
+        }
         ended = self.job_accounts.apply(
-            now_unix_s, elapsed_s, activity.jobs, charged, left, names, embodied
+            now_unix_s, elapsed_s, activity.jobs, charged, left, names, embodied, owners
         )
         work = self.work.drain()  # drained every tick, so it never piles up without a ledger
         if self.ledger is None:

@@ -111,6 +111,8 @@ class JobView:
     carbon_g: tuple[tuple[str, str, float], ...] = ()  # (domain, source, operational grams)
     embodied_g: tuple[tuple[str, float], ...] = ()  # (component, embodied grams)
     work_units: tuple[tuple[str, float], ...] = ()  # (unit, units the job reported)
+    user: str = ""
+    team: str = ""  # Slurm account or Kubernetes namespace
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,9 +187,16 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
         f"the job's power for units per joule; {every}",
         labels=[*JOB_LABELS, "unit"],
     )
+    info = GaugeMetricFamily(
+        "wattwise_job_info",
+        "Always 1: who runs a job (user) and whom its carbon is reported under (team: the Slurm "
+        "account or the pod's namespace); join on job_id and scheduler",
+        labels=[*JOB_LABELS, "user", "team"],
+    )
     counts: dict[str, int] = {}
     for job in snapshot.jobs:
         labels = [job.job_id, job.name, job.scheduler]
+        info.add_metric([*labels, job.user, job.team], 1)
         for domain, source, state, joules in job.energy_j:
             energy.add_metric([*labels, domain, source, state], joules)
         if job.power_w is not None:
@@ -220,7 +227,7 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     )
     for state, joules in snapshot.gpu_use_j:
         gpu.add_metric([state], joules)
-    yield from (energy, power, allocated_idle, running, work, unattributed, gpu)
+    yield from (energy, power, allocated_idle, running, work, info, unattributed, gpu)
     if snapshot.ledger_up is not None:
         yield GaugeMetricFamily(
             "wattwise_ledger_up",

@@ -87,7 +87,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     add_process(n.procfs, 4242, f"{STEP}/user/task_0")
     (n.cgroups / STEP.lstrip("/") / "cgroup.procs").write_text("4242\n")
     (n.procfs / "4242" / "environ").write_bytes(
-        b"SLURM_JOB_ID=12\0SLURM_JOB_NAME=llama\0SLURM_JOB_USER=alice\0"
+        b"SLURM_JOB_ID=12\0SLURM_JOB_NAME=llama\0SLURM_JOB_USER=alice\0SLURM_JOB_ACCOUNT=nlp\0"
     )
     write_nvml_state(n.nvml, [h100(0, energy_mj=1_000_000, pids=[4242]), h100(1)])
     yield n
@@ -164,6 +164,12 @@ def test_jobs_are_charged_energy_is_conserved_and_survives_sigkill(node: Node) -
         assert m[("wattwise_ledger_up",)] == 1
         names = {dict(k[1:]).get("job_name") for k in m if k[0] == "wattwise_job_power_watts"}
         assert names == {"llama", ""}  # the docker job has no name
+        owners = {
+            (d["job_id"], d["user"], d["team"])
+            for k in m
+            if k[0] == "wattwise_job_info" and (d := dict(k[1:]))
+        }
+        assert owners == {("12", "alice", "nlp"), (CTR[:12], "", "")}  # no process of it to read
     finally:
         agent.process.send_signal(signal.SIGKILL)
         agent.process.wait(timeout=DEADLINE_S)

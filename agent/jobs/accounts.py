@@ -52,6 +52,7 @@ class JobAccounts:
         self._power_w: dict[str, float] = {}
         self._ended: dict[str, float] = {}
         self._names: dict[str, str] = {}
+        self._owners: dict[str, tuple[str, str]] = {}  # job key -> (user, team)
 
     def apply(
         self,
@@ -62,9 +63,11 @@ class JobAccounts:
         left: Iterable[UnattributedEnergy],
         names: Mapping[str, str] | None = None,
         embodied: EmbodiedSplit | None = None,
+        owners: Mapping[str, tuple[str, str]] | None = None,
     ) -> list[str]:
         """Adds one tick; returns the jobs that ended since the last one."""
         self._names.update({k: v for k, v in (names or {}).items() if v})
+        self._owners.update({k: v for k, v in (owners or {}).items() if any(v)})
         ended = [key for key in self._refs if key not in jobs and key not in self._ended]
         for key in ended:
             self._ended[key] = now_unix_s
@@ -94,6 +97,7 @@ class JobAccounts:
                 self._carbon.pop(key, None)
                 self._embodied.pop(key, None)
                 self._names.pop(key, None)
+                self._owners.pop(key, None)
         return ended
 
     def _add_embodied(self, split: EmbodiedSplit, elapsed_s: float) -> None:
@@ -140,6 +144,8 @@ class JobAccounts:
                     ),
                     embodied_g=tuple(sorted(self._embodied.get(key, {}).items())),
                     work_units=tuple(sorted((work or {}).get(key, {}).items())),
+                    user=self._owners.get(key, ("", ""))[0],
+                    team=self._owners.get(key, ("", ""))[1],
                 )
             )
         return tuple(views)

@@ -22,6 +22,7 @@ class JobMeta:
     gpus: tuple[int, ...] = ()  # GPU indexes the scheduler allocated
     gpu_uuids: tuple[str, ...] = ()  # allocated GPUs named by UUID (containers, pods)
     slurm_job_id: str = ""  # the numeric id, also for jobs whose directory is a SLUID
+    account: str = ""  # the Slurm account: the team a job's carbon is reported under
 
 
 def first_pid(cgroup_dir: Path) -> int | None:
@@ -64,6 +65,7 @@ def read_meta(ref: JobRef, cgroup_dir: Path, procfs_root: Path) -> JobMeta | Non
         cpus=_number(environ.get("SLURM_CPUS_ON_NODE")),
         gpus=gpus,
         slurm_job_id=environ.get("SLURM_JOB_ID", ""),
+        account=environ.get("SLURM_JOB_ACCOUNT", ""),
     )
 
 
