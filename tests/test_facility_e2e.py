@@ -5,24 +5,21 @@ facility meter, and a node agent takes the measured PUE back from it."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.cli import command, free_port, wattwise
 from tests.conftest import subprocess_env
 from tests.fixtures.trees import make_v2, proc_stat, set_energy, two_socket_server
+from tests.prometheus import needs_prometheus, prometheus_has, running_prometheus
 from tests.test_e2e import DEADLINE_S, Agent
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None, reason="Debian's prometheus package is not installed"
-)
+pytestmark = needs_prometheus
 
 STEP_J = 1000  # IT energy added per step, on package-0
 FACILITY_RATIO = 1.5
@@ -44,41 +41,9 @@ def stop(agent: Agent) -> str:
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """A real Prometheus scraping a node agent's port (chosen here, started by the test)."""
-    node_port, prom_port = free_port(), free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: wattwise\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{node_port}']}}]\n"
-    )
-    process = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{prom_port}"
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "prometheus did not become ready"
-            time.sleep(0.1)
+    node_port = free_port()
+    with running_prometheus(tmp_path, {"wattwise": node_port}) as url:
         yield url, node_port
-    finally:
-        process.terminate()
-        process.wait(timeout=DEADLINE_S)
 
 
 def once_with_pue_url(
@@ -102,11 +67,6 @@ def once_with_pue_url(
             WATTWISE_CARBON__PUE_RATIO="1.2",
         ),
     )
-
-
-def prometheus_has(url: str, query: str) -> bool:
-    body = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=5).json()
-    return bool(body["data"]["result"])
 
 
 def test_measured_pue_from_a_real_prometheus(tmp_path: Path, prometheus: tuple[str, int]) -> None:

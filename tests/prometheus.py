@@ -1,0 +1,87 @@
+"""A real Prometheus (Debian's package) for end-to-end tests: started on a free port with the
+scrape targets and rule files a test gives, stopped when the test ends."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli import free_port
+from tests.test_e2e import DEADLINE_S
+
+needs_prometheus = pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="Debian's prometheus package is not installed"
+)
+
+
+@contextmanager
+def running_prometheus(
+    workdir: Path,
+    targets: dict[str, int],
+    rule_files: list[Path] = (),  # type: ignore[assignment]
+) -> Iterator[str]:
+    """Scrapes 127.0.0.1:<port> for each scrape job name -> port, every second; yields its URL."""
+    port = free_port()
+    config = workdir / "prometheus.yml"
+    lines = ["global: {scrape_interval: 1s, evaluation_interval: 1s}"]
+    if rule_files:
+        lines += ["rule_files:", *(f"  - {path}" for path in rule_files)]
+    lines.append("scrape_configs:")
+    for name, target in targets.items():
+        lines += [
+            f"  - job_name: {name}",
+            f"    static_configs: [{{targets: ['127.0.0.1:{target}']}}]",
+        ]
+    config.write_text("\n".join(lines) + "\n")
+    process = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "prometheus did not become ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=DEADLINE_S)
+
+
+def query(url: str, promql: str, **params: str) -> list[dict]:
+    """The result of an instant query; a query Prometheus refuses fails with its error."""
+    body = httpx.get(f"{url}/api/v1/query", params={"query": promql, **params}, timeout=10).json()
+    assert body["status"] == "success", f"{promql}: {body.get('error')}"
+    return body["data"]["result"]
+
+
+def prometheus_has(url: str, promql: str) -> bool:
+    return bool(query(url, promql))
+
+
+def wait_until_prometheus_has(url: str, promql: str, deadline_s: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not prometheus_has(url, promql):
+        assert time.monotonic() < deadline, f"prometheus never had data for {promql}"
+        time.sleep(0.25)
