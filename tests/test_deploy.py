@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,61 @@ def test_dashboards_are_well_formed() -> None:
             for target in panel.get("targets", []):
                 # The scrape job's name is the operator's: filter by instance, never job.
                 assert "job=" not in target["expr"].replace("job_id=", ""), target["expr"]
+
+
+SYSTEMD = DEPLOY / "systemd"
+UNITS = ("wattwise.service", "wattwise-facility.service")
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze (Debian's systemd) is missing"
+)
+
+
+def installed_units(tmp_path: Path) -> Path:
+    """The units as installed, with ExecStart pointing at this environment's wattwise (verify
+    checks that the program exists)."""
+    wattwise = Path(sys.executable).parent / "wattwise"
+    for unit in UNITS:
+        text = (SYSTEMD / unit).read_text().replace("/usr/local/bin/wattwise", str(wattwise))
+        (tmp_path / unit).write_text(text)
+    return tmp_path
+
+
+def analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["systemd-analyze", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+@needs_systemd
+def test_units_verify_without_a_warning(tmp_path: Path) -> None:
+    units = installed_units(tmp_path)
+    result = analyze("verify", *UNITS, cwd=units)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    # A misspelt hardening option is only a warning to systemd, so the test reads stderr.
+    (units / "wattwise.service").write_text(
+        (units / "wattwise.service").read_text().replace("ProtectSystem=", "ProtectSystme=")
+    )
+    result = analyze("verify", "wattwise.service", cwd=units)
+    assert "Unknown key 'ProtectSystme'" in result.stderr
+
+
+@needs_systemd
+@pytest.mark.parametrize(
+    ("unit", "at_most"), [("wattwise.service", 2.5), ("wattwise-facility.service", 1.5)]
+)
+def test_units_exposure_stays_low(tmp_path: Path, unit: str, at_most: float) -> None:
+    """The score the README quotes (`systemd-analyze security`, 0 = locked down, 10 = exposed)."""
+    result = analyze("security", "--offline=true", unit, cwd=installed_units(tmp_path))
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= at_most
+
+
+def test_the_unit_runs_unprivileged_with_the_rapl_fix_as_root() -> None:
+    unit = (SYSTEMD / "wattwise.service").read_text()
+    assert "User=wattwise" in unit and "NoNewPrivileges=yes" in unit
+    assert "StateDirectory=wattwise" in unit and "Restart=on-failure" in unit
+    pre = next(line for line in unit.splitlines() if line.startswith("ExecStartPre="))
+    assert "+" in pre.split("/", 1)[0] and "energy_uj" in pre
+    udev = (DEPLOY / "udev" / "99-wattwise-rapl.rules").read_text()
+    assert 'SUBSYSTEM=="powercap"' in udev and "chgrp wattwise" in udev
