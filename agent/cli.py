@@ -461,3 +461,43 @@ def config_check(
 
 def main() -> None:
     app()
+
+
+@app.command("health")
+def health_command(
+    url: Annotated[
+        str, typer.Option(help="The agent's /metrics.")
+    ] = "http://127.0.0.1:9877/metrics",
+    max_age_s: Annotated[
+        float, typer.Option(help="Oldest acceptable last tick, in seconds.")
+    ] = 30.0,
+) -> None:
+    """Exit 0 if the agent answers and its sampling loop ticked within --max-age-s, else 1 with
+    the reason: for a container HEALTHCHECK or a Kubernetes exec probe."""
+    import time
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        response = httpx.get(url, timeout=5)
+        response.raise_for_status()
+        last = [
+            sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == "wattwise_last_tick_timestamp_seconds"
+        ]
+    except (httpx.HTTPError, ValueError) as exc:
+        typer.echo(f"wattwise: unhealthy: {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not last:
+        typer.echo(f"wattwise: unhealthy: {url} has not ticked yet", err=True)
+        raise typer.Exit(1)
+    age_s = time.time() - last[0]
+    if age_s > max_age_s:
+        typer.echo(
+            f"wattwise: unhealthy: last tick {age_s:.0f} s ago (> {max_age_s:g} s)", err=True
+        )
+        raise typer.Exit(1)
+    typer.echo(f"healthy: last tick {age_s:.1f} s ago")

@@ -9,9 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
+import yaml
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -152,3 +155,159 @@ def test_the_unit_runs_unprivileged_with_the_rapl_fix_as_root() -> None:
     assert "+" in pre.split("/", 1)[0] and "energy_uj" in pre
     udev = (DEPLOY / "udev" / "99-wattwise-rapl.rules").read_text()
     assert 'SUBSYSTEM=="powercap"' in udev and "chgrp wattwise" in udev
+
+
+KUBERNETES = DEPLOY / "kubernetes"
+KUBERNETES_VERSION = "1.33.0"  # the oldest release whose kubelet authorizes GET /pods as nodes/pods
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # Prometheus Operator: no schema on PyPI
+
+
+def manifests() -> dict[str, dict]:
+    return {
+        p.name: yaml.safe_load(p.read_text())
+        for p in sorted(KUBERNETES.glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+    }
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(manifests())
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, r in manifests().items() if r["kind"] not in CRD_KINDS)
+)
+def test_each_manifest_is_valid_kubernetes(name: str) -> None:
+    kubernetes_validate.validate(manifests()[name], KUBERNETES_VERSION, strict=True)
+
+
+def test_the_validator_rejects_what_kubernetes_would() -> None:
+    daemonset = manifests()["daemonset.yaml"]
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    container["securityContext"]["readOnlyRootFileSystem"] = True  # misspelt: silently ignored
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(daemonset, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (for kustomize) is missing")
+def test_the_rendered_kustomization_is_valid() -> None:
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = [r for r in yaml.safe_load_all(result.stdout) if r]
+    assert len(rendered) == len(manifests())
+    for resource in rendered:
+        if resource["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        if resource["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+            assert resource["metadata"]["namespace"] == "wattwise"
+
+
+def test_the_daemonset_has_no_more_privilege_than_it_needs() -> None:
+    pod = manifests()["daemonset.yaml"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    security = container["securityContext"]
+    assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SYS_PTRACE"]}
+    assert security["readOnlyRootFilesystem"] is True
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    for name in ("host-proc", "host-sys", "host-cgroup"):
+        assert mounts[name]["readOnly"] is True, name
+    assert {host_paths[n] for n in ("host-proc", "host-sys", "host-cgroup")} == {
+        "/proc",
+        "/sys",
+        "/sys/fs/cgroup",
+    }
+    assert "nvidia.com/gpu" not in str(container["resources"])  # takes no GPU from jobs
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    config = yaml.safe_load(manifests()["configmap.yaml"]["data"]["wattwise.yaml"])
+    from agent.config import Config
+
+    loaded = Config(**config)  # the shipped config is one the agent accepts
+    assert str(loaded.procfs_root) == mounts["host-proc"]["mountPath"]
+    assert str(loaded.cgroup_root) == mounts["host-cgroup"]["mountPath"]
+
+
+def test_the_servicemonitor_scrapes_the_service_port() -> None:
+    service, monitor = manifests()["service.yaml"], manifests()["servicemonitor.yaml"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+    daemonset = manifests()["daemonset.yaml"]
+    assert service["spec"]["selector"].items() <= (
+        daemonset["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_the_prometheusrule_carries_the_rule_files() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "build_prometheusrule", KUBERNETES / "build_prometheusrule.py"
+    )
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    shipped = (KUBERNETES / "prometheusrule.yaml").read_text()
+    assert shipped == module.render(), "run: python deploy/kubernetes/build_prometheusrule.py"
+
+
+DOCKERFILE = DEPLOY / "container" / "Dockerfile"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments), continuation lines joined, comments left out."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_the_image_is_multi_stage_non_root_and_health_checked() -> None:
+    instructions = dockerfile_instructions()
+    stages = [args for op, args in instructions if op == "FROM"]
+    assert len(stages) >= 2 and all("slim" in s for s in stages)
+    final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
+    users = [args for op, args in final if op == "USER"]
+    assert users and users[-1] not in ("0", "root")
+    health = [args for op, args in final if op == "HEALTHCHECK"]
+    assert health and "wattwise" in health[0] and "health" in health[0]
+    for op, args in instructions:
+        if op == "COPY" and "--from" not in args:
+            for source in args.split()[:-1]:
+                assert (DEPLOY.parent / source).exists(), f"COPY {source}: not in the repository"
+
+
+def test_the_build_stage_context_builds_a_working_wheel(tmp_path: Path) -> None:
+    """What the build stage copies is enough for `pip wheel .` (a file left out fails here)."""
+    context = tmp_path / "src"
+    context.mkdir()
+    build = [a for op, a in dockerfile_instructions() if op == "COPY" and "--from" not in a]
+    for args in build:
+        for source in args.split()[:-1]:
+            path = DEPLOY.parent / source
+            if path.is_dir():
+                shutil.copytree(
+                    path, context / source, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            elif path.name != "wattwise.yaml":
+                shutil.copy(path, context / path.name)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    wheel = next((tmp_path / "w").glob("wattwise-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "wattwise = agent.cli:main" in archive.read(entry_points).decode()
+    assert "agent/carbon/table.py" in names and "exporters/prometheus.py" in names

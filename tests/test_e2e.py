@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cli import command, free_port
+from tests.cli import command, free_port, wattwise
 from tests.conftest import subprocess_env
 from tests.fixtures.trees import (
     PACKAGE_MAX_UJ,
@@ -176,3 +176,20 @@ def test_without_rapl_or_gpu_metrics_are_served_on_the_labelled_estimate(tmp_pat
         for key in metrics
     )
     assert "CPU energy is estimated, not measured: no RAPL package zone" in stderr
+
+
+def test_health_tells_a_ticking_agent_from_a_stalled_or_absent_one(agent: Agent) -> None:
+    agent.wait_for(lambda m: ("wattwise_last_tick_timestamp_seconds",) in m)
+    env = subprocess_env(None)
+    result = wattwise("health", "--url", agent.url, env=env)
+    assert result.returncode == 0 and "healthy: last tick" in result.stdout, result.stderr
+    agent.process.send_signal(signal.SIGSTOP)  # frozen: /metrics cannot answer either
+    try:
+        result = wattwise("health", "--url", agent.url, env=env)
+    finally:
+        agent.process.send_signal(signal.SIGCONT)
+    assert result.returncode == 1 and "unhealthy" in result.stderr
+    result = wattwise("health", "--url", agent.url, "--max-age-s", "0.000001", env=env)
+    assert result.returncode == 1 and "last tick" in result.stderr and "s ago" in result.stderr
+    result = wattwise("health", "--url", f"http://127.0.0.1:{free_port()}/metrics", env=env)
+    assert result.returncode == 1 and "unhealthy" in result.stderr
