@@ -27,10 +27,11 @@ class Hierarchy:
 
     def cpu_seconds(self, cgroup: str) -> float:
         """CPU time a cgroup and its descendants have used, in seconds."""
-        directory = self.root / cgroup.lstrip("/")
+        # Plain string paths: read for every job every tick, where pathlib's cost shows.
+        directory = f"{self.root}/{cgroup.lstrip('/')}"
         if self.version == 1:
-            return read_uint(directory / "cpuacct.usage") / 1e9
-        return _usage_usec(directory / "cpu.stat") / 1e6
+            return read_uint(Path(directory, "cpuacct.usage")) / 1e9
+        return _usage_usec(f"{directory}/cpu.stat") / 1e6
 
 
 def find_hierarchy(cgroup_root: Path) -> Hierarchy | None:
@@ -66,9 +67,10 @@ def scan(hierarchy: Hierarchy) -> dict[str, JobRef]:
     return jobs
 
 
-def _usage_usec(cpu_stat: Path) -> int:
+def _usage_usec(cpu_stat: str) -> int:
     try:
-        text = cpu_stat.read_text()
+        with open(cpu_stat, encoding="ascii", errors="replace") as file:
+            text = file.read()
     except OSError as exc:
         raise CounterFileError(exc.strerror or str(exc)) from None
     for line in text.splitlines():
