@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.carbon import http
@@ -129,12 +128,7 @@ class WorkScraper:
         self.state = (len(read), len(errors))
 
     def _get(self, url: str) -> str:
-        try:
-            response = self._http.get(url)
-        except httpx.HTTPError as exc:
-            raise ScrapeError(f"{url} failed: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 400:
-            raise ScrapeError(f"{url} answered HTTP {response.status_code}")
+        response = http.get_ok(self._http, url, error=ScrapeError)
         if len(response.content) > MAX_BODY_BYTES:
             raise ScrapeError(f"{url} answered {len(response.content)} bytes, more than a page")
         return response.text

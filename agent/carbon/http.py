@@ -27,10 +27,10 @@ def client(timeout_s: float = 10.0, verify: bool | str = True) -> httpx.Client:
     )
 
 
-def get_json(
+def get_ok(
     http: httpx.Client, url: str, *, error: type[Exception] = ProviderError, **kwargs: Any
-) -> Any:
-    """The JSON body of a GET, or `error` with a message naming the URL and what went wrong."""
+) -> httpx.Response:
+    """A GET that answered below 400, or `error` naming the URL and what went wrong."""
     try:
         response = http.get(url, **kwargs)
     except httpx.TimeoutException:
@@ -40,6 +40,14 @@ def get_json(
     if response.status_code >= 400:
         hint = _HINTS.get(response.status_code, "the server failed")
         raise error(f"{url} answered HTTP {response.status_code}: {hint}")
+    return response
+
+
+def get_json(
+    http: httpx.Client, url: str, *, error: type[Exception] = ProviderError, **kwargs: Any
+) -> Any:
+    """The JSON body of a GET, or `error` with a message naming the URL and what went wrong."""
+    response = get_ok(http, url, error=error, **kwargs)
     try:
         return response.json()
     except ValueError:
