@@ -15,6 +15,7 @@ charged to the job that holds it, as allocated idle, or stays `idle`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -119,3 +120,23 @@ def attribute_tick(
             if joules:
                 left.append(UnattributedEnergy(name, source, reason, joules))
     return charged, left
+
+
+def finite_only(
+    charged: list[JobEnergy], left: list[UnattributedEnergy]
+) -> tuple[list[JobEnergy], list[UnattributedEnergy], list[str]]:
+    """The shares with finite joules and grams, and a description of each one dropped. Every
+    input is checked where it enters; this is the last gate before the running totals, so that
+    a value no check foresaw can never poison them (NaN stays NaN forever once summed)."""
+    good_charged = [c for c in charged if math.isfinite(c.energy_j + c.carbon_g)]
+    good_left = [u for u in left if math.isfinite(u.energy_j + u.carbon_g)]
+    dropped = [
+        f"{c.job_key} {c.domain} {c.source} {c.state}: {c.energy_j} J, {c.carbon_g} g"
+        for c in charged
+        if not math.isfinite(c.energy_j + c.carbon_g)
+    ] + [
+        f"unattributed {u.domain} {u.source} {u.reason}: {u.energy_j} J, {u.carbon_g} g"
+        for u in left
+        if not math.isfinite(u.energy_j + u.carbon_g)
+    ]
+    return good_charged, good_left, dropped

@@ -26,8 +26,12 @@ from agent.errors import ConfigError
 DEFAULT_PORT = 9877
 
 
+DAY_S = 86400.0
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: every number in the config must be a finite one.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RaplConfig(_Section):
@@ -70,7 +74,7 @@ class JobsConfig(_Section):
         description="Idle CPU energy: charged to jobs by the CPUs they reserve, or kept as idle.",
     )
     finished_grace_s: float = Field(
-        600.0, ge=0, description="How long a finished job stays on /metrics."
+        600.0, ge=0, le=30 * DAY_S, description="How long a finished job stays on /metrics."
     )
     kubelet_url: str | None = Field(
         None, description="Kubelet base URL for pod names, e.g. https://127.0.0.1:10250."
@@ -89,7 +93,7 @@ class LedgerConfig(_Section):
     enabled: bool = Field(True, description="Keep durable per-job accounts.")
     path: Path = Field(Path("/var/lib/wattwise/ledger.db"), description="SQLite ledger file.")
     minutely_retention_s: float = Field(
-        30 * 86400.0, gt=0, description="How long per-minute job series are kept."
+        30 * DAY_S, gt=0, le=3660 * DAY_S, description="How long per-minute job series are kept."
     )
 
 
@@ -114,7 +118,10 @@ class CarbonConfig(_Section):
         1.0, ge=1.0, le=5.0, description="Facility PUE applied to every interval's energy."
     )
     stale_after_s: float = Field(
-        3 * 3600.0, gt=0, description="Age after which a failing provider's value is not used."
+        3 * 3600.0,
+        gt=0,
+        le=30 * DAY_S,
+        description="Age after which a failing provider's value is not used.",
     )
     pue_url: str | None = Field(
         None,
@@ -150,6 +157,13 @@ class CarbonConfig(_Section):
             raise ValueError(f"unknown zone; the table has: {choices}")
         return value.upper()
 
+    @field_validator("electricitymaps_lat_lon")
+    @classmethod
+    def _on_earth(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not (-90 <= value[0] <= 90 and -180 <= value[1] <= 180):
+            raise ValueError("latitude must be within -90..90 and longitude within -180..180")
+        return value
+
     @model_validator(mode="after")
     def _static_has_a_value(self) -> CarbonConfig:
         if "static" in self.providers and self.static_g_per_kwh is None:
@@ -163,6 +177,7 @@ YEAR_S = 365.25 * 86400
 # NVIDIA's product carbon footprint of the HGX H100 8-GPU baseboard: 1,312 kgCO2e cradle to
 # gate, so 164 kg per GPU with its share of the board.
 H100_EMBODIED_G = 1_312_000 / 8
+MAX_EMBODIED_G = 1e9  # a thousand tonnes: far above any one server or GPU
 
 
 class EmbodiedConfig(_Section):
@@ -170,24 +185,35 @@ class EmbodiedConfig(_Section):
     server_embodied_g: float = Field(
         1_300_000.0,
         ge=0,
+        le=MAX_EMBODIED_G,
         description="Manufacturing carbon of the server without GPUs, gCO2e (Dell R740 PCF).",
     )
-    server_lifespan_s: float = Field(4 * YEAR_S, gt=0, description="Expected server life, s.")
+    server_lifespan_s: float = Field(
+        4 * YEAR_S, ge=DAY_S, le=50 * YEAR_S, description="Expected server life, s."
+    )
     gpu_embodied_g: dict[str, float] = Field(
         {"H100": H100_EMBODIED_G},
         description="gCO2e per GPU, keyed by a part of the NVML model name (longest match wins).",
     )
     gpu_default_embodied_g: float = Field(
-        H100_EMBODIED_G, ge=0, description="gCO2e for a GPU model not in gpu_embodied_g."
+        H100_EMBODIED_G,
+        ge=0,
+        le=MAX_EMBODIED_G,
+        description="gCO2e for a GPU model not in gpu_embodied_g.",
     )
-    gpu_lifespan_s: float = Field(4 * YEAR_S, gt=0, description="Expected GPU life, s.")
+    gpu_lifespan_s: float = Field(
+        4 * YEAR_S, ge=DAY_S, le=50 * YEAR_S, description="Expected GPU life, s."
+    )
 
     @field_validator("gpu_embodied_g")
     @classmethod
     def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = [model for model, grams in value.items() if grams < 0 or not model]
+        bad = [m for m, grams in value.items() if not 0 <= grams <= MAX_EMBODIED_G or not m]
         if bad:
-            raise ValueError(f"needs a model name and grams >= 0: {', '.join(map(repr, bad))}")
+            raise ValueError(
+                f"needs a model name and grams from 0 to {MAX_EMBODIED_G:g}: "
+                f"{', '.join(map(repr, bad))}"
+            )
         return value
 
 
@@ -204,7 +230,10 @@ class MeterConfig(_Section):
         "energy_j", description="prometheus: whether the query gives energy counters or power."
     )
     scale: float = Field(
-        1.0, gt=0, description="prometheus: multiplies the values into J or W (3.6e6 for kWh)."
+        1.0,
+        gt=0,
+        le=1e9,
+        description="prometheus: multiplies the values into J or W (3.6e6 for kWh).",
     )
     username: str | None = Field(None, description="redfish: basic auth user.")
     password: SecretStr | None = Field(None, description="redfish: basic auth password.")
@@ -325,7 +354,10 @@ class FacilityConfig(_Section):
         description="Where the IT meter sits; gives the ISO/IEC 30134-2 category.",
     )
     stale_after_s: float = Field(
-        300.0, gt=0, description="A meter silent this long is stale; the PUE is not exported."
+        300.0,
+        gt=0,
+        le=DAY_S,
+        description="A meter silent this long is stale; the PUE is not exported.",
     )
 
     @field_validator("listen")
@@ -339,7 +371,11 @@ class Config(BaseSettings):
     """The agent's whole configuration; every filesystem root is a field, for fixture trees."""
 
     model_config = SettingsConfigDict(
-        env_prefix="WATTWISE_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="WATTWISE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
     )
 
     # At most 60 s: a RAPL package counter (262 kJ range) then wraps at most once per interval up

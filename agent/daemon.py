@@ -10,7 +10,7 @@ from typing import Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from agent.accounting import EnergyAccounts
-from agent.attribution import attribute_tick
+from agent.attribution import attribute_tick, finite_only
 from agent.carbon.electricitymaps import ElectricityMapsProvider
 from agent.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
 from agent.carbon.file import FileProvider
@@ -301,6 +301,9 @@ class Agent:
         )
         if intensity is not None:  # this interval's intensity and PUE, never an average
             charged, left = with_carbon(charged, left, pue_ratio, intensity.grams_per_kwh)
+        charged, left, dropped = finite_only(charged, left)
+        for share in dropped:
+            log.error("not a finite share, dropped (please report this bug): %s", share)
         embodied = None
         if self.config.embodied.enabled:
             cpus_held, gpus_held = held_resources(

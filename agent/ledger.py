@@ -7,6 +7,8 @@ tick's increments stay in memory, merged by key, and the next successful write c
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sqlite3
 import time
@@ -18,6 +20,8 @@ from pathlib import Path
 from agent.carbon.embodied import EmbodiedSplit
 from agent.errors import WattwiseError
 from agent.model import Finding, JobEnergy, UnattributedEnergy
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
 
@@ -202,6 +206,11 @@ class Ledger:
         """Adds one tick; True when it (and anything pending) reached the disk."""
         self._last_record_unix_s = now_unix_s
         minute = int(now_unix_s // 60 * 60)
+        # The file's last gate: one non-finite figure would fail every later write (NOT NULL)
+        # and so stop the ledger for every job; it is dropped, loudly, instead.
+        energy = [e for e in energy if _finite(e.job_key, e.energy_j, e.carbon_g)]
+        unattributed = [u for u in unattributed if _finite(u.domain, u.energy_j, u.carbon_g)]
+        work = {k: n for k, n in (work or {}).items() if _finite(k[0], n)}
         for job in jobs:
             first = self._pending_jobs.get(job.job_key, (job, now_unix_s, now_unix_s))[1]
             self._pending_jobs[job.job_key] = (job, first, now_unix_s)
@@ -221,11 +230,13 @@ class Ledger:
         if embodied is not None:
             for job_key, parts in embodied.jobs_g.items():
                 for component, grams in parts.items():
-                    self._pending_embodied[(job_key, component)] += grams
-                    self._pending_embodied_minutely[(job_key, minute, component)] += grams
+                    if _finite(job_key, grams):
+                        self._pending_embodied[(job_key, component)] += grams
+                        self._pending_embodied_minutely[(job_key, minute, component)] += grams
             for component, grams in embodied.unreserved_g.items():
-                self._pending_unreserved[component] += grams
-        for (job_key, unit), units in (work or {}).items():
+                if _finite(component, grams):
+                    self._pending_unreserved[component] += grams
+        for (job_key, unit), units in work.items():
             self._pending_work[(job_key, unit)] += units
             self._pending_work_minutely[(job_key, minute, unit)] += units
         try:
@@ -416,6 +427,13 @@ def probe_ledger(path: Path) -> Finding:
         detail = "will be created" if ok else f"cannot be created: {parent} is not writable"
         fix = "set ledger.path, or run as root"
     return Finding("ledger", "sqlite", str(path), ok, detail, "" if ok else fix)
+
+
+def _finite(what: str, *values: float) -> bool:
+    if all(math.isfinite(v) for v in values):
+        return True
+    log.error("ledger: a non-finite figure for %s was dropped: %s", what, values)
+    return False
 
 
 def _has_tables(db: sqlite3.Connection) -> bool:

@@ -23,9 +23,14 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from agent.checks import BadNumber, number
+
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 4096
+# More than any real job reports in one go or counts in total (a billion tokens a second for
+# eleven days); a larger figure is an error or an attack, and would erode the totals' precision.
+MAX_UNITS = 1e15
 
 
 class WorkError(Exception):
@@ -46,6 +51,8 @@ class WorkCounts:
         self._pending: dict[tuple[str, str], float] = defaultdict(float)
 
     def add(self, job: str, unit: str, units: float) -> float:
+        if not 0 <= units <= MAX_UNITS:  # also false for NaN: nothing else reaches a total
+            raise ValueError(f"{units!r} units is not a usable amount of work")
         with self._lock:
             self._totals[job][unit] += units
             self._pending[(job, unit)] += units
@@ -121,9 +128,9 @@ class WorkServer:
 
     def _take(self, request: bytes, pid: int, uid: int) -> dict:
         try:
-            body = json.loads(request)
-        except ValueError:
-            raise WorkError("the request is not JSON") from None
+            body = json.loads(request, parse_constant=_not_a_number)
+        except (ValueError, RecursionError):
+            raise WorkError("the request is not JSON with finite numbers") from None
         if not isinstance(body, dict):
             raise WorkError("the request must be a JSON object")
         unit = body.get("unit")
@@ -132,9 +139,10 @@ class WorkServer:
         modes = [m for m in ("add", "total") if m in body]
         if len(modes) != 1:
             raise WorkError('give exactly one of "add" (units done) or "total" (a counter)')
-        value = body[modes[0]]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise WorkError(f'"{modes[0]}" must be a number >= 0')
+        try:
+            value = number(body[modes[0]], f'"{modes[0]}"', 0.0, MAX_UNITS)
+        except BadNumber as exc:
+            raise WorkError(f"{exc}: it must be a number from 0 to {MAX_UNITS:g}") from None
         own = self.job_of_pid(pid)
         if body.get("job") is None:
             if own is None:
@@ -153,9 +161,9 @@ class WorkServer:
                     "report from inside the job, as its user, or as root"
                 )
         if modes[0] == "add":
-            total = self.counts.add(job, unit, float(value))
+            total = self.counts.add(job, unit, value)
         else:
-            total = self.counts.report_total(job, unit, float(value))
+            total = self.counts.report_total(job, unit, value)
         return {"job": job, "unit": unit, "total_units": total}
 
     def start(self) -> None:
@@ -182,6 +190,10 @@ class WorkServer:
             self._server.shutdown()
             self._server.server_close()
             self.path.unlink(missing_ok=True)
+
+
+def _not_a_number(constant: str) -> float:
+    raise ValueError(f"{constant} is not a finite number")
 
 
 def _user_name(uid: int) -> str | None:

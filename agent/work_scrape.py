@@ -11,7 +11,6 @@ reported before stays counted.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.carbon import http
 from agent.config import METRIC_NAME, WorkTarget
 from agent.jobs.kubelet import ANNOTATION_PREFIX
-from agent.work import WorkCounts
+from agent.work import MAX_UNITS, WorkCounts
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def counter_series(text: str, metric: str, labels: tuple[tuple[str, str], ...]) 
                     continue
                 if any(sample.labels.get(k) != v for k, v in labels):
                     continue
-                if not math.isfinite(sample.value) or sample.value < 0:
+                if not 0 <= sample.value <= MAX_UNITS:  # NaN and infinities fail too
                     raise ScrapeError(f"{sample.name} is {sample.value}, not a counter value")
                 found[",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))] = sample.value
     except ValueError as exc:  # the parser's word for a page that is not exposition format

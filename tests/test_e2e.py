@@ -138,7 +138,7 @@ def test_bad_zone_and_lost_gpu_leave_the_rest_exported(agent: Agent) -> None:
     assert metrics[gpu1] == 0
     agent.process.send_signal(signal.SIGTERM)
     _, stderr = agent.process.communicate(timeout=DEADLINE_S)
-    assert "rapl dram-1 is down: energy_uj: not a non-negative integer: 'garbage'" in stderr
+    assert "rapl dram-1 is down: energy_uj: not a non-negative 64-bit integer: 'garbage'" in stderr
     assert "nvml gpu-1 is down: energy counter: GPU is lost (NVML_ERROR_GPU_IS_LOST)" in stderr
 
 

@@ -46,7 +46,7 @@ def test_v2_cpu_seconds_and_bad_files(tmp_path: Path) -> None:
     assert hierarchy.version == 2
     assert hierarchy.cpu_seconds("/system.slice/a.service") == 2.5
     (tmp_path / "system.slice/a.service/cpu.stat").write_text("usage_usec lots\n")
-    with pytest.raises(CounterFileError, match="usage_usec is not an integer"):
+    with pytest.raises(CounterFileError, match="usage_usec: not a non-negative 64-bit integer"):
         hierarchy.cpu_seconds("/system.slice/a.service")
     with pytest.raises(CounterFileError):
         hierarchy.cpu_seconds("/system.slice/gone.service")

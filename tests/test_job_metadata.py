@@ -8,7 +8,7 @@ from agent.attribution import attribute_tick
 from agent.jobs.cgroups import classify
 from agent.jobs.metadata import _indexes, read_meta
 from agent.jobs.tracker import JobTracker
-from agent.model import CounterKey, DomainEnergy
+from agent.model import CounterKey, DomainEnergy, GpuStatus
 from tests.fixtures.trees import add_process, make_v2, proc_stat
 
 SLURM_ENV = {
@@ -71,7 +71,8 @@ def test_tracker_keys_a_sluid_job_by_its_numeric_id_and_knows_its_allocation(
     make_v2(cg, {f"{sluid}/step_0": 10})
     proc_stat(procfs, user=1, idle=1)
     put_process(cg, procfs, f"{sluid}/step_0", 55, SLURM_ENV)
-    activity = JobTracker(cg, procfs, ["slurm"]).observe()
+    gpus = [GpuStatus(i, f"GPU-{i}", "H100", True, None, "nvml") for i in range(4)]
+    activity = JobTracker(cg, procfs, ["slurm"]).observe(gpus)
     assert list(activity.jobs) == ["slurm:4242"]
     assert activity.meta["slurm:4242"].name == "llama-finetune"
     assert activity.cpu.reserved_cpus == {"slurm:4242": 16.0}
@@ -91,8 +92,6 @@ def test_tracker_keys_a_sluid_job_by_its_numeric_id_and_knows_its_allocation(
 
 
 def test_a_container_holds_the_gpus_its_environment_names(tmp_path: Path) -> None:
-    from agent.model import GpuStatus
-
     cg, procfs = tmp_path / "cg", tmp_path / "proc"
     ctr = f"/system.slice/docker-{'ab' * 32}.scope"
     make_v2(cg, {ctr: 10})

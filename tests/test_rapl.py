@@ -83,7 +83,7 @@ def test_node_total_does_not_add_subzones_on_top_of_their_package(tmp_path: Path
     ("content", "reason"),
     [
         ("", "empty file"),
-        ("12abc", "not a non-negative integer: '12abc'"),
+        ("12abc", "not a non-negative 64-bit integer: '12abc'"),
         ("-5", "not a non-negative"),
     ],
 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.jobs.cgroups import JobRef, classify
-from agent.sources.sysfs import CounterFileError, read_uint
+from agent.sources.sysfs import CounterFileError, parse_uint, read_uint
 
 V1_CPU_CONTROLLERS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
 
@@ -76,7 +76,8 @@ def _usage_usec(cpu_stat: str) -> int:
     for line in text.splitlines():
         key, _, value = line.partition(" ")
         if key == "usage_usec":
-            if not value.strip().isdigit():
-                raise CounterFileError(f"usage_usec is not an integer: {value[:20]!r}")
-            return int(value)
+            try:
+                return parse_uint(value.encode())
+            except CounterFileError as exc:
+                raise CounterFileError(f"usage_usec: {exc}") from None
     raise CounterFileError("no usage_usec line in cpu.stat")

@@ -7,11 +7,23 @@ other jobs the user is the owner of a process. `scontrol` and the kubelet API ar
 
 from __future__ import annotations
 
+import logging
+import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.checks import BadNumber, parse_number
 from agent.jobs.cgroups import SLURM, JobRef
+
+log = logging.getLogger(__name__)
+
+# What a job's own environment may claim. Larger claims are a typo or an attack: a GPU range
+# such as 0-4294967295 would otherwise be expanded into billions of indexes.
+MAX_CPUS = 65_536
+MAX_GPU_INDEX = 1_023
+MAX_GPUS = 1_024
+MAX_ENVIRON_BYTES = 1 << 20  # Linux caps one variable at 128 kB; a larger environ is read in part
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +63,21 @@ def read_meta(ref: JobRef, cgroup_dir: Path, procfs_root: Path) -> JobMeta | Non
         return None
     process = procfs_root / str(pid)
     environ = _environ(process)
+    origin = f"{process}/environ"
     user = environ.get("SLURM_JOB_USER") or _owner(process, ref.uid)
     if ref.scheduler != SLURM:
         name = ref.job_id.rsplit("-", 1)[0] if ref.scheduler == "exec" else ""
         # The NVIDIA container toolkit and device plugin name a container's GPUs here.
         visible = environ.get("NVIDIA_VISIBLE_DEVICES") or environ.get("CUDA_VISIBLE_DEVICES", "")
-        uuids = tuple(v.strip() for v in visible.split(",") if v.strip().startswith("GPU-"))
+        uuids = tuple(
+            v.strip() for v in visible.split(",")[:MAX_GPUS] if v.strip().startswith("GPU-")
+        )
         return JobMeta(name=name, user=user, gpus=_indexes(visible), gpu_uuids=uuids)
     gpus = _indexes(environ.get("SLURM_JOB_GPUS") or environ.get("SLURM_STEP_GPUS", ""))
     return JobMeta(
         name=environ.get("SLURM_JOB_NAME", ""),
         user=user,
-        cpus=_number(environ.get("SLURM_CPUS_ON_NODE")),
+        cpus=_cpus(environ.get("SLURM_CPUS_ON_NODE"), f"SLURM_CPUS_ON_NODE in {origin}"),
         gpus=gpus,
         slurm_job_id=environ.get("SLURM_JOB_ID", ""),
         account=environ.get("SLURM_JOB_ACCOUNT", ""),
@@ -71,7 +86,11 @@ def read_meta(ref: JobRef, cgroup_dir: Path, procfs_root: Path) -> JobMeta | Non
 
 def _environ(process: Path) -> dict[str, str]:
     try:
-        raw = (process / "environ").read_bytes()
+        fd = os.open(process / "environ", os.O_RDONLY)
+        try:
+            raw = os.read(fd, MAX_ENVIRON_BYTES)
+        finally:
+            os.close(fd)
     except OSError:
         return {}
     pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
@@ -96,17 +115,30 @@ def _owner(process: Path, uid: int | None) -> str:
 
 
 def _indexes(text: str) -> tuple[int, ...]:
-    """'0,2' or '0-3,6' -> GPU indexes; GPU UUIDs and garbage are skipped."""
-    found: list[int] = []
-    for part in text.split(","):
-        low, _, high = part.strip().partition("-")
-        if low.isdigit() and (not high or high.isdigit()):
-            found += range(int(low), int(high or low) + 1)
-    return tuple(found)
+    """'0,2' or '0-3,6' -> GPU indexes; GPU UUIDs and garbage are skipped. No index above
+    MAX_GPU_INDEX can name a GPU: a range is cut there before it is expanded."""
+    found: set[int] = set()
+    for part in text.split(",")[:MAX_GPUS]:
+        low, dash, high = part.strip().partition("-")
+        first, last = _index(low), _index(high) if dash else _index(low)
+        if first is not None and last is not None:
+            found.update(range(first, min(last, MAX_GPU_INDEX) + 1))
+    return tuple(sorted(found))
 
 
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
+def _index(text: str) -> int | None:
+    if not (text.isascii() and text.isdigit()):
         return None
+    return int(text) if len(text) <= 6 else MAX_GPU_INDEX + 1
+
+
+def _cpus(text: str | None, origin: str) -> float | None:
+    """The CPUs a job holds on this node, or None when its environment does not say usably."""
+    if not text:
+        return None
+    try:
+        cpus = parse_number(text, origin, 0.0, MAX_CPUS)
+    except BadNumber as exc:
+        log.warning("job metadata: %s; the job is charged as if it reserved no CPUs", exc)
+        return None
+    return cpus or None

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from agent.attribution import CpuActivity
+from agent.checks import U64_MAX, Rejections, number
 from agent.jobs.cgroups import KUBERNETES, JobRef, classify
 from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
 from agent.jobs.metadata import JobMeta, read_meta
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 
 META_RETRY_MAX_S = 60.0
+PROC_STAT_MAX_S = U64_MAX / 100  # /proc/stat counts u64 ticks of 1/100 s
 
 
 def job_key(ref: JobRef) -> str:
@@ -64,6 +66,7 @@ class JobTracker:
         self._meta_retry: dict[str, tuple[float, float]] = {}  # cgroup -> (next try, delay)
         self._refs: dict[str, JobRef] = {}  # job cgroup -> its ref, key fixed at first sight
         self._first = True
+        self._bad_values = Rejections(log)
 
     def observe(self, gpus: Iterable[GpuStatus] = ()) -> JobActivity:
         found = scan(self.hierarchy) if self.hierarchy is not None else {}
@@ -102,11 +105,31 @@ class JobTracker:
                     meta[key] = replace(meta.get(key, JobMeta()), name=name)
         reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
         gpus = tuple(gpus)
-        by_uuid = {g.uuid: g.index for g in gpus}
-        holders = {gpu: key for key, m in meta.items() for gpu in m.gpus}
-        holders |= {by_uuid[u]: key for key, m in meta.items() for u in m.gpu_uuids if u in by_uuid}
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
-        return JobActivity(jobs, cpu, self._gpu_jobs(gpus, jobs), meta, holders)
+        return JobActivity(jobs, cpu, self._gpu_jobs(gpus, jobs), meta, self._holders(gpus, meta))
+
+    def _holders(self, gpus: tuple[GpuStatus, ...], meta: dict[str, JobMeta]) -> dict[int, str]:
+        """GPU index -> the job that holds it, from what each job's environment claims. Claims
+        count only for GPUs that exist; a GPU that several jobs claim has no holder (a job
+        cannot take over another's GPU by naming it)."""
+        by_uuid = {g.uuid: g.index for g in gpus}
+        present = set(by_uuid.values())
+        claims: dict[int, set[str]] = {}
+        for key, m in meta.items():
+            for index in (*m.gpus, *(by_uuid.get(u, -1) for u in m.gpu_uuids)):
+                if index in present:
+                    claims.setdefault(index, set()).add(key)
+        holders = {}
+        for index, keys in claims.items():
+            if len(keys) == 1:
+                holders[index] = next(iter(keys))
+            else:
+                self._bad_values.reject(
+                    f"GPU {index} claims",
+                    f"GPU {index} is claimed by {', '.join(sorted(keys))}: no holder, its idle "
+                    "energy stays unattributed",
+                )
+        return holders
 
     def job_of_pid(self, pid: int) -> str | None:
         """The key of the job process `pid` runs in, as the tick knows it; None if none."""
@@ -161,8 +184,19 @@ class JobTracker:
         return ref
 
     def _node_delta(self) -> tuple[float, float]:
-        """Busy and idle CPU seconds since the last tick, summed over CPUs, from /proc/stat."""
-        times = psutil.cpu_times()
+        """Busy and idle CPU seconds since the last tick, summed over CPUs, from /proc/stat.
+        An unreadable or nonsensical /proc/stat gives no CPU time this tick (all of the CPU
+        energy then stays unattributed) and starts a new baseline."""
+        origin = f"{self.procfs_root}/stat"
+        try:
+            times = psutil.cpu_times()
+            for name, seconds in times._asdict().items():
+                number(seconds, f"{origin} {name}", 0.0, PROC_STAT_MAX_S)
+        except Exception as exc:  # psutil's parse of a garbled file raises anything
+            self._bad_values.reject(origin, f"{origin}: {exc}")
+            self._node_times = None
+            return 0.0, 0.0
+        self._bad_values.accept(origin)
         idle = times.idle + getattr(times, "iowait", 0.0)
         # user already contains guest time on Linux; counting it twice would inflate busy.
         total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)

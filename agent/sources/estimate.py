@@ -7,13 +7,18 @@ and never mixed with measured series.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from pathlib import Path
 
 import psutil
 
+from agent.checks import Rejections, number
 from agent.config import EstimateConfig
 from agent.model import ESTIMATE, CounterKey, CounterReading, Finding, SourceReadout, SourceStatus
+
+log = logging.getLogger(__name__)
 
 KEY = CounterKey("package", "all", ESTIMATE)
 
@@ -39,7 +44,9 @@ class EstimateSource:
         self.why = why
         self._energy_uj = 0.0
         self._last_monotonic_s: float | None = None
-        psutil.cpu_percent(interval=None)  # primes psutil's busy-time baseline
+        self._bad_values = Rejections(log)
+        with contextlib.suppress(Exception):  # a garbled /proc/stat is reported by read()
+            psutil.cpu_percent(interval=None)  # primes psutil's busy-time baseline
 
     def power_w(self, utilization_ratio: float) -> float:
         idle = self.config.cpu_idle_ratio
@@ -47,7 +54,14 @@ class EstimateSource:
 
     def read(self) -> SourceReadout:
         now = time.monotonic()
-        utilization = psutil.cpu_percent(interval=None) / 100.0
+        origin = f"CPU utilisation from {psutil.PROCFS_PATH}/stat"
+        try:
+            utilization = number(psutil.cpu_percent(interval=None), origin, 0, 100) / 100.0
+            self._bad_values.accept(origin)
+        except Exception as exc:  # psutil's parse of a garbled /proc/stat raises anything
+            # The idle floor still burns: estimated as idle rather than left out.
+            self._bad_values.reject(origin, f"{origin}: {exc}; estimated as idle")
+            utilization = 0.0
         if self._last_monotonic_s is not None:
             self._energy_uj += self.power_w(utilization) * (now - self._last_monotonic_s) * 1e6
         self._last_monotonic_s = now

@@ -9,6 +9,7 @@ energy is an approximation; the counter is always preferred.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
+from agent.checks import U64_MAX, BadNumber, Rejections, number
 from agent.model import (
     NVML,
     NVML_POWER,
@@ -28,7 +30,22 @@ from agent.model import (
     SourceStatus,
 )
 
+log = logging.getLogger(__name__)
+
 UJ_PER_MJ = 1000
+PID_MAX = 1 << 22  # PID_MAX_LIMIT on 64-bit Linux
+
+# What a GPU can plausibly report; anything outside is a driver or binding fault, and the
+# figure is left out rather than exported.
+GAUGE_RANGES = {
+    "power_w": (0.0, 1e5),
+    "power_limit_w": (0.0, 1e5),
+    "utilization_ratio": (0.0, 1.0),
+    "memory_used_bytes": (0.0, 2.0**50),
+    "memory_total_bytes": (0.0, 2.0**50),
+    "temperature_celsius": (-100.0, 300.0),
+    "sm_clock_hz": (0.0, 1e11),
+}
 
 # Error codes after which a GPU is gone until the driver or the node is reset.
 _GONE = {"NVML_ERROR_GPU_IS_LOST", "NVML_ERROR_GPU_NOT_FOUND", "NVML_ERROR_RESET_REQUIRED"}
@@ -49,7 +66,29 @@ def load_pynvml() -> ModuleType | str:
         import pynvml
     except ImportError:
         return "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+    except Exception as exc:  # a broken install must not stop the agent
+        return f"nvidia-ml-py cannot be imported: {type(exc).__name__}: {exc}"
     return pynvml
+
+
+class VendorError(Exception):
+    """An NVML call failed, however the binding raised it; `name` is the NVML error name
+    (NVML_ERROR_NOT_SUPPORTED, ...) or, for anything else, the exception's class."""
+
+    def __init__(self, name: str, text: str) -> None:
+        super().__init__(f"{text} ({name})")
+        self.name = name
+
+
+def vendor_call(nvml: ModuleType, fn: Any, *args: Any) -> Any:
+    """The one way NVML is called: no exception the binding raises (NVMLLibraryMismatchError on
+    an old driver, a ctypes fault) can escape a read; it costs that one figure."""
+    try:
+        return fn(*args)
+    except nvml.NVMLError as exc:
+        raise VendorError(_error_name(nvml, exc), str(exc)) from None
+    except Exception as exc:
+        raise VendorError(type(exc).__name__, str(exc)) from None
 
 
 @dataclass(slots=True)
@@ -102,10 +141,11 @@ class PowerIntegrator:
     def poll_once(self) -> None:
         for gpu in self._gpus:
             try:
-                power_w = self._nvml.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
+                milliwatts = vendor_call(self._nvml, self._nvml.nvmlDeviceGetPowerUsage, gpu.handle)
+                power_w = number(milliwatts, f"NVML power of GPU {gpu.index}", 0, 1e8) / 1000.0
                 error = None
-            except self._nvml.NVMLError as exc:
-                power_w, error = None, f"power reading failed: {_error_name(self._nvml, exc)}"
+            except (VendorError, BadNumber) as exc:
+                power_w, error = None, f"power reading failed: {exc}"
             now = time.monotonic()
             with self._lock:
                 integral = self._integrals[gpu.index]
@@ -145,12 +185,12 @@ class NvmlSource:
             self.problem, self._nvml = loaded, None
             return
         self._nvml = loaded
+        self._bad_values = Rejections(log)
         try:
-            loaded.nvmlInit()
-        except loaded.NVMLError as exc:
-            name = _error_name(loaded, exc)
-            self.problem = f"NVML did not start: {exc} ({name})"
-            self.fix = _INIT_FIXES.get(name, "")
+            vendor_call(loaded, loaded.nvmlInit)
+        except VendorError as exc:
+            self.problem = f"NVML did not start: {exc}"
+            self.fix = _INIT_FIXES.get(exc.name, "")
             self._nvml = None
             return
         self.driver_version = _text(self._call(loaded.nvmlSystemGetDriverVersion) or "")
@@ -162,31 +202,31 @@ class NvmlSource:
 
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
-            return fn(*args)
-        except self._nvml.NVMLError:
+            return vendor_call(self._nvml, fn, *args)
+        except VendorError:
             return None
 
     def _enumerate(self) -> list[_Gpu]:
         nvml = self._nvml
         try:
-            count = nvml.nvmlDeviceGetCount()
-        except nvml.NVMLError as exc:
+            count = int(number(vendor_call(nvml, nvml.nvmlDeviceGetCount), "NVML count", 0, 1024))
+        except (VendorError, BadNumber) as exc:
             self.problem = f"cannot count GPUs: {exc}"
             return []
         gpus = []
         for index in range(count):
             try:
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
-                model = _text(nvml.nvmlDeviceGetName(handle))
-            except nvml.NVMLError as exc:
-                gpus.append(_Gpu(index, None, "", "", True, f"{_error_name(nvml, exc)}: {exc}"))
+                handle = vendor_call(nvml, nvml.nvmlDeviceGetHandleByIndex, index)
+                uuid = _text(vendor_call(nvml, nvml.nvmlDeviceGetUUID, handle))
+                model = _text(vendor_call(nvml, nvml.nvmlDeviceGetName, handle))
+            except VendorError as exc:
+                gpus.append(_Gpu(index, None, "", "", True, str(exc)))
                 continue
             try:
-                nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+                vendor_call(nvml, nvml.nvmlDeviceGetTotalEnergyConsumption, handle)
                 has_counter = True
-            except nvml.NVMLError as exc:
-                has_counter = _error_name(nvml, exc) != "NVML_ERROR_NOT_SUPPORTED"
+            except VendorError as exc:
+                has_counter = exc.name != "NVML_ERROR_NOT_SUPPORTED"
             gpus.append(_Gpu(index, handle, uuid, model, has_counter))
         return gpus
 
@@ -212,9 +252,11 @@ class NvmlSource:
         raw_uj = None
         if error is None and gpu.has_energy_counter:
             try:
-                raw_uj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)) * UJ_PER_MJ
-            except nvml.NVMLError as exc:
-                error = f"energy counter: {exc} ({_error_name(nvml, exc)})"
+                read = nvml.nvmlDeviceGetTotalEnergyConsumption
+                origin = f"NVML energy counter of GPU {gpu.index}"
+                raw_uj = _whole(vendor_call(nvml, read, gpu.handle), origin, U64_MAX) * UJ_PER_MJ
+            except (VendorError, BadNumber) as exc:
+                error = f"energy counter: {exc}"
         elif error is None and self._integrator is not None:
             raw_uj, error = self._integrator.energy_uj(gpu.index)
         counter = CounterReading(gpu.key, raw_uj, None, time.monotonic(), True, error)
@@ -224,26 +266,52 @@ class NvmlSource:
 
     def _gauges(self, gpu: _Gpu) -> GpuStatus:
         nvml, handle = self._nvml, gpu.handle
-        values: dict[str, float | None] = {}
-        reads = {
-            "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
-            "power_limit_w": lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
-            "utilization_ratio": lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
-            "memory": lambda: nvml.nvmlDeviceGetMemoryInfo(handle),
-            "temperature_celsius": lambda: float(
-                nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+        # Each gauge: (the call, what turns its answer into SI units).
+        reads: dict[str, tuple[Any, Any]] = {
+            "power_w": (lambda: nvml.nvmlDeviceGetPowerUsage(handle), lambda mw: mw / 1000.0),
+            "power_limit_w": (
+                lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle),
+                lambda mw: mw / 1000.0,
             ),
-            "sm_clock_hz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM) * 1e6,
+            "utilization_ratio": (
+                lambda: nvml.nvmlDeviceGetUtilizationRates(handle),
+                lambda rates: rates.gpu / 100.0,
+            ),
+            "memory_used_bytes": (lambda: memory, lambda info: info.used),
+            "memory_total_bytes": (lambda: memory, lambda info: info.total),
+            "temperature_celsius": (
+                lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
+                lambda celsius: celsius,
+            ),
+            "sm_clock_hz": (
+                lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+                lambda mhz: mhz * 1e6,
+            ),
         }
-        for name, read in reads.items():
+        try:
+            memory = vendor_call(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
+        except VendorError as exc:
+            if exc.name in _GONE:
+                return GpuStatus(gpu.index, gpu.uuid, gpu.model, False, str(exc), gpu.source)
+            memory = None
+        values: dict[str, float | None] = {}
+        for name, (read, to_si) in reads.items():
+            values[name] = None  # not supported on this model, or not sane: left out
             try:
-                values[name] = read()
-            except nvml.NVMLError as exc:
-                if _error_name(nvml, exc) in _GONE:
-                    reason = f"{exc} ({_error_name(nvml, exc)})"
-                    return GpuStatus(gpu.index, gpu.uuid, gpu.model, False, reason, gpu.source)
-                values[name] = None  # not supported on this model: the gauge is left out
-        memory = values.pop("memory")
+                answer = vendor_call(nvml, read)
+                if answer is None:
+                    continue
+                low, high = GAUGE_RANGES[name]
+                origin = f"NVML {name} of GPU {gpu.index}"
+                values[name] = number(to_si(answer), origin, low, high)
+                self._bad_values.accept(origin)
+            except VendorError as exc:
+                if exc.name in _GONE:
+                    return GpuStatus(gpu.index, gpu.uuid, gpu.model, False, str(exc), gpu.source)
+            except BadNumber as exc:
+                self._bad_values.reject(origin, str(exc))
+            except Exception as exc:  # an answer of the wrong shape from the binding
+                self._bad_values.reject(name, f"NVML {name} of GPU {gpu.index}: {exc!r}")
         return GpuStatus(
             gpu.index,
             gpu.uuid,
@@ -252,27 +320,39 @@ class NvmlSource:
             None,
             gpu.source,
             processes=self._processes(gpu),
-            memory_used_bytes=float(memory.used) if memory is not None else None,
-            memory_total_bytes=float(memory.total) if memory is not None else None,
             **values,  # type: ignore[arg-type]
         )
 
     def _processes(self, gpu: _Gpu) -> tuple[GpuProcess, ...]:
         """Compute processes, with SM samples taken since the previous call."""
         nvml = self._nvml
+        origin = f"NVML processes of GPU {gpu.index}"
         try:
-            running = nvml.nvmlDeviceGetComputeRunningProcesses(gpu.handle)
-        except nvml.NVMLError:
+            running = vendor_call(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle)
+            pids = [int(number(p.pid, origin, 1, PID_MAX)) for p in running]
+        except (VendorError, BadNumber, AttributeError, TypeError) as exc:
+            self._bad_values.reject(origin, f"{origin}: {exc}; its energy is not split by job")
             return ()
+        self._bad_values.accept(origin)
         sm: dict[int, float] = {}
         try:
-            samples = nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.last_sample_us)
-        except nvml.NVMLError:
+            samples = vendor_call(
+                nvml, nvml.nvmlDeviceGetProcessUtilization, gpu.handle, gpu.last_sample_us
+            )
+        except VendorError:
             samples = []  # NVML_ERROR_NOT_FOUND: no sample since the last call
+        origin = f"NVML process samples of GPU {gpu.index}"
         for sample in samples:
-            sm[sample.pid] = sm.get(sample.pid, 0.0) + sample.smUtil
-            gpu.last_sample_us = max(gpu.last_sample_us, sample.timeStamp)
-        return tuple(GpuProcess(p.pid, sm.get(p.pid, 0.0)) for p in running)
+            try:
+                pid = int(number(sample.pid, origin, 1, PID_MAX))
+                utilisation = number(sample.smUtil, origin, 0, 100)
+                stamp = _whole(sample.timeStamp, origin, 2**63)
+            except (BadNumber, AttributeError) as exc:
+                self._bad_values.reject(origin, f"{origin}: {exc}; that sample is skipped")
+                continue
+            sm[pid] = sm.get(pid, 0.0) + utilisation
+            gpu.last_sample_us = max(gpu.last_sample_us, stamp)
+        return tuple(GpuProcess(pid, sm.get(pid, 0.0)) for pid in pids)
 
     def probe(self) -> list[Finding]:
         if self._nvml is None:
@@ -295,8 +375,8 @@ class NvmlSource:
         if self._integrator is not None:
             self._integrator.stop()
         if self._nvml is not None:
-            with contextlib.suppress(self._nvml.NVMLError):
-                self._nvml.nvmlShutdown()
+            with contextlib.suppress(VendorError):
+                vendor_call(self._nvml, self._nvml.nvmlShutdown)
             self._nvml = None
 
 
@@ -310,5 +390,14 @@ def _error_names(nvml: ModuleType) -> dict[int, str]:
     return {getattr(nvml, n): n for n in dir(nvml) if n.startswith("NVML_ERROR_")}
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value if isinstance(value, str) else ""
+
+
+def _whole(value: object, origin: str, high: float) -> int:
+    """A counter or timestamp from NVML: a whole number within [0, high], kept exact."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high:
+        return value
+    return int(number(value, origin, 0, high))

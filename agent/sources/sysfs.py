@@ -6,6 +6,8 @@ import errno
 import os
 from pathlib import Path
 
+from agent.checks import U64_MAX
+
 
 class CounterFileError(Exception):
     """A counter file that could not be read or parsed; the message is the reason."""
@@ -25,12 +27,17 @@ def read_uint(path: Path) -> int:
         if exc.errno == errno.ENOENT:
             raise CounterFileError("file missing") from None
         raise CounterFileError(exc.strerror or str(exc)) from None
+    return parse_uint(raw)
+
+
+def parse_uint(raw: bytes) -> int:
+    """A kernel counter: an unsigned 64-bit decimal integer, nothing else."""
     text = raw.strip()
     if not text:
         raise CounterFileError("empty file")
-    if not text.isdigit():
+    if not text.isdigit() or len(text) > 20 or int(text) > U64_MAX:
         shown = text[:20].decode("ascii", "replace")
-        raise CounterFileError(f"not a non-negative integer: {shown!r}")
+        raise CounterFileError(f"not a non-negative 64-bit integer: {shown!r}")
     return int(text)
 
 
