@@ -124,7 +124,7 @@ def facility(
     cfg = _config(config, facility={"listen": listen} if listen else None)
     _logging(cfg)
     try:
-        serve_facility(cfg.facility)
+        serve_facility(cfg.facility, cfg.web_config_file)
     except ConfigError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(2) from None

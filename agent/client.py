@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 DEFAULT_SOCKET = Path("/run/wattwise/wattwise.sock")
+CONNECT_ATTEMPTS = 10
 
 
 class WorkReportError(Exception):
@@ -37,7 +39,7 @@ def report_work(
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout_s)
-            sock.connect(str(socket_path))
+            _connect(sock, str(socket_path), time.monotonic() + timeout_s)
             sock.sendall(json.dumps(request).encode() + b"\n")
             answer = sock.makefile("rb").readline()
     except OSError as exc:
@@ -49,3 +51,18 @@ def report_work(
     if not reply.get("ok"):
         raise WorkReportError(reply.get("error", "refused"))
     return {k: v for k, v in reply.items() if k != "ok"}
+
+
+def _connect(sock: socket.socket, path: str, deadline: float) -> None:
+    """Connects, waiting out a full accept queue (EAGAIN: many jobs reporting at once) with a
+    growing pause, a bounded number of times and never past the deadline."""
+    pause_s = 0.005
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if attempt == CONNECT_ATTEMPTS - 1 or time.monotonic() + pause_s > deadline:
+                raise
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.25)

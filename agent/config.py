@@ -384,6 +384,11 @@ class Config(BaseSettings):
     listen: str = Field(
         f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT the Prometheus endpoint binds."
     )
+    web_config_file: Path | None = Field(
+        None,
+        description="exporter-toolkit web configuration (TLS, client certificates, basic auth) "
+        "for /metrics of both daemons, as node_exporter's --web.config.file.",
+    )
     sysfs_root: Path = Field(Path("/sys"), description="Root of sysfs (fixture trees in tests).")
     procfs_root: Path = Field(Path("/proc"), description="Root of procfs.")
     cgroup_root: Path = Field(Path("/sys/fs/cgroup"), description="Root of the cgroup trees.")

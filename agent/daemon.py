@@ -22,13 +22,19 @@ from agent.carbon.table import StaticProvider, TableProvider
 from agent.carbon.ukgrid import UkGridProvider
 from agent.carbon.watttime import WattTimeProvider
 from agent.config import Config
-from agent.errors import ListenError
 from agent.jobs.accounts import JobAccounts
 from agent.jobs.cgroups import KUBERNETES
 from agent.jobs.kubelet import PodNames
 from agent.jobs.metadata import JobMeta
 from agent.jobs.tracker import JobTracker
 from agent.ledger import JobSeen, Ledger, LedgerError, probe_ledger
+from agent.listen import (
+    MAX_CONNECTIONS,
+    bind_tcp,
+    descriptor_budget,
+    metrics_routes,
+    serve_http,
+)
 from agent.model import (
     ESTIMATE,
     CarbonStatus,
@@ -43,8 +49,11 @@ from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
 from agent.sources.rapl import RaplSource
 from agent.wall_power import PlatformPower
+from agent.webconfig import WebConfig
 from agent.work import WorkCounts, WorkServer
 from agent.work_scrape import Endpoint, ScrapeError, WorkScraper, endpoint_from_annotations
+from exporters.exposition import Exposition
+from exporters.prometheus import SnapshotCollector
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +76,13 @@ def _team(meta: JobMeta, scheduler: str) -> str:
 class Agent:
     """Owns the sources and the counter state; `tick()` swaps in a new immutable Snapshot."""
 
-    def __init__(self, config: Config, durable: bool = True) -> None:
-        """`durable=False` (probe, once) charges jobs but never opens the ledger."""
+    def __init__(
+        self, config: Config, durable: bool = True, connection_limit: int = MAX_CONNECTIONS
+    ) -> None:
+        """`durable=False` (probe, once) charges jobs but never opens the ledger nor listens;
+        `connection_limit` bounds the work socket's connections."""
         self.config = config
+        self._connection_limit = connection_limit
         self.sources: list[Source] = []
         self._skipped: list[Finding] = []
         self._open_sources()
@@ -172,7 +185,7 @@ class Agent:
                 tracker.known,
             )
             try:
-                self.work_server.start()
+                self.work_server.start(self._connection_limit)
             except OSError as exc:
                 log.error("work API not available at %s: %s", config.work.socket_path, exc)
                 self.work_server = None
@@ -517,24 +530,19 @@ def _providers(config: Config) -> tuple[list, list[Finding]]:
 
 def serve(config: Config) -> None:
     """Runs until SIGINT or SIGTERM; stops within one interval and restores the signal handlers."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from exporters.prometheus import SnapshotCollector
-
+    web = WebConfig(config.web_config_file) if config.web_config_file else None
+    limit = descriptor_budget(listeners=2)  # /metrics and the work socket
     # Bind first: a taken port fails in one line, before any hardware is opened.
-    agents: list[Agent] = []
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: agents[0].latest if agents else None))
+    sock = bind_tcp(config.listen_host, config.listen_port)
     try:
-        httpd, _ = start_http_server(config.listen_port, config.listen_host, registry)
-    except OSError as exc:
-        raise ListenError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
-    try:
-        agents.append(Agent(config))
+        agent = Agent(config, connection_limit=limit)
     except BaseException:
-        httpd.shutdown()
+        sock.close()
         raise
-    agent = agents[0]
+    exposition = Exposition(
+        lambda: agent.latest, lambda snapshot: SnapshotCollector(lambda: snapshot)
+    )
+    listener = serve_http(sock, metrics_routes(exposition), limit, web)
 
     scheduler = BackgroundScheduler(daemon=True)
     scheduler.add_job(
@@ -550,15 +558,18 @@ def serve(config: Config) -> None:
         with stop_requested() as stop:
             agent.tick()
             scheduler.start()
+            scheme = "https" if web is not None and web.uses_tls else "http"
             log.info(
-                "serving http://%s/metrics, sampling every %g s", config.listen, config.interval_s
+                "serving %s://%s/metrics, sampling every %g s",
+                scheme,
+                config.listen,
+                config.interval_s,
             )
             while not stop.wait(timeout=1.0):
                 pass
     finally:
         if scheduler.running:
             scheduler.shutdown(wait=True)  # lets a tick in flight finish: at most one interval
-        httpd.shutdown()
-        httpd.server_close()
+        listener.stop()
         agent.close()
         log.info("stopped")

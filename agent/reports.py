@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.ledger import LedgerError
@@ -205,5 +205,5 @@ def parse_time(text: str, now_unix_s: float) -> float:
             f"{text!r} is not a time: use 2026-11-01T00:00, 24h or unix seconds"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

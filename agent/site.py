@@ -8,15 +8,19 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent.config import PUE_WINDOWS_S, FacilityConfig, parse_listen
-from agent.errors import ConfigError, ListenError
+from agent.errors import ConfigError
 from agent.facility import MeterError, MeterReading, build_meter
+from agent.listen import bind_tcp, descriptor_budget, metrics_routes, serve_http
 from agent.pue import CATEGORIES, PueTracker, PueWindow
 from agent.signals import stop_requested
+from agent.webconfig import WebConfig
+from exporters.exposition import Exposition
 
 log = logging.getLogger(__name__)
 
@@ -185,18 +189,16 @@ class FacilityCollector(Collector):
         yield from (up, age, stale)
 
 
-def serve_facility(config: FacilityConfig) -> None:
+def serve_facility(config: FacilityConfig, web_config_file: Path | None = None) -> None:
     """Runs until SIGINT or SIGTERM."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
+    web = WebConfig(web_config_file) if web_config_file else None
     facility = Facility(config)
-    registry = CollectorRegistry()
-    registry.register(FacilityCollector(lambda: facility.latest))
     host, port = parse_listen(config.listen)
-    try:
-        httpd, _ = start_http_server(port, host or "0.0.0.0", registry)
-    except OSError as exc:
-        raise ListenError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+    sock = bind_tcp(host or "0.0.0.0", port)
+    exposition = Exposition(
+        lambda: facility.latest, lambda snapshot: FacilityCollector(lambda: snapshot)
+    )
+    listener = serve_http(sock, metrics_routes(exposition), descriptor_budget(listeners=1), web)
     try:
         with stop_requested() as stop:
             log.info(
@@ -208,6 +210,5 @@ def serve_facility(config: FacilityConfig) -> None:
                 if stop.wait(max(config.interval_s - (time.monotonic() - started), 0.0)):
                     break
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        listener.stop()
         log.info("stopped")

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pwd
-import socket
-import socketserver
-import struct
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from agent.checks import BadNumber, number
+from agent.checks import BadNumber, Rejections, number
+from agent.listen import MAX_CONNECTIONS, Listener, serve_unix_lines
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +94,6 @@ class WorkCounts:
             return {job: dict(units) for job, units in self._totals.items()}
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end, from the kernel (SO_PEERCRED)."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", raw)
-
-
 class WorkServer:
     """`job_of_pid(pid)` -> job key or None; `job_user(key)` -> the job's user name or None;
     `known(key_or_id)` -> the job key if the job runs on this node."""
@@ -118,7 +109,8 @@ class WorkServer:
     ) -> None:
         self.path, self.counts, self.units = path, counts, units
         self.job_of_pid, self.job_user, self.known = job_of_pid, job_user, known
-        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self._listener: Listener | None = None
+        self._faults = Rejections(log)
 
     def handle(self, request: bytes, pid: int, uid: int) -> dict:
         try:
@@ -166,29 +158,32 @@ class WorkServer:
             total = self.counts.report_total(job, unit, value)
         return {"job": job, "unit": unit, "total_units": total}
 
-    def start(self) -> None:
+    def answer(self, line: bytes | None, pid: int, uid: int) -> bytes:
+        """The reply line to one request line; never raises (a bug answers, and is logged once)."""
+        try:
+            if line is None:
+                raise WorkError(f"the request is longer than {MAX_REQUEST_BYTES} bytes")
+            reply = self.handle(line, pid, uid)
+        except WorkError as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except Exception as exc:
+            self._faults.reject(type(exc).__name__, f"work API request from pid {pid}: {exc!r}")
+            reply = {"ok": False, "error": f"internal error ({type(exc).__name__})"}
+        return json.dumps(reply).encode() + b"\n"
+
+    def start(self, connection_limit: int = MAX_CONNECTIONS) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_socket():
             self.path.unlink()  # left by an agent that was killed
-        server = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:
-                pid, uid, _ = peer_credentials(self.request)
-                line = self.rfile.readline(MAX_REQUEST_BYTES)
-                reply = server.handle(line, pid, uid)
-                self.wfile.write(json.dumps(reply).encode() + b"\n")
-
-        self._server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
-        self._server.daemon_threads = True
-        os.chmod(self.path, 0o666)  # anyone may connect; the peer's credentials decide
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="work-api").start()
+        self._listener = serve_unix_lines(
+            str(self.path), self.answer, connection_limit, MAX_REQUEST_BYTES
+        )
         log.info("work API on %s", self.path)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
             self.path.unlink(missing_ok=True)
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -80,8 +81,20 @@ def prometheus_has(url: str, promql: str) -> bool:
     return bool(query(url, promql))
 
 
-def wait_until_prometheus_has(url: str, promql: str, deadline_s: float = DEADLINE_S) -> None:
+def wait_until_prometheus_has(
+    url: str, promql: str, deadline_s: float = DEADLINE_S, alive: Iterable[Any] = ()
+) -> None:
+    """Waits on the condition itself (never a fixed sleep); `alive` are the daemons feeding
+    Prometheus: one that died fails the wait at once, with what it printed."""
     deadline = time.monotonic() + deadline_s
     while not prometheus_has(url, promql):
-        assert time.monotonic() < deadline, f"prometheus never had data for {promql}"
+        for daemon in alive:
+            if daemon.process.poll() is not None:
+                raise AssertionError(f"{daemon.url} exited: {daemon.process.stderr.read()}")
+        if time.monotonic() >= deadline:
+            targets = httpx.get(f"{url}/api/v1/targets", timeout=10).json()["data"]
+            health = [
+                (t["scrapeUrl"], t["health"], t["lastError"]) for t in targets["activeTargets"]
+            ]
+            raise AssertionError(f"prometheus never had data for {promql}; targets: {health}")
         time.sleep(0.25)

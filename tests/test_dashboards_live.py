@@ -208,7 +208,7 @@ def live(node: Node, tmp_path: Path) -> Iterator[str]:  # noqa: F811
                     "scheduler_job_id_unit:wattwise_job_work_units_per_joule:rate5m",
                     "increase(wattwise_job_work_units_total[5s]) > 0",
                 ):
-                    wait_until_prometheus_has(prom, promql)
+                    wait_until_prometheus_has(prom, promql, alive=(agent, facility))
                 yield prom
         finally:
             if facility is not None:

@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,7 @@ class Node:
     nvml: Path
     ledger: Path
 
-    def start(self, **extra_env: str) -> Agent:
+    def start(self, preexec_fn: Callable[[], None] | None = None, **extra_env: str) -> Agent:
         port = free_port()
         env = subprocess_env(
             self.nvml,
@@ -67,6 +67,7 @@ class Node:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=preexec_fn,
         )
         return Agent(process, f"http://127.0.0.1:{port}/metrics", self.sysfs, self.nvml)
 

@@ -85,7 +85,8 @@ HUGE = b"1" + b"0" * 400
         b'{"unit":"steps","add":' + HUGE + b',"job":"12"}',
         b'{"unit":"steps","total":' + HUGE + b',"job":"12"}',
         b'{"unit":"steps","add":1e400,"job":"12"}',
-        b'{"unit":"steps","add":' + b"[" * 3000 + b"]" * 3000 + b',"job":"12"}',
+        b'{"unit":"steps","add":' + b"[" * 1900 + b"]" * 1900 + b',"job":"12"}',
+        b'{"unit":"steps","add":' + b"1" * 5000 + b',"job":"12"}',
     ],
 )
 def test_item1_work_api_answers_every_bad_number_with_a_refusal(
@@ -98,7 +99,7 @@ def test_item1_work_api_answers_every_bad_number_with_a_refusal(
         for _ in range(2):  # twice: a second infinite total once made inf - inf = NaN
             answer = ask(sock, request_line)
             assert answer["ok"] is False
-            assert "number" in answer["error"] or "JSON" in answer["error"]
+            assert any(word in answer["error"] for word in ("number", "JSON", "longer than"))
         assert ask(sock, b'{"unit":"steps","add":5,"job":"12"}')["total_units"] == 5
         assert_ledger_keeps_up(node, node.ticks(3))
     finally:

@@ -7,7 +7,7 @@ minutes, which is the backoff.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -62,5 +62,5 @@ def parse_time(text: str) -> float:
     except ValueError:
         raise ProviderError(f"not a timestamp: {text!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
