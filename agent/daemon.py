@@ -44,6 +44,7 @@ from agent.model import (
     Snapshot,
     SourceReadout,
 )
+from agent.service import Service
 from agent.signals import stop_requested
 from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
@@ -258,7 +259,7 @@ class Agent:
         now_unix_s = time.time()
         # One read per tick: the intensity charged is the one exported, even if the refresher
         # swaps in a new value meanwhile.
-        intensity = self.grid.current() if self.grid is not None else None
+        intensity = self.grid.current(now_unix_s) if self.grid is not None else None
         pue = self.pue_feed.current() if self.pue_feed else (self.config.carbon.pue_ratio, CONFIG)
         if self.tracker is not None:
             self._charge_jobs(domains, gpus, now_unix_s, intensity, pue[0])
@@ -288,6 +289,7 @@ class Agent:
             embodied=self.job_accounts.embodied_status()
             if self.tracker is not None and self.config.embodied.enabled
             else None,
+            services=tuple(service.state() for service in self._services()),
         )
         self.latest = snapshot  # one reference swap: a scrape sees this tick or the last, whole
         return snapshot
@@ -354,6 +356,13 @@ class Agent:
                 log.info("ledger %s is written again; nothing was lost", self.ledger.path)
             self._ledger_error = self.ledger.last_error
 
+    def _services(self) -> list[Service]:
+        """Every background service this agent runs, for wattwise_service_up."""
+        owners = (self.grid, self.pue_feed, self.platform, self.pod_names, self.work_scraper)
+        found = [getattr(owner, "service", None) for owner in owners]
+        found += [s for source in self.sources for s in getattr(source, "services", ())]
+        return [service for service in found if service is not None]
+
     def _embodied_rates(self, gpus: tuple[GpuStatus, ...]) -> EmbodiedRates:
         config = self.config.embodied
         self._gpu_models |= {g.index: g.model for g in gpus if g.model}
@@ -377,7 +386,7 @@ class Agent:
             provider=intensity.provider,
             signal=intensity.signal,
             basis=intensity.basis,
-            age_s=max(now_unix_s - intensity.fetched_at_unix_s, 0.0),
+            age_s=intensity.age_s(now_unix_s),  # the data's own age, not the fetch's
             pue_ratio=pue[0],
             pue_source=pue[1],
             node_operational_g=self.job_accounts.node_carbon_g,

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from agent.carbon.http import client, get_json
+from agent.checks import BadNumber, number
 from agent.errors import WattwiseError
+from agent.http import HttpClient, get_json
 
 if TYPE_CHECKING:
     from agent.config import MeterConfig
@@ -46,20 +45,21 @@ class MeterReading:
     energy_series_j: dict[str, float] = field(default_factory=dict)
 
 
+MAX_READING = 1e18  # watts or joules: above any facility; a larger figure is a fault
+
+
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise MeterError(f"{what} is not a number: {value!r}")
+    """A meter's reading: a number, or a number as text (Prometheus' API gives strings)."""
     try:
-        number = float(value)
+        return number(float(value) if isinstance(value, str) else value, what, 0, MAX_READING)
     except ValueError:
-        raise MeterError(f"{what} is not a number: {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")) or number < 0:
-        raise MeterError(f"{what} is not a usable reading: {value!r}")
-    return number
+        raise MeterError(f"{what} is not a number: {value!r:.40}") from None
+    except BadNumber:
+        raise MeterError(f"{what} is not a usable reading: {value!r:.40}") from None
 
 
-def http_client(verify: bool | str = True) -> httpx.Client:
-    return client(timeout_s=5.0, verify=verify)  # meters are local: a short timeout
+def http_client(verify: bool | str = True) -> HttpClient:
+    return HttpClient(deadline_s=5.0, verify=verify)  # meters are local: a short deadline
 
 
 class PrometheusMeter:
@@ -78,17 +78,13 @@ class PrometheusMeter:
         body = get_json(self.http, self.url, error=MeterError, params={"query": self.query})
         if not isinstance(body, dict) or body.get("status") != "success":
             error = body.get("error") if isinstance(body, dict) else None
-            raise MeterError(f"{self.url} query {self.query!r} failed: {error or body!r}")
-        data = body.get("data") or {}
-        kind, result = data.get("resultType"), data.get("result")
-        if kind == "scalar":
-            series = {"": result[1]}
-        elif kind == "vector" and isinstance(result, list):
-            series = {
-                json.dumps(r.get("metric", {}), sort_keys=True): r["value"][1] for r in result
-            }
-        else:
-            raise MeterError(f"query {self.query!r} gave {kind!r}, not a vector or scalar")
+            raise MeterError(f"{self.url} query {self.query!r} failed: {error or body!r:.200}")
+        try:
+            series = _query_series(body.get("data"))
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise MeterError(
+                f"query {self.query!r}: unexpected answer shape ({exc!r:.80})"
+            ) from None
         if not series:
             raise MeterError(f"query {self.query!r} matched no series")
         values = {k: _number(v, f"query {self.query!r}") * self.scale for k, v in series.items()}
@@ -96,6 +92,18 @@ class PrometheusMeter:
         if self.kind == "power_w":
             return MeterReading(now, power_w=sum(values.values()))
         return MeterReading(now, energy_j=sum(values.values()), energy_series_j=values)
+
+
+def _query_series(data: Any) -> dict[str, Any]:
+    """Series key -> its value, from /api/v1/query's data: a vector or a scalar."""
+    if not isinstance(data, dict):
+        raise MeterError(f"the answer's data is {type(data).__name__}, not an object")
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar" and isinstance(result, list) and len(result) == 2:
+        return {"": result[1]}
+    if kind == "vector" and isinstance(result, list):
+        return {json.dumps(r["metric"], sort_keys=True): r["value"][1] for r in result}
+    raise MeterError(f"the query gave {kind!r:.40}, not a vector or scalar")
 
 
 def parse_redfish(body: Any) -> tuple[float | None, float | None]:

@@ -179,6 +179,16 @@ class EmbodiedStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceState:
+    """A background service (carbon intensity, the facility's PUE, ...) as its last step left it."""
+
+    name: str
+    up: bool  # the last step returned normally
+    failures: int  # steps that raised, since the agent started
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one tick learned; the exporter renders the latest one and nothing else."""
 
@@ -197,6 +207,7 @@ class Snapshot:
     platform_age_s: float | None = None
     gpu_use_j: tuple[tuple[str, float], ...] = ()  # (active|allocated_idle|unallocated_idle, J)
     work_endpoints: tuple[int, int] | None = None  # jobs' work endpoints (read, failed); None: off
+    services: tuple[ServiceState, ...] = ()
 
     @property
     def node_totals(self) -> tuple[NodeTotal, ...]:

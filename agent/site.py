@@ -68,6 +68,9 @@ class Facility:
             except MeterError as exc:
                 self._note(name, str(exc))
                 continue
+            except Exception as exc:  # a meter's bug costs its reading, never the daemon
+                self._note(name, f"{type(exc).__name__}: {exc}")
+                continue
             self._note(name, None)
             self._last_good[name] = readings[name]
         if len(readings) == len(self.meters):

@@ -8,10 +8,10 @@ fans, PSU losses, NICs, drives.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from agent.facility import MeterError, MeterReading, build_meter
+from agent.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,7 @@ class PlatformPower:
         self.latest: MeterReading | None = None
         self._previous: MeterReading | None = None
         self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.service: Service | None = None
 
     def watts(self) -> float | None:
         """The latest input power; from an energy counter, the mean since the previous read."""
@@ -56,16 +55,8 @@ class PlatformPower:
         self._previous, self.latest = self.latest, reading
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="platform-power")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self.refresh()
-            if self._stop.wait(self.interval_s):
-                return
+        self.service = Service("platform-power", self.refresh, self.interval_s).start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        if self.service is not None:
+            self.service.stop()

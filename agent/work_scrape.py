@@ -11,15 +11,16 @@ reported before stays counted.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.carbon import http
 from agent.config import METRIC_NAME, WorkTarget
+from agent.errors import WattwiseError
+from agent.http import HttpClient
 from agent.jobs.kubelet import ANNOTATION_PREFIX
+from agent.service import Service
 from agent.work import MAX_UNITS, WorkCounts
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a /metrics page; anything larger is not read
 
 
-class ScrapeError(Exception):
+class ScrapeError(WattwiseError):
     """An endpoint or annotation that gives no usable counter; the message says why."""
 
 
@@ -103,11 +104,10 @@ class WorkScraper:
         timeout_s: float = 5.0,
     ) -> None:
         self.counts, self.endpoints, self.interval_s = counts, endpoints, interval_s
-        self._http = http.client(timeout_s)
+        self._http = HttpClient(deadline_s=timeout_s, max_bytes=MAX_BODY_BYTES)
         self._errors: dict[tuple[str, str], str] = {}  # (job, url) -> the last failure
         self.state = (0, 0)  # endpoints (read, failed) at the last pass: one tuple, never torn
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.service = Service("work-scrape", self.scrape_once, interval_s, interval_s)
 
     def scrape_once(self) -> None:
         errors: dict[tuple[str, str], str] = {}
@@ -120,6 +120,9 @@ class WorkScraper:
                 except ScrapeError as exc:
                     errors[(job, endpoint.url)] = str(exc)
                     continue
+                except Exception as exc:  # a page the parser chokes on costs that page only
+                    errors[(job, endpoint.url)] = f"unreadable page: {type(exc).__name__}: {exc}"
+                    continue
                 read.add((job, endpoint.url))
                 for name, value in series.items():
                     self.counts.report_total(job, endpoint.unit, value, f"{endpoint.url} {name}")
@@ -127,10 +130,7 @@ class WorkScraper:
         self.state = (len(read), len(errors))
 
     def _get(self, url: str) -> str:
-        response = http.get_ok(self._http, url, error=ScrapeError)
-        if len(response.content) > MAX_BODY_BYTES:
-            raise ScrapeError(f"{url} answered {len(response.content)} bytes, more than a page")
-        return response.text
+        return self._http.get(url, error=ScrapeError).text
 
     def _log_changes(self, errors: dict[tuple[str, str], str], read: set[tuple[str, str]]) -> None:
         for (job, url), error in errors.items():
@@ -141,18 +141,8 @@ class WorkScraper:
         self._errors = errors
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="work-scrape")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.scrape_once()
-            except Exception:  # never let one bad page end the thread
-                log.exception("reading jobs' work counters failed")
+        self.service.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        self.service.stop()
         self._http.close()

@@ -119,6 +119,7 @@ def render(snapshot: Snapshot) -> Iterator[Metric]:
     for status in snapshot.sources:
         source_up.add_metric([status.source], 1 if status.up else 0)
     yield source_up
+    yield from _service_families(snapshot)
 
     yield GaugeMetricFamily(
         "wattwise_tick_duration_seconds",
@@ -367,3 +368,22 @@ def _platform_families(snapshot: Snapshot) -> Iterator[Metric]:
             "cannot see: fans, PSU losses, NICs, drives",
             value=snapshot.platform_w / measured_w,
         )
+
+
+def _service_families(snapshot: Snapshot) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "wattwise_service_up",
+        "1 if the background service's last step succeeded, 0 while it fails and is retried "
+        "with backoff (carbon-intensity, facility-pue, platform-power, kubelet-pods, "
+        "work-scrape, nvml-power-poll)",
+        labels=["service"],
+    )
+    failures = CounterMetricFamily(
+        "wattwise_service_failures",
+        "Steps of a background service that raised; each is logged and retried with backoff",
+        labels=["service"],
+    )
+    for service in snapshot.services:
+        up.add_metric([service.name], 1 if service.up else 0)
+        failures.add_metric([service.name], service.failures)
+    yield from (up, failures)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from agent.carbon.grid import GridIntensity
-from agent.carbon.http import client
 from agent.carbon.intensity import ProviderError
 from agent.carbon.table import TableProvider
 from agent.carbon.ukgrid import UkGridProvider
+from agent.http import HttpClient
 from tests.providers import Script, serve
 
 NOW = 1_795_435_500.0  # 2026-11-23T12:05Z
@@ -53,7 +53,7 @@ def test_national_actual_then_forecast_while_the_half_hour_is_open() -> None:
             171.0,
             "GB",
             "average",
-            "lifecycle",
+            "direct",  # UK factors count combustion only: operational, not lifecycle
         )
         assert value.valid_at_unix_s == NOW - 300
         script.body = national(None, forecast=190)
@@ -104,12 +104,12 @@ def test_regional() -> None:
             ),
             "stale data",
         ),
-        (Script(body=national(171), delay_s=1.0), "timed out"),
+        (Script(body=national(171), delay_s=1.0), "did not answer within 0.3 s"),
     ],
 )
 def test_failures_are_clear_errors(script: Script, message: str) -> None:
     with serve(script) as url, pytest.raises(ProviderError, match=message):
-        UkGridProvider(url, http=client(timeout_s=0.3)).fetch(NOW)
+        UkGridProvider(url, http=HttpClient(deadline_s=0.3)).fetch(NOW)
 
 
 def test_an_outage_switches_to_the_fallback_and_back() -> None:
@@ -118,17 +118,19 @@ def test_an_outage_switches_to_the_fallback_and_back() -> None:
         grid = GridIntensity([UkGridProvider(url), TableProvider("WORLD")], stale_after_s=3600)
         assert grid.refresh(NOW).provider == "ukgrid"
         script.status = 500
-        assert grid.refresh(NOW + 1800).provider == "ukgrid"  # last good, 30 min old
-        assert grid.refresh(NOW + 3700).provider == "table"  # stale: the table answers
+        # The last good value ages from the end of its half hour (12:30), not from the fetch.
+        assert grid.refresh(NOW + 1800).provider == "ukgrid"  # 12:35: its period ended 5 min ago
+        assert grid.refresh(NOW + 5000).provider == "ukgrid"  # 13:28: 58 min
+        assert grid.refresh(NOW + 5200).provider == "table"  # 13:31: stale, the table answers
         script.status = 200
         script.body = {
             "data": [
                 {
-                    "from": "2026-11-23T13:00Z",
-                    "to": "2026-11-23T13:30Z",
+                    "from": "2026-11-23T13:30Z",
+                    "to": "2026-11-23T14:00Z",
                     "intensity": {"forecast": 150, "actual": 150},
                 }
             ]
         }
-        back = grid.refresh(NOW + 4000)
+        back = grid.refresh(NOW + 5500)
         assert (back.provider, back.grams_per_kwh) == ("ukgrid", 150.0)

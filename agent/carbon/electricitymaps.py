@@ -7,10 +7,16 @@ datetime and emissionFactorType.
 
 from __future__ import annotations
 
-import httpx
-
-from agent.carbon.http import client, get_json, parse_time
-from agent.carbon.intensity import AVERAGE, DIRECT, LIFECYCLE, Intensity, ProviderError
+from agent.carbon.intensity import (
+    ANY_G,
+    AVERAGE,
+    DIRECT,
+    LIFECYCLE,
+    Intensity,
+    ProviderError,
+)
+from agent.checks import BadNumber, number
+from agent.http import HttpClient, get_json, parse_time
 
 
 class ElectricityMapsProvider:
@@ -24,7 +30,7 @@ class ElectricityMapsProvider:
         lat_lon: tuple[float, float] | None = None,
         basis: str = LIFECYCLE,
         base_url: str = "https://api.electricitymap.org",
-        http: httpx.Client | None = None,
+        http: HttpClient | None = None,
     ) -> None:
         if not token:
             raise ProviderError("electricitymaps needs an API token (carbon.electricitymaps_token)")
@@ -32,7 +38,7 @@ class ElectricityMapsProvider:
             raise ProviderError(f"emission factor basis must be lifecycle or direct, not {basis}")
         self.token, self.zone, self.lat_lon, self.basis = token, zone, lat_lon, basis
         self.base_url = base_url.rstrip("/")
-        self.http = http or client()
+        self.http = http or HttpClient()
 
     def fetch(self, now_unix_s: float) -> Intensity:
         params: dict[str, str] = {"emissionFactorType": self.basis}
@@ -41,14 +47,23 @@ class ElectricityMapsProvider:
         elif self.lat_lon:
             params["lat"], params["lon"] = (str(v) for v in self.lat_lon)
         url = f"{self.base_url}/v3/carbon-intensity/latest"
-        body = get_json(self.http, url, params=params, headers={"auth-token": self.token})
+        body = get_json(
+            self.http, url, error=ProviderError, params=params, headers={"auth-token": self.token}
+        )
         try:
-            grams = body["carbonIntensity"]
-            valid_at = parse_time(body["datetime"])
-            zone = body.get("zone") or self.zone or "?"
+            grams = number(body["carbonIntensity"], f"{url} carbonIntensity", -ANY_G, ANY_G)
+            valid_at = parse_time(body["datetime"], ProviderError)
+            zone = str(body.get("zone") or self.zone or "?")
             basis = body.get("emissionFactorType") or self.basis
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ProviderError(f"{url}: unexpected response shape ({exc!r})") from None
-        if not isinstance(grams, (int, float)):
-            raise ProviderError(f"{url}: carbonIntensity is not a number: {grams!r}")
-        return Intensity(float(grams), zone, self.name, AVERAGE, basis, valid_at, now_unix_s)
+        except BadNumber as exc:
+            raise ProviderError(str(exc)) from None
+        if basis not in (LIFECYCLE, DIRECT):
+            raise ProviderError(
+                f"{url}: emissionFactorType {basis!r:.40} is not lifecycle or direct"
+            )
+        hour_end = valid_at + self.period_s  # the value describes the hour from `datetime`
+        return Intensity(
+            grams, zone[:64], self.name, AVERAGE, basis, valid_at, now_unix_s, hour_end
+        )

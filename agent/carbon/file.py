@@ -31,6 +31,7 @@ TIME_KEY, VALUE_KEY = "timestamp", "grams_per_kwh"
 
 class FileProvider:
     name = "file"
+    local = True  # a local file: asked at startup
 
     def __init__(self, path: Path, zone: str = "file", signal: str = AVERAGE) -> None:
         self.path = Path(path)
@@ -54,6 +55,7 @@ class FileProvider:
             raise ProviderError(f"{self.path}: the series starts after now ({self._iso(0)})")
         if at == len(self._times) - 1 and now_unix_s - self._times[at] >= self._step_s:
             raise ProviderError(f"{self.path}: the series ends at {self._iso(at)}, nothing for now")
+        until = self._times[at + 1] if at + 1 < len(self._times) else self._times[at] + self._step_s
         return Intensity(
             self._values[at],
             self.zone,
@@ -62,6 +64,7 @@ class FileProvider:
             LIFECYCLE,
             self._times[at],
             now_unix_s,
+            until,
         )
 
     def _iso(self, index: int) -> str:

@@ -1,19 +1,24 @@
 """The current grid intensity from a chain of providers, refreshed off the tick.
 
 Each provider is asked again only when its own period has passed (5 min WattTime, 30 min UK,
-hourly Electricity Maps). When it fails, its last good value is kept, with its age, until it is
-older than `stale_after_s`; then the next provider in the chain answers. The last provider is
-normally the table or a static value, which never fails. The tick only reads `current()`.
+hourly Electricity Maps). When it fails, its last good value is kept until its data is older
+than `stale_after_s` (age from the data's own timestamp, judged when the tick asks, so a
+refresher that fails or stalls cannot keep a stale value in use); then the next provider in the
+chain answers. The last provider is normally the table or a static value, which never fails.
+Startup asks only the providers that need no network; the others answer on the refresher's
+thread. The tick only reads `current()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from agent.carbon.intensity import Intensity, Provider, ProviderError, checked
+from agent.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -37,49 +42,51 @@ class GridIntensity:
         self._good: dict[str, Intensity] = {}
         self._errors: dict[str, str | None] = {p.name: None for p in providers}
         self._next_ask: dict[str, float] = {}
-        self._current: Intensity | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.service: Service | None = None
 
-    def refresh(self, now_unix_s: float | None = None) -> Intensity:
-        """Asks the providers that are due, then picks the value to use. Does I/O."""
+    def refresh(self, now_unix_s: float | None = None, local_only: bool = False) -> Intensity:
+        """Asks the providers that are due, then picks the value to use. Does I/O. With
+        `local_only`, only providers that read no network (table, static, file)."""
         now = time.time() if now_unix_s is None else now_unix_s
         for provider in self.providers:
-            if now < self._next_ask.get(provider.name, 0.0):
-                if provider is self.providers[0] and self._errors[provider.name] is None:
-                    break  # the preferred value is still current: nothing below is needed
+            if local_only and not getattr(provider, "local", False):
                 continue
-            try:
-                value = checked(provider.fetch(now))
-            except ProviderError as exc:
-                self._note(provider.name, str(exc))
-                self._next_ask[provider.name] = now + min(provider.period_s, RETRY_S)
-                continue
-            self._next_ask[provider.name] = now + provider.period_s
-            self._good[provider.name] = value
-            self._note(provider.name, None)
-            if provider is self.providers[0]:
-                break  # the preferred provider answered: nothing below it is needed now
-        chosen = self._choose(now)
-        with self._lock:
-            self._current = chosen
+            if now >= self._next_ask.get(provider.name, 0.0):
+                self._ask(provider, now)
+            value = self._good.get(provider.name)
+            if value is not None and value.age_s(now) <= self.stale_after_s:
+                break  # a fresh value from this provider: none below it is needed now
+        chosen = self.current(now)
+        if chosen is None:
+            raise ProviderError("no carbon intensity provider has given a value yet")
         return chosen
 
-    def _choose(self, now: float) -> Intensity:
-        for provider in self.providers:
-            value = self._good.get(provider.name)
-            if value is not None and now - value.fetched_at_unix_s <= self.stale_after_s:
-                return value
-        # Nothing fresh anywhere: the newest value anyone gave, with its (large) age exported.
-        values = list(self._good.values())
-        if not values:
-            raise ProviderError("no carbon intensity provider has given a value yet")
-        return max(values, key=lambda v: v.fetched_at_unix_s)
-
-    def current(self) -> Intensity | None:
+    def _ask(self, provider: Provider, now: float) -> None:
+        try:
+            value = checked(provider.fetch(now))
+        except Exception as exc:  # a provider's bug must not stop the others
+            why = str(exc) if isinstance(exc, ProviderError) else f"{type(exc).__name__}: {exc}"
+            self._note(provider.name, why)
+            self._next_ask[provider.name] = now + min(provider.period_s, RETRY_S)
+            return
+        self._next_ask[provider.name] = now + provider.period_s
         with self._lock:
-            return self._current
+            self._good[provider.name] = value
+        self._note(provider.name, None)
+
+    def current(self, now_unix_s: float | None = None) -> Intensity | None:
+        """The value to charge now: the first provider's whose data is fresh (its age counted
+        from the data's own timestamp, whatever state the refresher is in), else the newest
+        anyone gave (its large age exported), else None before any answer."""
+        now = time.time() if now_unix_s is None else now_unix_s
+        with self._lock:
+            good = dict(self._good)
+        for provider in self.providers:
+            value = good.get(provider.name)
+            if value is not None and value.age_s(now) <= self.stale_after_s:
+                return value
+        return min(good.values(), key=lambda v: v.age_s(now), default=None)
 
     def states(self) -> list[ProviderState]:
         return [
@@ -98,28 +105,20 @@ class GridIntensity:
             self._errors[name] = error
 
     def start(self, every_s: float | None = None) -> None:
-        """Refreshes on a thread of its own; the first refresh happens before returning. By
-        default as often as the finest provider's data changes, at most once a second and at
-        least once a minute."""
-        try:
-            self.refresh()
-        except ProviderError as exc:
-            log.error("%s", exc)
+        """Asks the local providers now (no network: startup never waits on one), then the
+        rest on a thread of its own. By default as often as the finest provider's data
+        changes, at most once a second and at least once a minute."""
+        self._refresh_quietly(local_only=True)
         if every_s is None:
             every_s = min(max(min(p.period_s for p in self.providers), 1.0), 60.0)
-        self._thread = threading.Thread(
-            target=self._run, args=(every_s,), daemon=True, name="carbon-intensity"
-        )
-        self._thread.start()
+        self.service = Service("carbon-intensity", self._refresh_quietly, every_s).start()
 
-    def _run(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            try:
-                self.refresh()
-            except ProviderError as exc:
-                log.error("%s", exc)
+    def _refresh_quietly(self, local_only: bool = False) -> None:
+        """A refresh for the background: each provider's failure is already noted and logged;
+        having no value at all yet is not the refresher's failure."""
+        with contextlib.suppress(ProviderError):
+            self.refresh(local_only=local_only)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        if self.service is not None:
+            self.service.stop()

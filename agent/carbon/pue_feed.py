@@ -8,16 +8,25 @@ last good value serves for up to `stale_after_s`, then the configured static PUE
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from agent.checks import BadNumber, number
+from agent.errors import WattwiseError
+from agent.http import HttpClient
+from agent.service import Service
 
 log = logging.getLogger(__name__)
 
 REFRESH_S = 30.0
 FACILITY, CONFIG = "facility", "config"
+MAX_PUE = 5.0  # as carbon.pue_ratio: above any real data centre
+MAX_PAGE_BYTES = 1 << 20  # the facility's /metrics is a few kB
+
+
+class FeedError(WattwiseError):
+    """The facility's /metrics gave no usable PUE."""
 
 
 class FacilityPue:
@@ -27,16 +36,15 @@ class FacilityPue:
         window: str,
         fallback_ratio: float,
         stale_after_s: float = 600.0,
-        http: httpx.Client | None = None,
+        http: HttpClient | None = None,
     ) -> None:
         self.url, self.window = url, window
         self.fallback_ratio = fallback_ratio
         self.stale_after_s = stale_after_s
-        self.http = http or httpx.Client(timeout=5.0, transport=httpx.HTTPTransport(retries=2))
+        self.http = http or HttpClient(deadline_s=5.0, max_bytes=MAX_PAGE_BYTES)
         self._good: tuple[float, float] | None = None  # (ratio, when)
         self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.service: Service | None = None
 
     def current(self, now_unix_s: float | None = None) -> tuple[float, str]:
         """(PUE, where it came from)."""
@@ -49,25 +57,26 @@ class FacilityPue:
     def refresh(self) -> None:
         try:
             ratio = self._fetch()
-        except (httpx.HTTPError, ValueError) as exc:
-            self._note(f"{self.url}: {exc}")
-            return
-        if ratio is None:
-            self._note(f"{self.url} has no valid PUE for window {self.window}")
+        except FeedError as exc:
+            self._note(str(exc))
             return
         self._good = (ratio, time.time())
         self._note(None)
 
-    def _fetch(self) -> float | None:
-        response = self.http.get(self.url)
-        response.raise_for_status()
-        for family in text_string_to_metric_families(response.text):
-            if family.name != "wattwise_facility_pue":
-                continue
-            for sample in family.samples:
-                if sample.labels.get("window") == self.window and sample.value >= 1.0:
-                    return sample.value
-        return None
+    def _fetch(self) -> float:
+        text = self.http.get(self.url, error=FeedError).text
+        try:
+            for family in text_string_to_metric_families(text):
+                if family.name != "wattwise_facility_pue":
+                    continue
+                for sample in family.samples:
+                    if sample.labels.get("window") == self.window:
+                        return number(sample.value, f"{self.url} PUE", 1.0, MAX_PUE)
+        except ValueError as exc:  # the parser's word for a page that is not exposition format
+            raise FeedError(f"{self.url} is not Prometheus text format: {exc}") from None
+        except BadNumber as exc:
+            raise FeedError(f"{exc}: not used") from None
+        raise FeedError(f"{self.url} has no valid PUE for window {self.window}")
 
     def _note(self, error: str | None) -> None:
         if error != self.error:
@@ -78,15 +87,10 @@ class FacilityPue:
             self.error = error
 
     def start(self) -> None:
-        self.refresh()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="facility-pue")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(REFRESH_S):
-            self.refresh()
+        """Fetches on a thread of its own, the first time at once: startup never waits."""
+        self.service = Service("facility-pue", self.refresh, REFRESH_S).start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        if self.service is not None:
+            self.service.stop()
+        self.http.close()

@@ -7,6 +7,7 @@ hold falls back to the world average, loudly; use a live provider or `static` fo
 from __future__ import annotations
 
 import logging
+import math
 
 from agent.carbon.intensity import AVERAGE, LIFECYCLE, Intensity
 
@@ -44,7 +45,8 @@ ANNUAL_AVERAGES: dict[str, tuple[float, int, str]] = {
 
 class StaticProvider:
     name = "static"
-    period_s = float("inf")
+    local = True  # needs no network: asked at startup
+    period_s = float("inf")  # a value that never changes, and never ages (valid until inf)
 
     def __init__(self, grams_per_kwh: float, zone: str = "static") -> None:
         self.grams_per_kwh = grams_per_kwh
@@ -52,12 +54,20 @@ class StaticProvider:
 
     def fetch(self, now_unix_s: float) -> Intensity:
         return Intensity(
-            self.grams_per_kwh, self.zone, self.name, AVERAGE, LIFECYCLE, now_unix_s, now_unix_s
+            self.grams_per_kwh,
+            self.zone,
+            self.name,
+            AVERAGE,
+            LIFECYCLE,
+            now_unix_s,
+            now_unix_s,
+            math.inf,
         )
 
 
 class TableProvider:
     name = "table"
+    local = True
     period_s = float("inf")
 
     def __init__(self, zone: str) -> None:
@@ -74,4 +84,6 @@ class TableProvider:
 
     def fetch(self, now_unix_s: float) -> Intensity:
         zone = self.zone if self.zone in ANNUAL_AVERAGES else "WORLD"
-        return Intensity(self.row[0], zone, self.name, AVERAGE, LIFECYCLE, now_unix_s, now_unix_s)
+        return Intensity(
+            self.row[0], zone, self.name, AVERAGE, LIFECYCLE, now_unix_s, now_unix_s, math.inf
+        )

@@ -2,17 +2,23 @@
 
 National: GET /intensity, data[0].intensity.actual (or forecast while the half-hour is open).
 Regional: GET /regional/regionid/<id>, data[0].data[0].intensity.forecast. Half-hourly, an
-average of generation on a lifecycle basis.
+average of generation. Its published factors count combustion only (nuclear, wind, solar and
+hydro are 0 g/kWh), so the basis is direct, not lifecycle.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from agent.carbon.http import client, get_json, parse_time
-from agent.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
+from agent.carbon.intensity import (
+    ANY_G,
+    AVERAGE,
+    DIRECT,
+    Intensity,
+    ProviderError,
+)
+from agent.checks import BadNumber, number
+from agent.http import HttpClient, get_json, parse_time
 
 STALE_S = 3600.0  # a half-hour period that ended more than an hour ago is not "now"
 
@@ -25,11 +31,11 @@ class UkGridProvider:
         self,
         base_url: str = "https://api.carbonintensity.org.uk",
         region_id: int | None = None,
-        http: httpx.Client | None = None,
+        http: HttpClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.region_id = region_id
-        self.http = http or client()
+        self.http = http or HttpClient()
         self.zone = f"GB-region-{region_id}" if region_id else "GB"
 
     def fetch(self, now_unix_s: float) -> Intensity:
@@ -37,7 +43,7 @@ class UkGridProvider:
             url = f"{self.base_url}/regional/regionid/{self.region_id}"
         else:
             url = f"{self.base_url}/intensity"
-        body = get_json(self.http, url)
+        body = get_json(self.http, url, error=ProviderError)
         try:
             period = body["data"][0]
             if self.region_id:
@@ -46,11 +52,13 @@ class UkGridProvider:
             grams = values.get("actual")
             if grams is None:
                 grams = values["forecast"]
-            start, end = parse_time(period["from"]), parse_time(period["to"])
-        except (KeyError, IndexError, TypeError) as exc:
+            start = parse_time(period["from"], ProviderError)
+            end = parse_time(period["to"], ProviderError)
+            grams = number(grams, f"{url} intensity", -ANY_G, ANY_G)
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderError(f"{url}: unexpected response shape ({exc!r})") from None
-        if not isinstance(grams, (int, float)):
-            raise ProviderError(f"{url}: intensity is not a number: {grams!r}")
+        except BadNumber as exc:
+            raise ProviderError(str(exc)) from None
         if now_unix_s - end > STALE_S:
             raise ProviderError(f"{url}: stale data, its period ended {now_unix_s - end:.0f} s ago")
-        return Intensity(float(grams), self.zone, self.name, AVERAGE, LIFECYCLE, start, now_unix_s)
+        return Intensity(grams, self.zone, self.name, AVERAGE, DIRECT, start, now_unix_s, end)

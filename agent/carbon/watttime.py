@@ -8,17 +8,18 @@ GET /v3/forecast?region=..&signal_type=co2_moer. Five-minute data: asked at most
 from __future__ import annotations
 
 import time
+from typing import Any
 
-import httpx
-
-from agent.carbon.http import client, get_json, parse_time
 from agent.carbon.intensity import (
+    ANY_G,
     DIRECT,
     LBS_PER_MWH_TO_G_PER_KWH,
     MARGINAL,
     Intensity,
     ProviderError,
 )
+from agent.checks import BadNumber, number
+from agent.http import HttpClient, get_json, parse_time
 
 TOKEN_LIFETIME_S = 30 * 60
 RENEW_BEFORE_S = 60
@@ -34,22 +35,24 @@ class WattTimeProvider:
         password: str,
         region: str,
         base_url: str = "https://api.watttime.org",
-        http: httpx.Client | None = None,
+        http: HttpClient | None = None,
     ) -> None:
         if not (username and password):
             raise ProviderError("watttime needs carbon.watttime_username and _password")
         self.auth = (username, password)
         self.region = region
         self.base_url = base_url.rstrip("/")
-        self.http = http or client()
+        self.http = http or HttpClient()
         self._token: str | None = None
         self._token_until = 0.0
 
     def _login(self) -> str:
         if self._token is None or time.monotonic() >= self._token_until - RENEW_BEFORE_S:
-            body = get_json(self.http, f"{self.base_url}/login", auth=self.auth)
+            body = get_json(
+                self.http, f"{self.base_url}/login", error=ProviderError, auth=self.auth
+            )
             token = body.get("token") if isinstance(body, dict) else None
-            if not token:
+            if not isinstance(token, str) or not token:
                 raise ProviderError("watttime /login answered without a token")
             self._token, self._token_until = token, time.monotonic() + TOKEN_LIFETIME_S
         return self._token
@@ -58,25 +61,30 @@ class WattTimeProvider:
         url = f"{self.base_url}/v3/forecast"
         params = {"region": self.region, "signal_type": "co2_moer", "horizon_hours": "0"}
         try:
-            body = get_json(
-                self.http, url, params=params, headers={"Authorization": f"Bearer {self._login()}"}
-            )
+            body = self._forecast(url, params)
         except ProviderError as exc:
             if "HTTP 401" not in str(exc):
                 raise
             self._token = None  # expired early: log in again, once
-            body = get_json(
-                self.http, url, params=params, headers={"Authorization": f"Bearer {self._login()}"}
-            )
+            body = self._forecast(url, params)
         try:
             point = body["data"][0]
             units = body["meta"]["units"]
-            value, valid_at = point["value"], parse_time(point["point_time"])
-        except (KeyError, IndexError, TypeError) as exc:
+            value, valid_at = point["value"], parse_time(point["point_time"], ProviderError)
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderError(f"{url}: unexpected response shape ({exc!r})") from None
-        if units != "lbs_co2_per_mwh" or not isinstance(value, (int, float)):
-            raise ProviderError(
-                f"{url}: expected a number in lbs_co2_per_mwh, got {value!r} {units}"
-            )
-        grams = float(value) * LBS_PER_MWH_TO_G_PER_KWH
-        return Intensity(grams, self.region, self.name, MARGINAL, DIRECT, valid_at, now_unix_s)
+        if units != "lbs_co2_per_mwh":
+            raise ProviderError(f"{url}: expected a number in lbs_co2_per_mwh, got {units!r:.40}")
+        try:
+            lbs_per_mwh = number(value, f"{url} value", -ANY_G, ANY_G)
+        except BadNumber as exc:
+            raise ProviderError(f"{exc} (lbs_co2_per_mwh)") from None
+        grams = lbs_per_mwh * LBS_PER_MWH_TO_G_PER_KWH
+        point_end = valid_at + self.period_s  # a five-minute point
+        return Intensity(
+            grams, self.region, self.name, MARGINAL, DIRECT, valid_at, now_unix_s, point_end
+        )
+
+    def _forecast(self, url: str, params: dict[str, str]) -> Any:
+        headers = {"Authorization": f"Bearer {self._login()}"}
+        return get_json(self.http, url, error=ProviderError, params=params, headers=headers)

@@ -11,12 +11,21 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
-import httpx
+from agent.errors import WattwiseError
+from agent.http import HttpClient, get_json
+from agent.service import Service
 
 log = logging.getLogger(__name__)
 
 ANNOTATION_PREFIX = "wattwise.io/"
+MAX_PODS_BYTES = 64 * 1024 * 1024  # a node's PodList: 110 pods take a few MB
+MAX_TOKEN_BYTES = 64 * 1024
+
+
+class KubeletError(WattwiseError):
+    """The kubelet's pods API gave no usable answer."""
 
 
 class PodNames:
@@ -36,13 +45,9 @@ class PodNames:
         self._annotated: dict[str, tuple[str, dict[str, str]]] = {}  # uid -> (pod IP, ours)
         self._lock = threading.Lock()
         self._error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kubelet-pods", daemon=True)
         tls: bool | str = str(ca_file) if ca_file else verify
-        # Retries cover failed connections; timeouts bound every request.
-        self._client = httpx.Client(
-            timeout=timeout_s, verify=tls, transport=httpx.HTTPTransport(retries=2, verify=tls)
-        )
+        self._client = HttpClient(deadline_s=timeout_s, max_bytes=MAX_PODS_BYTES, verify=tls)
+        self.service = Service("kubelet-pods", self.refresh_once, refresh_s)
 
     def get(self, pod_uid: str) -> str | None:
         """ "namespace/name" of a pod, or None while unknown."""
@@ -55,40 +60,14 @@ class PodNames:
             return self._annotated.get(pod_uid)
 
     def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self.refresh_once()
-            if self._stop.wait(self.refresh_s):
-                return
+        self.service.start()
 
     def refresh_once(self) -> bool:
         try:
-            response = self._client.get(self.url, headers=self._headers())
-            response.raise_for_status()
-            items = response.json()["items"]
-            names = {
-                item["metadata"][
-                    "uid"
-                ]: f"{item['metadata']['namespace']}/{item['metadata']['name']}"
-                for item in items
-            }
-            annotated = {}
-            for item in items:
-                ours = {
-                    k: str(v)
-                    for k, v in (item["metadata"].get("annotations") or {}).items()
-                    if k.startswith(ANNOTATION_PREFIX)
-                }
-                if ours:
-                    pod_ip = (item.get("status") or {}).get("podIP") or ""
-                    annotated[item["metadata"]["uid"]] = (pod_ip, ours)
-        except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
-            self._note(
-                f"kubelet pods API {self.url} failed ({type(exc).__name__}: {exc}); "
-                "keeping the last pod names"
-            )
+            items = get_json(self._client, self.url, error=KubeletError, headers=self._headers())
+            names, annotated = _pods(items)
+        except (KubeletError, OSError) as exc:
+            self._note(f"{exc}; keeping the last pod names")
             return False
         with self._lock:
             self._names, self._annotated = names, annotated
@@ -98,7 +77,8 @@ class PodNames:
     def _headers(self) -> dict[str, str]:
         if self.token_file is None:
             return {}
-        token = self.token_file.read_text().strip()  # re-read: projected tokens rotate
+        with open(self.token_file, "rb") as file:  # re-read: projected tokens rotate
+            token = file.read(MAX_TOKEN_BYTES).decode("ascii", "replace").strip()
         return {"Authorization": f"Bearer {token}"}
 
     def _note(self, error: str | None) -> None:
@@ -110,7 +90,27 @@ class PodNames:
             self._error = error
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
+        self.service.stop()
         self._client.close()
+
+
+def _pods(body: Any) -> tuple[dict[str, str], dict[str, tuple[str, dict[str, str]]]]:
+    """(uid -> "namespace/name", uid -> (pod IP, its wattwise.io/ annotations)) of a v1 PodList;
+    KubeletError on any other shape."""
+    try:
+        names, annotated = {}, {}
+        for item in body["items"]:
+            meta = item["metadata"]
+            uid = str(meta["uid"])
+            names[uid] = f"{meta['namespace']}/{meta['name']}"
+            ours = {
+                str(k): str(v)
+                for k, v in (meta.get("annotations") or {}).items()
+                if str(k).startswith(ANNOTATION_PREFIX)
+            }
+            if ours:
+                pod_ip = (item.get("status") or {}).get("podIP") or ""
+                annotated[uid] = (str(pod_ip), ours)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise KubeletError(f"not a PodList ({type(exc).__name__}: {exc})") from None
+    return names, annotated

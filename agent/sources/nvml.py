@@ -29,6 +29,7 @@ from agent.model import (
     SourceReadout,
     SourceStatus,
 )
+from agent.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +128,11 @@ class PowerIntegrator:
         self._period_s = 1.0 / poll_hz
         self._lock = threading.Lock()
         self._integrals = {gpu.index: _Integral() for gpu in gpus}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nvml-power-poll", daemon=True)
+        self.service = Service("nvml-power-poll", self.poll_once, self._period_s)
 
     def start(self) -> None:
         self.poll_once()
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period_s):
-            self.poll_once()
+        self.service.start()
 
     def poll_once(self) -> None:
         for gpu in self._gpus:
@@ -165,9 +161,7 @@ class PowerIntegrator:
             return int(integral.energy_uj), None
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
+        self.service.stop()
 
 
 class NvmlSource:
@@ -353,6 +347,10 @@ class NvmlSource:
             sm[pid] = sm.get(pid, 0.0) + utilisation
             gpu.last_sample_us = max(gpu.last_sample_us, stamp)
         return tuple(GpuProcess(pid, sm.get(pid, 0.0)) for pid in pids)
+
+    @property
+    def services(self) -> list[Service]:
+        return [self._integrator.service] if self._integrator is not None else []
 
     def probe(self) -> list[Finding]:
         if self._nvml is None:

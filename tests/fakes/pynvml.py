@@ -7,7 +7,10 @@ or in a JSON file named by FAKE_PYNVML_STATE (re-read when it changes) for a sub
 A GPU entry: name, uuid, energy_mj, power_mw, power_limit_mw, util_gpu (%), mem_used, mem_total
 (bytes), temp_c, sm_clock_mhz, energy_supported (False: pre-Volta), lost (True: every call raises
 NVML_ERROR_GPU_IS_LOST), pids (compute processes), samples ([pid, timestamp_us, sm_util] rows,
-returned when newer than the timestamp asked for). The top level may set init_error.
+returned when newer than the timestamp asked for). The top level may set init_error, and
+old_driver (True: the driver lacks the _v3 process call, so the unversioned
+nvmlDeviceGetComputeRunningProcesses raises NVMLLibraryMismatchError, which is not an NVMLError,
+exactly as nvidia-ml-py >= 12.535 does through its throwOnVersionMismatch wrapper).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_GPU_NOT_FOUND = 28
 NVML_ERROR_UNKNOWN = 999
@@ -39,6 +43,10 @@ _STRINGS = {
     NVML_ERROR_GPU_IS_LOST: "GPU is lost",
     NVML_ERROR_UNKNOWN: "Unknown Error",
 }
+
+
+class NVMLLibraryMismatchError(Exception):
+    pass
 
 
 class NVMLError(Exception):
@@ -193,8 +201,24 @@ def nvmlDeviceGetClockInfo(handle: _Handle, clock_type: int) -> int:
     return int(_gpu(handle).get("sm_clock_mhz", 1980))
 
 
+def nvmlDeviceGetComputeRunningProcesses_v3(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
+    gpu = _gpu(handle)
+    if _current().get("old_driver"):
+        raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+    return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in gpu.get("pids", [])]
+
+
 def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
-    return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in _gpu(handle).get("pids", [])]
+    try:
+        return nvmlDeviceGetComputeRunningProcesses_v3(handle)
+    except NVMLError as exc:
+        if exc.value != NVML_ERROR_FUNCTION_NOT_FOUND:
+            raise
+        raise NVMLLibraryMismatchError(
+            "Unversioned function called and the pyNVML version does not match the NVML lib "
+            "version. Either use matching pyNVML and NVML lib versions or use a versioned "
+            "function such as nvmlDeviceGetComputeRunningProcesses_v2"
+        ) from None
 
 
 def nvmlDeviceGetProcessUtilization(
