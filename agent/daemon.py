@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from fnmatch import fnmatch
 from typing import Protocol
 
@@ -43,6 +44,7 @@ from agent.model import (
     GpuStatus,
     Snapshot,
     SourceReadout,
+    Totals,
 )
 from agent.service import Service
 from agent.signals import stop_requested
@@ -138,43 +140,18 @@ class Agent:
             jobs.schedulers,
             self.pod_names.get if self.pod_names else None,
         )
-        seed: dict = {}
-        seed_unattributed: dict = {}
-        seed_carbon: dict = {}
-        seed_node_carbon_g = 0.0
-        seed_embodied: dict = {}
-        seed_unreserved: dict = {}
+        totals = Totals()
         if durable:
             try:
                 self.ledger = Ledger(config.ledger.path, config.ledger.minutely_retention_s)
+                if self.ledger.is_open:
+                    self._open_at_start = self.ledger.open_jobs()
+                    totals = self.ledger.totals(self._open_at_start)
+                else:
+                    log.warning("%s", self.ledger.last_error)
             except LedgerError as exc:
-                self.ledger_problem = str(exc)
-                log.error("%s. Measuring without a ledger: job totals are not kept.", exc)
-            else:
-                self._open_at_start = self.ledger.open_jobs()
-                seed = {
-                    key: joules
-                    for key, joules in self.ledger.job_totals().items()
-                    if key[0] in self._open_at_start
-                }
-                seed_unattributed = self.ledger.unattributed_totals()
-                seed_carbon = {
-                    key: grams
-                    for key, grams in self.ledger.job_carbon_totals().items()
-                    if key[0] in self._open_at_start
-                }
-                seed_node_carbon_g = self.ledger.carbon_total_g()
-                seed_embodied = {
-                    key: grams
-                    for key, grams in self.ledger.job_embodied_totals().items()
-                    if key[0] in self._open_at_start
-                }
-                seed_unreserved = self.ledger.unreserved_embodied_totals()
-        self.work = WorkCounts(
-            {k: n for k, n in self.ledger.job_work_totals().items() if k[0] in self._open_at_start}
-            if self.ledger is not None
-            else None
-        )
+                self._refuse_ledger(exc)
+        self.work = WorkCounts(totals.work_units)
         if durable and config.work.enabled:
             tracker = self.tracker
             self.work_server = WorkServer(
@@ -196,15 +173,15 @@ class Agent:
                 self.work, self._work_endpoints, work.scrape_interval_s, work.scrape_timeout_s
             )
             self.work_scraper.start()
-        self.job_accounts = JobAccounts(
-            seed,
-            seed_unattributed,
-            config.jobs.finished_grace_s,
-            seed_carbon,
-            seed_node_carbon_g,
-            seed_embodied,
-            seed_unreserved,
-        )
+        self.job_accounts = JobAccounts(config.jobs.finished_grace_s, totals)
+
+    def _refuse_ledger(self, exc: LedgerError) -> None:
+        """A ledger file that will never be usable: measure without one, saying so."""
+        if self.ledger is not None:
+            self.ledger.close_without_writing()
+        self.ledger = None
+        self.ledger_problem = str(exc)
+        log.error("%s. Measuring without a ledger: job totals are not kept.", exc)
 
     def _work_endpoints(self) -> dict[str, list[Endpoint]]:
         """The endpoints to read now: work.targets by job name, and annotated pods."""
@@ -348,13 +325,39 @@ class Agent:
             meta = activity.meta.get(key)
             name, user = (meta.name, meta.user) if meta else ("", "")
             seen.append(JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user))
-        self.ledger.record(now_unix_s, seen, charged, left, ended, embodied, work)
+        try:
+            self.ledger.record(now_unix_s, seen, charged, left, ended, embodied, work)
+            if self.ledger.just_opened:
+                self._adopt_ledger(now_unix_s, activity.jobs.keys())
+        except LedgerError as exc:  # damaged while in use
+            self._refuse_ledger(exc)
+            return
         if self.ledger.last_error != self._ledger_error:
             if self.ledger.last_error:
                 log.error("%s", self.ledger.last_error)
             else:
                 log.info("ledger %s is written again; nothing was lost", self.ledger.path)
             self._ledger_error = self.ledger.last_error
+
+    def _adopt_ledger(self, now_unix_s: float, running: Iterable[str]) -> None:
+        """A ledger that could not be opened at startup is open now, with everything counted
+        meanwhile written into it. Jobs it had open that are gone ended while the agent was
+        down; the exported counters continue from its totals from now on."""
+        assert self.ledger is not None
+        self.ledger.just_opened = False
+        running = set(running)
+        gone = sorted(self.ledger.open_jobs() - running)
+        if gone:
+            self.ledger.record(now_unix_s, ended=gone)
+        shown = running | {view.job_key for view in self.job_accounts.views()}
+        totals = self.ledger.totals(shown)
+        self.job_accounts.reseed(totals)
+        self.work.reseed(totals.work_units)
+        log.warning(
+            "ledger %s opened late: counters continue from its totals (a one-time rise on "
+            "/metrics of what it held before this agent started)",
+            self.ledger.path,
+        )
 
     def _services(self) -> list[Service]:
         """Every background service this agent runs, for wattwise_service_up."""

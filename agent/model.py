@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 # Energy sources, as they appear in the `source` label.
 RAPL = "rapl"
@@ -176,6 +177,21 @@ class EmbodiedStatus:
     unreserved_g: tuple[tuple[str, float], ...]  # (component, grams no job held)
     reserved_g_per_s: float
     unreserved_g_per_s: float  # the cost of idle hardware
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Running totals as the ledger holds them, so exported counters continue across restarts
+    instead of restarting at zero. Per-job maps hold only the jobs asked for."""
+
+    energy_j: Mapping[tuple[str, str, str, str], float] = field(default_factory=dict)
+    carbon_g: Mapping[tuple[str, str, str, str], float] = field(default_factory=dict)
+    # (job, domain, source, state) for both maps above
+    unattributed_j: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+    node_carbon_g: float = 0.0  # all operational grams: jobs and unattributed
+    embodied_g: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (job, component)
+    unreserved_g: Mapping[str, float] = field(default_factory=dict)  # component -> grams
+    work_units: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (job, unit)
 
 
 @dataclass(frozen=True, slots=True)

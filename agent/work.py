@@ -39,13 +39,18 @@ class WorkCounts:
 
     def __init__(self, seed: Mapping[tuple[str, str], float] | None = None) -> None:
         self._lock = threading.Lock()
-        self._totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for (job, unit), units in (seed or {}).items():
-            self._totals[job][unit] = units
-        # Counters of these were counted before the agent restarted: they resume, not restart.
-        self._resumed = {key for key, units in (seed or {}).items() if units > 0}
         self._reported: dict[tuple[str, str, str], float] = {}  # last total per counter
         self._pending: dict[tuple[str, str], float] = defaultdict(float)
+        self.reseed(seed or {})
+
+    def reseed(self, seed: Mapping[tuple[str, str], float]) -> None:
+        """Totals from the ledger (at startup, or once a ledger that could not be opened is)."""
+        with self._lock:
+            self._totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+            for (job, unit), units in seed.items():
+                self._totals[job][unit] = units
+            # Counters of these were counted before: they resume, not restart.
+            self._resumed = {key for key, units in seed.items() if units > 0}
 
     def add(self, job: str, unit: str, units: float) -> float:
         if not 0 <= units <= MAX_UNITS:  # also false for NaN: nothing else reaches a total

@@ -216,7 +216,7 @@ def test_an_unreadable_ledger_is_left_alone_and_measurement_goes_on(node: Node) 
         agent.process.send_signal(signal.SIGTERM)
         _, stderr = agent.process.communicate(timeout=DEADLINE_S)
     assert node.ledger.read_bytes() == b"not a database" * 100
-    assert "is unreadable" in stderr and "Measuring without a ledger" in stderr
+    assert "is not an SQLite file" in stderr and "Measuring without a ledger" in stderr
 
 
 def test_operational_carbon_is_energy_times_pue_times_intensity(node: Node) -> None:

@@ -78,7 +78,7 @@ def test_ended_job_is_closed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"this is not a database, but somebody's notes" * 100, "unreadable"),
+        (b"this is not a database, but somebody's notes" * 100, "not an SQLite file"),
         (None, "not a wattwise ledger"),
     ],
 )
@@ -116,7 +116,7 @@ def test_a_locked_ledger_keeps_the_tick_in_memory_then_catches_up(tmp_path: Path
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     assert not tick(ledger, 2.0)
-    assert "database is locked" in (ledger.last_error or "")
+    assert "is locked by another process" in (ledger.last_error or "")
     assert ledger.job_totals()[("slurm:42", "package", "rapl", "active")] == 2.0
     other.execute("ROLLBACK")
     other.close()

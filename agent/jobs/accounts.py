@@ -8,40 +8,14 @@ from collections.abc import Iterable, Mapping
 
 from agent.carbon.embodied import EmbodiedSplit
 from agent.jobs.cgroups import JobRef
-from agent.model import EmbodiedStatus, JobEnergy, JobView, UnattributedEnergy
+from agent.model import EmbodiedStatus, JobEnergy, JobView, Totals, UnattributedEnergy
 
 Key = tuple[str, str, str]  # domain, source, state
 
 
 class JobAccounts:
-    def __init__(
-        self,
-        seed: Mapping[tuple[str, str, str, str], float],
-        seed_unattributed: Mapping[tuple[str, str, str], float],
-        grace_s: float,
-        seed_carbon: Mapping[tuple[str, str, str, str], float] | None = None,
-        seed_node_carbon_g: float = 0.0,
-        seed_embodied: Mapping[tuple[str, str], float] | None = None,
-        seed_unreserved: Mapping[str, float] | None = None,
-    ) -> None:
+    def __init__(self, grace_s: float, totals: Totals | None = None) -> None:
         self.grace_s = grace_s
-        self._totals: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
-        for (job, domain, source, state), joules in seed.items():
-            self._totals[job][(domain, source, state)] = joules
-        self._unattributed: dict[tuple[str, str, str], float] = defaultdict(
-            float, seed_unattributed
-        )
-        self._carbon: dict[str, dict[tuple[str, str], float]] = defaultdict(
-            lambda: defaultdict(float)
-        )
-        for (job, domain, source, _state), grams in (seed_carbon or {}).items():
-            self._carbon[job][(domain, source)] += grams
-        self.node_carbon_g = seed_node_carbon_g
-        self._embodied: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for (job, component), grams in (seed_embodied or {}).items():
-            self._embodied[job][component] += grams
-        self.reserved_embodied_g = sum((seed_embodied or {}).values())
-        self._unreserved: dict[str, float] = defaultdict(float, seed_unreserved or {})
         self.gpu_use_j: dict[str, float] = {
             "active": 0.0,
             "allocated_idle": 0.0,
@@ -53,6 +27,29 @@ class JobAccounts:
         self._ended: dict[str, float] = {}
         self._names: dict[str, str] = {}
         self._owners: dict[str, tuple[str, str]] = {}  # job key -> (user, team)
+        self.reseed(totals or Totals())
+
+    def reseed(self, totals: Totals) -> None:
+        """Every running total from the ledger's: at startup, and when a ledger that could not
+        be opened then opens later (what was counted meanwhile is in it by then), so that what
+        /metrics exports is what the ledger holds."""
+        self._totals: dict[str, dict[Key, float]] = defaultdict(lambda: defaultdict(float))
+        for (job, domain, source, state), joules in totals.energy_j.items():
+            self._totals[job][(domain, source, state)] = joules
+        self._unattributed: dict[tuple[str, str, str], float] = defaultdict(
+            float, totals.unattributed_j
+        )
+        self._carbon: dict[str, dict[tuple[str, str], float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        for (job, domain, source, _state), grams in totals.carbon_g.items():
+            self._carbon[job][(domain, source)] += grams
+        self.node_carbon_g = totals.node_carbon_g
+        self._embodied: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for (job, component), grams in totals.embodied_g.items():
+            self._embodied[job][component] += grams
+        self.reserved_embodied_g = sum(totals.embodied_g.values())
+        self._unreserved: dict[str, float] = defaultdict(float, totals.unreserved_g)
 
     def apply(
         self,
