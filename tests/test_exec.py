@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,75 @@ def test_missing_command_and_no_command(tmp_path: Path) -> None:
     assert result.returncode == 2 and "give a command after --" in result.stderr
     result = wattwise("exec", "--", "true", env=env)
     assert result.returncode == 0 and "running true without an account" in result.stderr
+
+
+CHILD_REPORTS_SIGNALS = (
+    "import signal, sys\n"
+    "def note(signum, frame):\n"
+    "    print(signal.Signals(signum).name, flush=True)\n"
+    "    if signum == signal.SIGTERM:\n"
+    "        sys.exit(7)\n"
+    "for name in ('SIGUSR1', 'SIGUSR2', 'SIGQUIT', 'SIGHUP', 'SIGALRM', 'SIGTERM'):\n"
+    "    signal.signal(getattr(signal, name), note)\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    signal.pause()\n"
+)
+
+
+@needs_real_cgroups
+def test_item6_every_catchable_signal_reaches_the_command_and_the_wrapper_survives() -> None:
+    """Slurm's --signal=USR1@60 and friends once killed the wrapper, orphaning the command,
+    losing its status and leaving its cgroup behind."""
+    process = subprocess.Popen(
+        command("exec", "--job-name", "sig", "--", sys.executable, "-c", CHILD_REPORTS_SIGNALS),
+        env=subprocess_env(None),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        cgroups = list((REAL / "cpuacct" / "wattwise").glob(f"exec-sig-{process.pid}"))
+        assert len(cgroups) == 1
+        for name in ("SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGHUP", "SIGALRM"):
+            process.send_signal(getattr(signal, name))
+            assert process.stdout.readline().strip() == name
+            assert process.poll() is None  # the wrapper is still there
+        process.send_signal(signal.SIGTERM)
+        assert process.stdout.readline().strip() == "SIGTERM"
+        assert process.wait(timeout=30) == 7  # the command's status, passed through
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not cgroups[0].exists()  # removed when the command exited
+
+
+@needs_real_cgroups
+def test_item6_a_cgroup_left_by_a_killed_wrapper_is_removed_and_not_a_job() -> None:
+    from agent.jobs.tracker import JobTracker
+
+    stale = REAL / "cpuacct" / "wattwise" / "exec-old-999999999"  # no such pid
+    stale.mkdir(parents=True, exist_ok=True)
+    try:
+        tracker = JobTracker(REAL, Path("/proc"), ["exec"])
+        assert not any(
+            ref.cgroup.endswith("exec-old-999999999") for ref in tracker.observe().jobs.values()
+        )
+        result = wattwise("exec", "--", "true", env=subprocess_env(None))
+        assert result.returncode == 0, result.stderr
+        assert not stale.exists()
+    finally:
+        if stale.exists():
+            stale.rmdir()
+
+
+def test_item6_an_exec_cgroup_counts_as_a_job_only_while_populated(tmp_path: Path) -> None:
+    from agent.jobs.tracker import JobTracker
+    from tests.fixtures.trees import make_v2, proc_stat
+
+    make_v2(tmp_path, {"/wattwise/exec-a-1": 10, "/wattwise/exec-b-2": 10})
+    (tmp_path / "wattwise/exec-a-1/cgroup.events").write_text("populated 1\nfrozen 0\n")
+    (tmp_path / "wattwise/exec-b-2/cgroup.events").write_text("populated 0\nfrozen 0\n")
+    proc_stat(tmp_path / "proc", user=1, idle=1)
+    jobs = JobTracker(tmp_path, tmp_path / "proc", ["exec"]).observe().jobs
+    assert list(jobs) == ["exec:a-1"]

@@ -62,10 +62,37 @@ def run_as_job(command: list[str], job_name: str | None, cgroup_root: Path) -> i
             cgroup.rmdir()
 
 
+def _remove_abandoned(parent: Path) -> None:
+    """Removes the empty cgroups of earlier runs whose wrapper is gone (killed with SIGKILL,
+    it could not remove its own): each is named after its wrapper's pid. One still holding a
+    process (the command outlived its wrapper) is not empty, and stays, accounted."""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for cgroup in entries:
+        pid = cgroup.name.rpartition("-")[2]
+        if not (cgroup.name.startswith("exec-") and pid.isdigit()) or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):  # EBUSY: processes are still in it
+            cgroup.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _make_cgroup(cgroup_root: Path, job_id: str) -> tuple[Path | None, str]:
     hierarchy = find_hierarchy(cgroup_root)
     if hierarchy is None:
         return None, f"no cgroup hierarchy under {cgroup_root}"
+    _remove_abandoned(hierarchy.root / "wattwise")
     cgroup = hierarchy.root / "wattwise" / f"exec-{job_id}"
     try:
         cgroup.mkdir(parents=True)
@@ -77,8 +104,42 @@ def _make_cgroup(cgroup_root: Path, job_id: str) -> tuple[Path | None, str]:
     return cgroup, ""
 
 
+# Not forwarded: those that cannot be caught, the child's own exit notice, the job-control stops
+# (their default action stops this wrapper too, as a shell expects), and faults.
+_NOT_FORWARDED = {
+    signal.SIGKILL,
+    signal.SIGSTOP,
+    signal.SIGCHLD,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGTRAP,
+    signal.SIGPIPE,
+}
+# What a terminal sends to its whole foreground process group: the command got it already.
+_FROM_TERMINAL = {signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH}
+FORWARDED = tuple(sorted(set(signal.valid_signals()) - _NOT_FORWARDED, key=int))
+
+
+def _terminal_sent_it_too() -> bool:
+    """True when this process is in its terminal's foreground process group, so a signal the
+    terminal generates reached the command without us."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            return os.tcgetpgrp(stream.fileno()) == os.getpgrp()
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
 def _run(command: list[str], **popen: object) -> int:
-    """Runs the command, forwarding SIGTERM and SIGHUP to it (SIGINT reaches it from the tty).
+    """Runs the command and forwards every catchable signal to it (Slurm's --signal=USR1@60,
+    a scheduler's SIGTERM, kill -QUIT), so that no signal kills the wrapper and orphans the
+    command: its exit status would be lost and its cgroup left behind.
 
     The handlers are in place before the child starts, so a signal that lands while it is being
     spawned is not lost: it is delivered as soon as the child exists.
@@ -87,17 +148,19 @@ def _run(command: list[str], **popen: object) -> int:
     early: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        if signum in _FROM_TERMINAL and _terminal_sent_it_too():
+            return  # Ctrl-C, Ctrl-\ and resizes reach the command from the terminal
         if child is None:
             early.append(signum)
         else:
-            child.send_signal(signum)
-
-    def ignore(_signum: int, _frame: object) -> None:
-        pass  # Ctrl-C reaches the command from the terminal; we wait for it to finish
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
 
     # Python handlers, unlike SIG_IGN, are reset to the default in the child when it execs.
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, ignore)
+    previous = {}
+    for signum in FORWARDED:
+        with contextlib.suppress(OSError, ValueError):  # one the platform does not let us take
+            previous[signum] = signal.signal(signum, forward)
     try:
         child = subprocess.Popen(command, **popen)  # type: ignore[call-overload]
         for signum in early:

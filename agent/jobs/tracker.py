@@ -18,11 +18,11 @@ import psutil
 
 from agent.attribution import CpuActivity
 from agent.checks import U64_MAX, Rejections, number
-from agent.jobs.cgroups import KUBERNETES, JobRef, classify
+from agent.jobs.cgroups import EXEC, KUBERNETES, JobRef, classify
 from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
-from agent.jobs.metadata import JobMeta, read_meta
+from agent.jobs.metadata import JobMeta, first_pid, read_meta
 from agent.model import GpuStatus
-from agent.sources.sysfs import CounterFileError
+from agent.sources.sysfs import CounterFileError, read_text
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,11 @@ class JobTracker:
 
     def observe(self, gpus: Iterable[GpuStatus] = ()) -> JobActivity:
         found = scan(self.hierarchy) if self.hierarchy is not None else {}
-        found = {cg: r for cg, r in found.items() if r.scheduler in self.schedulers}
+        found = {
+            cg: r
+            for cg, r in found.items()
+            if r.scheduler in self.schedulers and (r.scheduler != EXEC or self._populated(cg))
+        }
         refs = {cg: self._identify(cg, r) for cg, r in found.items()}
         self._refs = refs
         self._meta = {cg: m for cg, m in self._meta.items() if cg in refs}
@@ -130,6 +134,16 @@ class JobTracker:
                     "energy stays unattributed",
                 )
         return holders
+
+    def _populated(self, cgroup: str) -> bool:
+        """Whether a cgroup holds a process now. An exec job's cgroup that is empty is over,
+        even if its wrapper could not remove it (killed with SIGKILL)."""
+        assert self.hierarchy is not None
+        directory = self.hierarchy.root / cgroup.lstrip("/")
+        events = read_text(directory / "cgroup.events")  # v2 says it directly
+        if events is not None:
+            return "populated 1" in events
+        return first_pid(directory) is not None
 
     def job_of_pid(self, pid: int) -> str | None:
         """The key of the job process `pid` runs in, as the tick knows it; None if none."""
