@@ -1,11 +1,20 @@
 """Configuration: pydantic models filled from defaults < YAML file < WATTWISE_* env < CLI flags.
 
-Nested keys in the environment use a double underscore: WATTWISE_NVML__POWER_POLL_HZ=5.
+Nested keys in the environment use a double underscore: WATTWISE_NVML__POWER_POLL_HZ=5. A list
+or a mapping is JSON (WATTWISE_CARBON__PROVIDERS='["ukgrid", "table"]'); a list of words may also
+be written with commas (WATTWISE_CARBON__PROVIDERS=ukgrid,table). A WATTWISE_ variable that names
+no setting is an error, as a misspelt key in the file is. Every error names where the bad value
+came from: the file, the variable, or the command line.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +28,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from agent.errors import ConfigError
 
@@ -367,16 +375,8 @@ class FacilityConfig(_Section):
         return value
 
 
-class Config(BaseSettings):
+class Config(_Section):
     """The agent's whole configuration; every filesystem root is a field, for fixture trees."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="WATTWISE_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-        allow_inf_nan=False,
-    )
 
     # At most 60 s: a RAPL package counter (262 kJ range) then wraps at most once per interval up
     # to 4.3 kW per zone; a longer interval could hide a whole wrap, which cannot be detected.
@@ -423,11 +423,6 @@ class Config(BaseSettings):
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return value.lower()
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **_: Any) -> tuple:  # type: ignore[override]
-        # Layering is done explicitly in load_config(); the constructor sees only merged values.
-        return (init_settings,)
-
     @property
     def listen_host(self) -> str:
         return parse_listen(self.listen)[0]
@@ -444,36 +439,184 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Builds the effective Config, or raises ConfigError naming the field at fault."""
+ENV_PREFIX = "WATTWISE_"
+NOT_SETTINGS = frozenset({"WATTWISE_CONFIG"})  # the --config option's own variable
+MAX_FILE_BYTES = 1 << 20
+MAX_VALUES = 100_000  # in the file once YAML aliases are expanded: an alias bomb stops here
+MAX_ERRORS_SHOWN = 20
+COMMAND_LINE = "the command line"
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Builds the effective Config, or raises ConfigError naming the field at fault and where
+    its value came from."""
+    origins: dict[tuple[str, ...], str] = {}
     merged = _read_yaml(path) if path else {}
-    _deep_merge(merged, EnvSettingsSource(Config)())
-    _deep_merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
+    if path:
+        origins[()] = str(path)
+    _deep_merge(merged, _read_environment(os.environ if environ is None else environ, origins))
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _deep_merge(merged, flags)
+    origins.update({(key,): COMMAND_LINE for key in flags})
     try:
         return Config(**merged)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, origins)) from None
 
 
 def effective_values(config: Config) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with no anchor or alias at all past a few: configs do not need
+    many, and an alias bomb is nothing but them."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > 100:
+                raise yaml.YAMLError("more than 100 aliases")
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        with open(path, "rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_FILE_BYTES} bytes")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_shorten(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise ConfigError(f"{path}: the top level must be a mapping of keys, not a {kind}")
+    if _size_exceeds(data, MAX_VALUES):
+        raise ConfigError(f"{path} holds more than {MAX_VALUES} values (aliases expanded)")
     return data
+
+
+def _size_exceeds(data: Any, limit: int) -> bool:
+    """Whether the data holds more than `limit` values once shared references are counted as
+    often as they occur (what validation would walk); stops as soon as it knows."""
+    pending, seen = [data], 0
+    while pending:
+        item = pending.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _read_environment(
+    environ: Mapping[str, str], origins: dict[tuple[str, ...], str]
+) -> dict[str, Any]:
+    """Settings from WATTWISE_* variables; records which variable set each."""
+    settings: dict[str, Any] = {}
+    for name, text in sorted(environ.items()):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in NOT_SETTINGS:
+            continue
+        path = tuple(name[len(ENV_PREFIX) :].lower().split("__"))
+        annotation = _annotation_at(path)
+        if annotation is None:
+            raise ConfigError(f"{name}: no such setting ({_known_here(path)})")
+        node = settings
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is set whole by another variable")
+        node[path[-1]] = _env_value(name, text, annotation)
+        origins[path] = name
+    return settings
+
+
+def _annotation_at(path: tuple[str, ...]) -> Any:
+    """The type of the setting at `path`, or None if there is no such setting."""
+    model: type[BaseModel] | None = Config
+    annotation: Any = None
+    for part in path:
+        if model is None:
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        model = _model_in(annotation)
+    return annotation
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a setting holds (also inside `X | None`), if any."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _known_here(path: tuple[str, ...]) -> str:
+    parent = _model_in(_annotation_at(path[:-1])) if len(path) > 1 else Config
+    if parent is None:
+        return f"{'.'.join(path[:-1])} has no parts"
+    where = ".".join(path[:-1]) or "the top level"
+    return f"known in {where}: {', '.join(parent.model_fields)}"
+
+
+def _env_value(name: str, text: str, annotation: Any) -> Any:
+    """A variable's text as the setting needs it: JSON for lists and mappings (a list of words
+    may be comma-separated), the text itself for anything pydantic converts from text."""
+    if not _is_complex(annotation):
+        return text
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    if _is_sequence(annotation) and re.fullmatch(r"[\w.:/-]+(,[\w.:/-]+)*", text.strip()):
+        return [item.strip() for item in text.split(",")]
+    example = '["a", "b"]' if _is_sequence(annotation) else '{"key": "value"}'
+    raise ConfigError(f"{name}={_shorten(text)!r} is not valid JSON; write it as {example}")
+
+
+def _is_complex(annotation: Any) -> bool:
+    options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    return any(
+        typing.get_origin(option) in (list, tuple, dict, set)
+        or option in (list, tuple, dict, set)
+        or _model_in(option) is not None
+        for option in options
+        if option is not type(None)
+    )
+
+
+def _is_sequence(annotation: Any) -> bool:
+    options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    return any(typing.get_origin(option) in (list, tuple, set) for option in options)
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> None:
@@ -484,27 +627,45 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> None:
             base[key] = value
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f" in {path}" if path else ""
-    lines = [f"invalid configuration{where}:"]
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> str:
+    errors = exc.errors()
+    lines = ["invalid configuration:"]
+    for error in errors[:MAX_ERRORS_SHOWN]:
+        loc = tuple(str(part) for part in error["loc"])
+        field = ".".join(loc) or "(top level)"
+        origin = _origin(loc, origins)
         if error["type"] == "extra_forbidden":
             parent = _model_at(error["loc"][:-1])
             allowed = ", ".join(parent.model_fields) if parent else "?"
-            lines.append(f"  {field}: unknown key (allowed here: {allowed})")
+            lines.append(f"  {field}: unknown key (allowed here: {allowed}){origin}")
         else:
             message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"  {field} = {error['input']!r}: {message}")
+            value = _shorten(repr(error["input"]))
+            lines.append(f"  {field} = {value}: {message}{origin}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"  ... and {len(errors) - MAX_ERRORS_SHOWN} more")
     return "\n".join(lines)
+
+
+def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str:
+    """ ' (from X)' for the longest known prefix of the field's path."""
+    for length in range(len(loc), -1, -1):
+        found = origins.get(loc[:length])
+        if found is not None:
+            return f" (from {found})"
+    return ""
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = Config
     for part in loc:
         field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        inner = _model_in(field.annotation) if field else None
+        if inner is None:
             return None
-        model = annotation
+        model = inner
     return model
