@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench probe clean
+.PHONY: run test lint bench bench-scale probe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)  ## set up and run lint and the whole test suite
 
 bench: $(STAMP)  ## tick CPU time and peak RSS with 2 sockets x 4 zones and 8 GPUs
 	$(BIN)/python benchmarks/bench_tick.py
+
+bench-scale: $(STAMP)  ## tick CPU time with 20,000 idle cgroups, and with up to 20,000 jobs (minutes)
+	$(BIN)/python benchmarks/bench_scale.py
 
 probe: $(STAMP)
 	$(BIN)/wattwise probe --config config/wattwise.yaml

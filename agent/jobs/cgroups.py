@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 SLURM, KUBERNETES, DOCKER, PODMAN, SYSTEMD, EXEC = (
     "slurm",
@@ -77,6 +78,7 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+@lru_cache(maxsize=1 << 16)  # the same paths come back every tick
 def classify(path: str) -> JobRef | None:
     """The job a cgroup path belongs to, or None for anything that is not a job."""
     for scheduler, rule in _RULES:

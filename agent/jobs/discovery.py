@@ -46,14 +46,17 @@ def find_hierarchy(cgroup_root: Path) -> Hierarchy | None:
     return None
 
 
-def scan(hierarchy: Hierarchy) -> dict[str, JobRef]:
-    """Every job cgroup in the hierarchy, by its relative path."""
+def scan(hierarchy: Hierarchy, listed: list[str] | None = None) -> dict[str, JobRef]:
+    """Every job cgroup in the hierarchy, by its relative path. `listed` collects the
+    directories read, for tests of the pruning."""
     jobs: dict[str, JobRef] = {}
     pending = [""]
     while pending:
         relative = pending.pop()
+        if listed is not None:
+            listed.append(relative)
         try:
-            with os.scandir(hierarchy.root / relative.lstrip("/")) as entries:
+            with os.scandir(f"{hierarchy.root}/{relative.lstrip('/')}") as entries:
                 children = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
         except OSError:
             continue  # removed while we looked, or unreadable: nothing to find there
@@ -61,10 +64,25 @@ def scan(hierarchy: Hierarchy) -> dict[str, JobRef]:
             child = f"{relative}/{name}"
             ref = classify(child)
             if ref is None:
-                pending.append(child)
+                if may_hold_jobs(name):
+                    pending.append(child)
             elif ref.cgroup == child:
                 jobs[child] = ref
     return jobs
+
+
+# systemd units that are leaves for every scheduler wattwise knows: a session, a service or a
+# mount holds no job below it, however many cgroups it has. Two exceptions hold jobs: Slurm's
+# slurmstepd.scope (also <node>_slurmstepd.scope) and a user's manager, user@<uid>.service
+# (rootless containers, `wattwise exec` under a user's systemd).
+_LEAF_UNITS = (".scope", ".service", ".mount", ".socket", ".swap", ".device", ".target")
+
+
+def may_hold_jobs(name: str) -> bool:
+    """Whether a directory that is not itself a job can have jobs below it."""
+    if not name.endswith(_LEAF_UNITS):
+        return True
+    return name.endswith("slurmstepd.scope") or name.startswith("user@")
 
 
 def _usage_usec(cpu_stat: str) -> int:
