@@ -41,6 +41,15 @@ ProcfsOption = Annotated[Path | None, typer.Option(help="Root of procfs (default
 CgroupOption = Annotated[
     Path | None, typer.Option(help="Root of the cgroup trees (default /sys/fs/cgroup).")
 ]
+WebConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--web-config-file",
+        "--web.config.file",
+        help="exporter-toolkit web configuration (TLS, client certificates, basic auth), the "
+        "file node_exporter takes; read again when it changes (web_config_file).",
+    ),
+]
 
 
 def _config(path: Path | None, **overrides: Any) -> Config:
@@ -81,6 +90,7 @@ def run(
     listen: Annotated[
         str | None, typer.Option(help="HOST:PORT for /metrics (default 0.0.0.0:9877).")
     ] = None,
+    web_config_file: WebConfigOption = None,
     sysfs_root: SysfsOption = None,
     procfs_root: ProcfsOption = None,
     cgroup_root: CgroupOption = None,
@@ -94,6 +104,7 @@ def run(
     cfg = _config(
         config,
         listen=listen,
+        web_config_file=web_config_file,
         sysfs_root=sysfs_root,
         procfs_root=procfs_root,
         cgroup_root=cgroup_root,
@@ -101,6 +112,9 @@ def run(
     _logging(cfg)
     try:
         serve(cfg)
+    except ConfigError as exc:  # the web configuration
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
     except ListenError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -112,6 +126,7 @@ def facility(
     listen: Annotated[
         str | None, typer.Option(help="HOST:PORT for the facility's /metrics (default :9878).")
     ] = None,
+    web_config_file: WebConfigOption = None,
 ) -> None:
     """Run the site's PUE daemon (one per site): read the facility meter and the IT energy
     (by default the node agents' counters through Prometheus) together, and serve
@@ -121,7 +136,9 @@ def facility(
     """
     from agent.site import serve_facility
 
-    cfg = _config(config, facility={"listen": listen} if listen else None)
+    cfg = _config(
+        config, facility={"listen": listen} if listen else None, web_config_file=web_config_file
+    )
     _logging(cfg)
     try:
         serve_facility(cfg.facility, cfg.web_config_file)
@@ -466,21 +483,51 @@ def main() -> None:
 @app.command("health")
 def health_command(
     url: Annotated[
-        str, typer.Option(help="The agent's /metrics.")
-    ] = "http://127.0.0.1:9877/metrics",
+        str | None,
+        typer.Option(
+            help="The agent's /metrics. [default: http://127.0.0.1:9877/metrics, https:// when "
+            "the web configuration sets up TLS]"
+        ),
+    ] = None,
     max_age_s: Annotated[
         float, typer.Option(help="Oldest acceptable last tick, in seconds.")
     ] = 30.0,
+    web_config_file: WebConfigOption = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="CA bundle to verify the agent's certificate; default with a web configuration: "
+            "trust the agent's own certificate (cert_file), as on the same host."
+        ),
+    ] = None,
+    cert_file: Annotated[
+        Path | None, typer.Option(help="Client certificate, where the agent requires one.")
+    ] = None,
+    key_file: Annotated[Path | None, typer.Option(help="The client certificate's key.")] = None,
+    username: Annotated[str | None, typer.Option(help="Basic auth user.")] = None,
+    password_file: Annotated[
+        Path | None, typer.Option(help="File holding the basic auth password.")
+    ] = None,
 ) -> None:
     """Exit 0 if the agent answers and its sampling loop ticked within --max-age-s, else 1 with
-    the reason: for a container HEALTHCHECK or a Kubernetes exec probe."""
+    the reason: for a container HEALTHCHECK or a Kubernetes exec probe. With the agent's web
+    configuration it speaks TLS, presents a client certificate and basic auth as told."""
     import time
 
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
+    from agent.health import client_settings
+
     try:
-        response = httpx.get(url, timeout=5)
+        target, verify, auth = client_settings(
+            url, web_config_file, ca_file, cert_file, key_file, username, password_file
+        )
+    except ConfigError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        response = httpx.get(target, timeout=5, verify=verify, auth=auth)
         response.raise_for_status()
         last = [
             sample.value
@@ -489,10 +536,10 @@ def health_command(
             if sample.name == "wattwise_last_tick_timestamp_seconds"
         ]
     except (httpx.HTTPError, ValueError) as exc:
-        typer.echo(f"wattwise: unhealthy: {url}: {exc}", err=True)
+        typer.echo(f"wattwise: unhealthy: {target}: {exc}", err=True)
         raise typer.Exit(1) from None
     if not last:
-        typer.echo(f"wattwise: unhealthy: {url} has not ticked yet", err=True)
+        typer.echo(f"wattwise: unhealthy: {target} has not ticked yet", err=True)
         raise typer.Exit(1)
     age_s = time.time() - last[0]
     if age_s > max_age_s:

@@ -648,7 +648,7 @@ def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> s
 
 
 def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str:
-    """ ' (from X)' for the longest known prefix of the field's path."""
+    """' (from X)' for the longest known prefix of the field's path."""
     for length in range(len(loc), -1, -1):
         found = origins.get(loc[:length])
         if found is not None:

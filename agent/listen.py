@@ -146,9 +146,15 @@ class Listener:
     own server accepts a whole backlog at once, which is how a flood ran out of descriptors."""
 
     def __init__(
-        self, sock: socket.socket, limit: int, serve: ConnectionHandler, stream_limit: int
+        self,
+        sock: socket.socket,
+        limit: int,
+        serve: ConnectionHandler,
+        stream_limit: int,
+        tls: Callable[[], ssl.SSLContext | None] | None = None,
     ) -> None:
         self.sock = sock
+        self._tls = tls  # the TLS context for the next connection, if any (it may be reloaded)
         self.pool = ConnectionPool(limit)
         self._serve = serve
         self._stream_limit = stream_limit
@@ -186,9 +192,17 @@ class Listener:
             conn.setblocking(False)
             reader = asyncio.StreamReader(limit=self._stream_limit, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=conn)
-        except OSError:
-            self.pool.release(slot)  # evicted before it was set up
+            context = self._tls() if self._tls is not None else None
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):  # the TLS handshake, if any
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol,
+                    sock=conn,
+                    ssl=context,
+                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None,
+                )
+        except (OSError, TimeoutError, ssl.SSLError):
+            self.pool.release(slot)  # gone, evicted, or no TLS client
+            conn.close()
             return
         slot.close = transport.abort
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
@@ -231,7 +245,8 @@ def serve_http(
     """Serves GET and HEAD of `routes` on a bound socket; `web` adds TLS, basic auth, a rate
     limit and headers (the exporter-toolkit web configuration)."""
     server = _HttpServer(routes, web)
-    return Listener(sock, limit, server.connection, MAX_HEADER_BYTES).start()
+    tls = (lambda: web.current().tls) if web is not None else None
+    return Listener(sock, limit, server.connection, MAX_HEADER_BYTES, tls).start()
 
 
 class _HttpServer:
@@ -243,8 +258,6 @@ class _HttpServer:
     ) -> None:
         settings = self.web.current() if self.web is not None else None
         if settings is not None and settings.tls is not None:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                await writer.start_tls(settings.tls)
             settings.check_peer(writer.get_extra_info("ssl_object"))
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:

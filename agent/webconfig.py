@@ -379,7 +379,8 @@ class WebConfig:
         return self._settings.tls is not None
 
 
-def load_settings(path: Path) -> Settings:
+def load_file(path: Path) -> WebConfigFile:
+    """The file, parsed and checked against the format; ConfigError naming what is wrong."""
     try:
         with open(path, "rb") as file:
             raw = file.read(MAX_FILE_BYTES + 1)
@@ -394,7 +395,7 @@ def load_settings(path: Path) -> Settings:
     if not isinstance(data, dict):
         raise ConfigError(f"web configuration {path}: the top level must be a mapping")
     try:
-        parsed = WebConfigFile(**data)
+        return WebConfigFile(**data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
@@ -403,6 +404,10 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(f"web configuration {path}: {problems}") from None
     except TypeError as exc:  # keys that are not strings
         raise ConfigError(f"web configuration {path}: {exc}") from None
+
+
+def load_settings(path: Path) -> Settings:
+    parsed = load_file(path)
     try:
         return Settings(parsed, path.parent)
     except ConfigError as exc:

@@ -27,8 +27,10 @@ def running_prometheus(
     workdir: Path,
     targets: dict[str, int],
     rule_files: list[Path] = (),  # type: ignore[assignment]
+    job_settings: dict[str, list[str]] | None = None,
 ) -> Iterator[str]:
-    """Scrapes 127.0.0.1:<port> for each scrape job name -> port, every second; yields its URL."""
+    """Scrapes 127.0.0.1:<port> for each scrape job name -> port, every second; yields its URL.
+    `job_settings` adds YAML lines to a scrape job (scheme, tls_config, basic_auth)."""
     port = free_port()
     config = workdir / "prometheus.yml"
     lines = ["global: {scrape_interval: 1s, evaluation_interval: 1s}"]
@@ -39,6 +41,7 @@ def running_prometheus(
         lines += [
             f"  - job_name: {name}",
             f"    static_configs: [{{targets: ['127.0.0.1:{target}']}}]",
+            *(f"    {line}" for line in (job_settings or {}).get(name, [])),
         ]
     config.write_text("\n".join(lines) + "\n")
     process = subprocess.Popen(

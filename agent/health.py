@@ -1,0 +1,55 @@
+"""How `wattwise health` reaches an agent served with a web configuration: the URL's scheme,
+which certificate to trust, the client certificate and basic auth to present."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from agent.errors import ConfigError
+from agent.webconfig import load_file
+
+DEFAULT_URL = "127.0.0.1:9877/metrics"
+
+
+def client_settings(
+    url: str | None,
+    web_config_file: Path | None,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    username: str | None,
+    password_file: Path | None,
+) -> tuple[str, bool | ssl.SSLContext, tuple[str, str] | None]:
+    """(url, httpx's verify, basic auth). With a web configuration that sets up TLS and no
+    --ca-file, the agent's own certificate is trusted as it is (pinned: health runs beside the
+    agent, where its name may not match 127.0.0.1)."""
+    tls = load_file(web_config_file).tls_server_config if web_config_file else None
+    target = url or f"{'https' if tls else 'http'}://{DEFAULT_URL}"
+    trusted = ca_file
+    if tls is not None and trusted is None and tls.cert_file is not None:
+        trusted = web_config_file.parent / tls.cert_file  # type: ignore[union-attr]
+    verify: bool | ssl.SSLContext = True
+    if trusted is not None or cert_file or key_file:
+        context = ssl.create_default_context(cafile=str(trusted) if trusted else None)
+        if trusted is not None and ca_file is None:  # pinned to the agent's own certificate
+            context.check_hostname = False
+            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        if cert_file or key_file:
+            if not (cert_file and key_file):
+                raise ConfigError("--cert-file and --key-file go together")
+            try:
+                context.load_cert_chain(cert_file, key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot load the client certificate: {exc}") from None
+        verify = context
+    auth = None
+    if username is not None or password_file is not None:
+        if username is None or password_file is None:
+            raise ConfigError("--username and --password-file go together")
+        try:
+            password = password_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {password_file}: {exc.strerror}") from None
+        auth = (username, password)
+    return target, verify, auth
