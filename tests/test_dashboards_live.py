@@ -15,7 +15,8 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -217,34 +218,51 @@ def live(node: Node, tmp_path: Path) -> Iterator[str]:  # noqa: F811
             agent.process.communicate(timeout=DEADLINE_S)
 
 
+def range_query(url: str, promql: str) -> list[dict]:
+    now = time.time()
+    body = httpx.get(
+        f"{url}/api/v1/query_range",
+        params={"query": promql, "start": now - 20, "end": now, "step": 1},
+        timeout=10,
+    ).json()
+    assert body["status"] == "success", f"{promql}: {body.get('error')}"
+    return body["data"]["result"]
+
+
+def eventually_has_data(ask: Callable[[], list[dict]], deadline: float) -> bool:
+    """Whether `ask` returns data before the deadline. Waits on the condition, never on a fixed
+    time: a rule evaluated every second may not have run yet on a loaded machine."""
+    while True:
+        if ask():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
+
+
 def test_every_panel_and_rule_returns_data(live: str) -> None:
-    empty = []
+    checks: list[tuple[str, Callable[[], list[dict]]]] = []
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
         values = resolve(dashboard["templating"]["list"], live)
         for title, expr, instant in panel_targets(dashboard):
             promql = substitute(expr, values)
-            if instant:
-                result = query(live, promql)
-            else:
-                now = time.time()
-                body = httpx.get(
-                    f"{live}/api/v1/query_range",
-                    params={"query": promql, "start": now - 20, "end": now, "step": 1},
-                ).json()
-                assert body["status"] == "success", f"{path.name} {title}: {body.get('error')}"
-                result = body["data"]["result"]
-            if not result:
-                empty.append(f"{path.name} / {title}: {promql}")
+            ask = query if instant else range_query
+            checks.append((f"{path.name} / {title}: {promql}", partial(ask, live, promql)))
     for path in RULE_FILES:
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
                 if "record" in rule:
                     # Evaluated by Prometheus itself: the recorded series exists.
-                    if not query(live, rule["record"]):
-                        empty.append(f"{path.name} / {rule['record']}")
-                elif not query(live, with_bool(rule["expr"])):
-                    empty.append(f"{path.name} / {rule['alert']}: {with_bool(rule['expr'])}")
+                    name = f"{path.name} / {rule['record']}"
+                    checks.append((name, partial(query, live, rule["record"])))
+                else:
+                    expr = with_bool(rule["expr"])
+                    checks.append(
+                        (f"{path.name} / {rule['alert']}: {expr}", partial(query, live, expr))
+                    )
+    deadline = time.monotonic() + DEADLINE_S
+    empty = [name for name, ask in checks if not eventually_has_data(ask, deadline)]
     assert not empty, "queries that returned nothing:\n" + "\n".join(empty)
 
 
@@ -252,10 +270,11 @@ def test_the_figures_behind_the_panels_are_right(live: str) -> None:
     # The GPU job 12 holds idle shows up as allocated-idle waste; its account is its team; the
     # facility's PUE is valid. (Its value over a few seconds of 1 s scrapes is lumpy;
     # tests/test_facility_e2e.py checks it exactly.)
-    assert query(live, 'wattwise_facility_pue_valid{window="5m"} == 1')
-    idle = query(
-        live, 'rate(wattwise_node_gpu_energy_by_use_joules_total{state="allocated_idle"}[5s])'
+    deadline = time.monotonic() + DEADLINE_S
+    assert eventually_has_data(
+        partial(query, live, 'wattwise_facility_pue_valid{window="5m"} == 1'), deadline
     )
-    assert float(idle[0]["value"][1]) > 0
-    owners = query(live, "team:wattwise_job_power_watts:sum")
-    assert {r["metric"].get("team") for r in owners} >= {"nlp"}
+    idle_rate = 'rate(wattwise_node_gpu_energy_by_use_joules_total{state="allocated_idle"}[5s]) > 0'
+    assert eventually_has_data(partial(query, live, idle_rate), deadline)
+    teams = 'team:wattwise_job_power_watts:sum{team="nlp"}'
+    assert eventually_has_data(partial(query, live, teams), deadline)

@@ -40,9 +40,11 @@ def wait(predicate, what: str, limit_s: float = DEADLINE_S) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def ensure_munge() -> None:
+def ensure_munge() -> subprocess.Popen | None:
+    """A munged for the test's Slurm; the one started here (returned) is stopped by the test,
+    one that was already running is left alone."""
     if subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0:
-        return
+        return None
     key = Path("/etc/munge/munge.key")
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True)
@@ -52,8 +54,17 @@ def ensure_munge() -> None:
     for directory in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
         Path(directory).mkdir(parents=True, exist_ok=True)
         shutil.chown(directory, "munge", "munge")
-    subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=False)
+    # In the foreground (-F), as our own child: stopped with the fixture, never left behind.
+    munged = subprocess.Popen(
+        ["munged", "-F"],
+        user="munge",
+        group="munge",
+        extra_groups=[],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait(lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0, "munged")
+    return munged
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +73,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 pytest.skip(f"port {port} is taken: another Slurm runs here")
-    ensure_munge()
+    munged = ensure_munge()
     root = tmp_path_factory.mktemp("slurm")
     host = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
@@ -101,6 +112,9 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             if pid_file.exists():
                 pid = int(pid_file.read_text())
                 wait(lambda p=pid: not Path(f"/proc/{p}").exists(), "Slurm to stop", 15)
+        if munged is not None:
+            munged.terminate()
+            munged.wait(timeout=15)
 
 
 def diagnose(env: dict[str, str], job_id: str) -> str:
@@ -142,7 +156,15 @@ def test_a_real_sbatch_job_is_found_named_and_charged(
         burn = tmp_path / "burn.py"
         burn.write_text("import time\nend = time.time() + 6\nwhile time.time() < end:\n    pass\n")
         submitted = subprocess.run(
-            ["sbatch", "--parsable", "--job-name=wattwise-e2e", "--wrap", f"python3 {burn}"],
+            [
+                "sbatch",
+                "--parsable",
+                "--job-name=wattwise-e2e",
+                f"--chdir={tmp_path}",  # its output file goes here, not into the repository
+                f"--output={tmp_path}/slurm-%j.out",
+                "--wrap",
+                f"python3 {burn}",
+            ],
             env=slurm,
             capture_output=True,
             text=True,
