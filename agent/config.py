@@ -487,13 +487,20 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    return read_yaml_mapping(path, "config file")
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, read within bounds: 1 MiB of UTF-8, at most 100
+    aliases and 100,000 values once they are expanded, no nesting deeper than Python's stack.
+    ConfigError naming the file and the problem."""
     try:
         with open(path, "rb") as file:
             raw = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"config file {path} is larger than {MAX_FILE_BYTES} bytes")
+        raise ConfigError(f"{what} {path} is larger than {MAX_FILE_BYTES} bytes")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -503,7 +510,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {_shorten(str(exc))}") from None
     except RecursionError:
-        raise ConfigError(f"{path} is nested too deeply to be a config file") from None
+        raise ConfigError(f"{path} is nested too deeply to be a {what}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

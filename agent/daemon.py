@@ -28,7 +28,7 @@ from agent.jobs.cgroups import KUBERNETES
 from agent.jobs.kubelet import PodNames
 from agent.jobs.metadata import JobMeta
 from agent.jobs.tracker import JobTracker
-from agent.ledger import JobSeen, Ledger, LedgerError, probe_ledger
+from agent.ledger import JobSeen, Ledger, LedgerError, LedgerUnavailable, probe_ledger
 from agent.listen import (
     MAX_CONNECTIONS,
     bind_tcp,
@@ -149,6 +149,9 @@ class Agent:
                     totals = self.ledger.totals(self._open_at_start)
                 else:
                     log.warning("%s", self.ledger.last_error)
+            except LedgerUnavailable as exc:  # locked while its totals were read: retried
+                self.ledger.suspend(exc)
+                log.warning("%s", exc)
             except LedgerError as exc:
                 self._refuse_ledger(exc)
         self.work = WorkCounts(totals.work_units)
@@ -329,6 +332,8 @@ class Agent:
             self.ledger.record(now_unix_s, seen, charged, left, ended, embodied, work)
             if self.ledger.just_opened:
                 self._adopt_ledger(now_unix_s, activity.jobs.keys())
+        except LedgerUnavailable as exc:  # locked while its totals were read: retried
+            self.ledger.suspend(exc)
         except LedgerError as exc:  # damaged while in use
             self._refuse_ledger(exc)
             return

@@ -15,7 +15,6 @@ held is bounded (MAX_PENDING_MINUTELY rows), the totals are not.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -139,6 +138,11 @@ class LedgerError(WattwiseError):
     """The ledger file cannot be used; the message says which file and what to do."""
 
 
+class LedgerUnavailable(LedgerError):
+    """The file could not be read just now (a lock held elsewhere); suspend() and it is tried
+    again, like a file that could not be opened."""
+
+
 class _Transient(Exception):
     """A problem that may pass: the file is tried again later."""
 
@@ -260,9 +264,13 @@ class Ledger:
                 db.execute("PRAGMA journal_mode=WAL")
             finally:
                 db.close()
-            # Another process may have made one meanwhile: that one is checked like any file.
-            with contextlib.suppress(FileExistsError):
-                os.link(fresh, self.path)
+            try:
+                os.link(fresh, self.path)  # never over a file another process made meanwhile
+            except FileExistsError:
+                pass  # that one is checked like any other file
+            except OSError:  # a filesystem without hard links: a rename, which could replace
+                if not self.path.exists():  # a file made in the instant between; unlikely
+                    os.replace(fresh, self.path)
         finally:
             fresh.unlink(missing_ok=True)
 
@@ -271,8 +279,9 @@ class Ledger:
         untouched = "it was left untouched: move it aside to start a new ledger"
         if self.path.stat().st_size == 0:
             raise LedgerError(
-                f"ledger {self.path} is an empty file, which wattwise never writes (it creates "
-                f"a ledger whole); {untouched}"
+                f"ledger {self.path} is an empty file: somebody else's, or left by a wattwise "
+                f"older than 0.2 killed while creating it (this one creates a ledger whole); "
+                f"{untouched}"
             )
         with open(self.path, "rb") as file:
             if file.read(16) != b"SQLite format 3\x00":
@@ -501,20 +510,22 @@ class Ledger:
             return self._db.execute(sql).fetchall()
         except sqlite3.DatabaseError as exc:
             problem = self._problem(exc)
-            if not isinstance(problem, LedgerError):
-                problem = LedgerError(f"ledger {self.path} cannot be read: {exc}")
+            if not isinstance(problem, LedgerError):  # a lock: the file is tried again later
+                problem = LedgerUnavailable(f"{problem}; job totals are kept in memory")
             raise problem from None
 
     def totals(self, jobs: Iterable[str]) -> Totals:
         """The ledger's totals (what is pending included) for `jobs`, and the node's."""
         wanted = set(jobs)
         sums = self._job_sums()
+        embodied = self.job_embodied_totals()
         return Totals(
             energy_j={k: v[0] for k, v in sums.items() if k[0] in wanted},
             carbon_g={k: v[1] for k, v in sums.items() if k[0] in wanted},
             unattributed_j=self.unattributed_totals(),
             node_carbon_g=self.carbon_total_g(),
-            embodied_g={k: g for k, g in self.job_embodied_totals().items() if k[0] in wanted},
+            embodied_g={k: g for k, g in embodied.items() if k[0] in wanted},
+            reserved_embodied_g=sum(embodied.values()),
             unreserved_g=self.unreserved_embodied_totals(),
             work_units={k: n for k, n in self.job_work_totals().items() if k[0] in wanted},
         )
@@ -597,6 +608,13 @@ class Ledger:
         finally:
             self.close_without_writing()
 
+    def suspend(self, problem: LedgerUnavailable) -> None:
+        """Closes the file for now and tries it again with backoff, keeping what is pending."""
+        self.close_without_writing()
+        self.last_error = str(problem)
+        self._retry_s = min(max(self._retry_s * 2, RETRY_FIRST_S), RETRY_MAX_S)
+        self._retry_at = self._clock() + self._retry_s
+
     def close_without_writing(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -623,6 +641,3 @@ def _finite(what: str, *values: float) -> bool:
     log.error("ledger: a non-finite figure for %s was dropped: %s", what, values)
     return False
 
-
-def _has_tables(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0

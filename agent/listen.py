@@ -43,7 +43,8 @@ BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
 HANDSHAKE_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0  # to receive a whole request, from the connection or the last answer
 WRITE_TIMEOUT_S = 10.0  # to hand a whole answer to a client that reads slowly
-CLOSE_GRACE_S = 5.0  # a client that stops reading is cut off after this
+CLOSE_GRACE_S = 5.0  # a client that will not take the rest of its answer is cut off after this
+ANSWER_TIMEOUT_S = 10.0  # to authenticate and render an answer
 MAX_HEADER_BYTES = 16 * 1024
 CHUNK_BYTES = 64 * 1024
 ACCEPT_RETRY_S = 0.1
@@ -111,12 +112,6 @@ class ConnectionPool:
         self._live.clear()
 
 
-def _close(transport: asyncio.BaseTransport) -> None:
-    """Closes after what is buffered is sent, and aborts if the client will not take it."""
-    transport.close()
-    asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
-
-
 @dataclass(frozen=True, slots=True)
 class Request:
     method: str
@@ -178,44 +173,50 @@ class Listener:
                 self._errors.reject("accept", f"accepting a connection failed: {exc}")
                 await asyncio.sleep(ACCEPT_RETRY_S)
                 continue
-            slot = self.pool.admit(conn.close)
+            slot = self.pool.admit(conn.close)  # until its task runs, closing is closing conn
             if slot is not None:
                 task = loop.create_task(self._connection(conn, slot))
+                slot.close = task.cancel  # from now on its task closes it, whatever its phase
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            # Let the evicted connections' transports close before the next accept.
+            # Let the evicted connections' tasks close their sockets before the next accept.
             await asyncio.sleep(0)
 
     async def _connection(self, conn: socket.socket, slot: _Connection) -> None:
+        """One connection, from its TLS handshake to the close of its descriptor: the slot is
+        held until then, so the pool's limit bounds the descriptors. Evicting it cancels this
+        task, which aborts the transport (never closing a socket the loop still watches)."""
         loop = asyncio.get_running_loop()
+        transport: asyncio.BaseTransport | None = None
         try:
             conn.setblocking(False)
             reader = asyncio.StreamReader(limit=self._stream_limit, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
             context = self._tls() if self._tls is not None else None
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):  # the TLS handshake, if any
+                # asyncio owns the socket from here: on failure it closes it itself.
                 transport, _ = await loop.connect_accepted_socket(
                     lambda: protocol,
                     sock=conn,
                     ssl=context,
                     ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None,
                 )
-        except (OSError, TimeoutError, ssl.SSLError):
-            self.pool.release(slot)  # gone, evicted, or no TLS client
-            conn.close()
-            return
-        slot.close = transport.abort
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        try:
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._serve(reader, writer, slot)
+            slot.busy = False
+            transport.close()  # after what is buffered is sent, if the client reads it
+            await asyncio.wait_for(writer.wait_closed(), CLOSE_GRACE_S)
+        except asyncio.CancelledError:
+            pass  # evicted, or the listener stops: aborted below
         except (TimeoutError, OSError, ssl.SSLError, h11.ProtocolError):
             pass  # a client gone, slow or speaking nonsense: its connection alone ends
         except Exception:
             self._errors.reject("handler", "unexpected error on a connection; it was closed")
             log.debug("connection handler failed", exc_info=True)
         finally:
+            if transport is not None:
+                transport.abort()  # no-op when already closed
             self.pool.release(slot)
-            _close(transport)
 
     def stop(self) -> None:
         async def stop() -> None:
@@ -265,11 +266,13 @@ class _HttpServer:
                 request = await _read_request(reader, http)
             if request is None:
                 return
-            slot.busy = True
-            response = await self._answer(request, settings)
+            slot.busy = True  # answering: not to be evicted, for at most the two deadlines
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                response = await self._answer(request, settings)
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 await _write(writer, http, request.method, response)
             slot.busy = False
+            self.pool.touch(slot)  # the longest idle is the one evicted first
             if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
                 return
             http.start_next_cycle()
@@ -366,6 +369,7 @@ def serve_unix_lines(path: str, handle: LineHandler, limit: int, max_line: int) 
     """One request line and one answer line per connection on a Unix socket; the peer's pid and
     uid come from the kernel (SO_PEERCRED). The socket file is created mode 0666: the peer's
     credentials, not the file mode, decide what a caller may do."""
+    handlers = ThreadPoolExecutor(2, thread_name_prefix="work-api")
 
     async def connection(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: _Connection
@@ -378,7 +382,11 @@ def serve_unix_lines(path: str, handle: LineHandler, limit: int, max_line: int) 
                 line = None
         slot.busy = True
         pid, uid = peer_credentials(writer.get_extra_info("socket"))
-        answer = handle(line, pid, uid)
+        # Off the loop: resolving a user name may ask a directory service (NSS, SSSD, LDAP).
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            answer = await asyncio.get_running_loop().run_in_executor(
+                handlers, handle, line, pid, uid
+            )
         async with asyncio.timeout(WRITE_TIMEOUT_S):
             writer.write(answer)
             await writer.drain()

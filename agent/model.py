@@ -190,6 +190,7 @@ class Totals:
     unattributed_j: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
     node_carbon_g: float = 0.0  # all operational grams: jobs and unattributed
     embodied_g: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (job, component)
+    reserved_embodied_g: float = 0.0  # all embodied grams ever charged to jobs, ended ones too
     unreserved_g: Mapping[str, float] = field(default_factory=dict)  # component -> grams
     work_units: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (job, unit)
 

@@ -29,22 +29,23 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import bcrypt
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from agent.config import read_yaml_mapping
 from agent.errors import ConfigError
 from agent.listen import Request, Response
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 1 << 20
 AUTH_CACHE_SIZE = 256
 # bcrypt of "fakepassword": unknown users cost the same time as known ones (no user enumeration).
 DECOY_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
-BCRYPT_HASH = re.compile(rb"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
+BCRYPT_HASH = re.compile(rb"\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}")
+MAX_WAITING_CHECKS = 4  # uncached password checks queued at once; more are told to retry
+UNAUTHORIZED = Response(401, b"Unauthorized\n", (("WWW-Authenticate", "Basic"),))
 # bcrypt is slow on purpose: one check at a time, off the I/O loop, so a flood of wrong
 # passwords queues here instead of taking every core (the toolkit serialises it too).
 _BCRYPT = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
@@ -172,8 +173,12 @@ class Settings:
             for user, secret in parsed.basic_auth_users.items()
         }
         for user, hashed in self.users.items():
-            if not BCRYPT_HASH.match(hashed):
+            if not BCRYPT_HASH.fullmatch(hashed):
                 raise ConfigError(f"basic_auth_users: the hash of {user!r} is not a bcrypt hash")
+            try:  # a hash of the right shape that bcrypt still refuses ("Invalid salt")
+                bcrypt.checkpw(b"", hashed)
+            except ValueError as exc:
+                raise ConfigError(f"basic_auth_users: the hash of {user!r}: {exc}") from None
         self.files: list[Path] = []  # read to build these settings: a change reloads them
         self.headers = tuple(parsed.http_server_config.headers.items())
         self.tls: ssl.SSLContext | None = None
@@ -188,7 +193,8 @@ class Settings:
         rate = parsed.rate_limit
         interval_s = parse_duration(rate.interval) if rate else 0.0
         self._bucket = _TokenBucket(interval_s, rate.burst) if rate and interval_s > 0 else None
-        self._auth_cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._auth_cache: OrderedDict[bytes, bool] = OrderedDict()  # hits and misses alike
+        self._checking = 0  # password checks waiting for or on the bcrypt thread
 
     def check_peer(self, ssl_object: ssl.SSLObject | None) -> None:
         """Raises PermissionError when client_allowed_sans is set and the client's certificate
@@ -201,29 +207,42 @@ class Settings:
             raise PermissionError("no allowed SAN in the client certificate")
 
     async def admit(self, request: Request) -> Response | None:
-        """None to serve the request, else the refusal: 429 (rate limit) or 401."""
+        """None to serve the request, else the refusal: 429 (rate limit, or too many password
+        checks waiting) or 401."""
         if self._bucket is not None and not self._bucket.take():
             return Response(429, b"Too Many Requests\n")
         if not self.users:
             return None
         credentials = _basic_credentials(request.headers.get("authorization", ""))
-        if credentials is not None:
-            loop = asyncio.get_running_loop()
-            if await loop.run_in_executor(_BCRYPT, self._verify, *credentials):
-                return None
-        return Response(401, b"Unauthorized\n", (("WWW-Authenticate", "Basic"),))
-
-    def _verify(self, user: bytes, password: bytes) -> bool:
-        known = user.decode("utf-8", "replace") in self.users
-        hashed = self.users.get(user.decode("utf-8", "replace"), DECOY_HASH)
+        if credentials is None:
+            return UNAUTHORIZED
+        user, password = credentials
+        name = user.decode("utf-8", "replace")
+        hashed = self.users.get(name, DECOY_HASH)
         key = hashlib.sha256(b"\0".join((user, hashed, password))).digest()
-        cached = self._auth_cache.get(key)
-        if cached is None:
-            cached = bcrypt.checkpw(password, hashed) and known
-            self._auth_cache[key] = cached
+        verdict = self._auth_cache.get(key)  # on the loop: a known answer waits for nothing
+        if verdict is None:
+            if self._checking >= MAX_WAITING_CHECKS:
+                return Response(429, b"Too Many Requests: password checks are queued\n")
+            self._checking += 1
+            try:
+                loop = asyncio.get_running_loop()
+                verdict = await loop.run_in_executor(_BCRYPT, _matches, password, hashed)
+            finally:
+                self._checking -= 1
+            verdict = verdict and name in self.users
+            self._auth_cache[key] = verdict
             while len(self._auth_cache) > AUTH_CACHE_SIZE:
                 self._auth_cache.popitem(last=False)
-        return cached
+        return None if verdict else UNAUTHORIZED
+
+
+def _matches(password: bytes, hashed: bytes) -> bool:
+    """bcrypt's comparison; it reads at most 72 bytes of a password, as Go's and htpasswd's do."""
+    try:
+        return bcrypt.checkpw(password[:72], hashed)
+    except ValueError:
+        return False
 
 
 def _basic_credentials(header: str) -> tuple[bytes, bytes] | None:
@@ -381,19 +400,7 @@ class WebConfig:
 
 def load_file(path: Path) -> WebConfigFile:
     """The file, parsed and checked against the format; ConfigError naming what is wrong."""
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read web configuration {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"web configuration {path} is larger than {MAX_FILE_BYTES} bytes")
-    try:
-        data: Any = yaml.safe_load(raw.decode("utf-8")) or {}
-    except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        raise ConfigError(f"web configuration {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"web configuration {path}: the top level must be a mapping")
+    data = read_yaml_mapping(path, "web configuration")
     try:
         return WebConfigFile(**data)
     except ValidationError as exc:

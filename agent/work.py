@@ -49,6 +49,9 @@ class WorkCounts:
             self._totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
             for (job, unit), units in seed.items():
                 self._totals[job][unit] = units
+            # Reported since the last drain: not in the ledger's totals yet, but on their way.
+            for (job, unit), units in self._pending.items():
+                self._totals[job][unit] += units
             # Counters of these were counted before: they resume, not restart.
             self._resumed = {key for key, units in seed.items() if units > 0}
 

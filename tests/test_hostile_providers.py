@@ -368,3 +368,14 @@ def test_item4_the_service_state_is_on_metrics(node: Node) -> None:  # noqa: F81
     finally:
         agent.process.send_signal(signal.SIGTERM)
         agent.process.communicate(timeout=DEADLINE_S)
+
+
+def test_item4_a_period_dated_far_in_the_future_does_not_stay_fresh_forever() -> None:
+    body = uk({"actual": 171}, {"from": "2026-11-23T12:00Z", "to": "2099-01-01T00:00Z"})
+    script = Script(body=body)
+    with serve(script) as url:
+        grid = GridIntensity([UkGridProvider(url), TableProvider("WORLD")], stale_after_s=3600)
+        assert grid.refresh(NOW).provider == "ukgrid"
+        script.status = 500  # the provider fails from now on
+        assert grid.current(NOW + 1800 + 3500).provider == "ukgrid"  # a period, then 58 min
+        assert grid.refresh(NOW + 1800 + 3700).provider == "table"  # stale, 2099 or not

@@ -310,3 +310,89 @@ def test_item9_the_rate_limit_answers_429(pki: Pki) -> None:
     request = Request("GET", "/metrics", {})
     answers = [asyncio.run(settings.admit(request)) for _ in range(3)]
     assert answers[:2] == [None, None] and answers[2] is not None and answers[2].status == 429
+
+
+def test_item9_evicting_a_connection_in_its_handshake_leaves_the_listener_whole(pki: Pki) -> None:
+    """A connection evicted while its TLS handshake was pending once left a stale selector key
+    behind, and the next connection that reused its descriptor was never read."""
+    import socket
+
+    from agent.listen import bind_tcp, metrics_routes, serve_http
+
+    class Page:
+        def render(self, accept: str = "", accept_encoding: str = "") -> tuple[bytes, str, bool]:
+            return b"ok\n", "text/plain", False
+
+    path = pki.dir / "web.yml"
+    path.write_text("tls_server_config: {cert_file: s.pem, key_file: s.key}\n")
+    sock = bind_tcp("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    listener = serve_http(sock, metrics_routes(Page()), limit=2, web=WebConfig(path))
+    silent = []
+    try:
+        for _ in range(6):  # never start a handshake: each new one evicts the longest idle
+            silent.append(socket.create_connection(("127.0.0.1", port)))
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        for _ in range(3):
+            answer = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=context, timeout=5)
+            assert answer.text == "ok\n"
+    finally:
+        for conn in silent:
+            conn.close()
+        listener.stop()
+
+
+def test_item9_a_flood_of_wrong_passwords_never_delays_a_known_good_one(pki: Pki) -> None:
+    import asyncio
+
+    from agent.listen import Request
+
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()  # ~0.25 s
+    path = pki.dir / "web.yml"
+    path.write_text(f"basic_auth_users: {{prometheus: '{hashed}'}}\n")
+    settings = WebConfig(path).current()
+
+    def ask(password: str) -> Request:
+        import base64
+
+        token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+        return Request("GET", "/metrics", {"authorization": f"Basic {token}"})
+
+    async def flood() -> tuple[list, object]:
+        assert await settings.admit(ask(PASSWORD)) is None  # checked once, then cached
+        wrong = [asyncio.ensure_future(settings.admit(ask(f"guess{n}"))) for n in range(12)]
+        good = await settings.admit(ask(PASSWORD))  # answered from the cache, ahead of them
+        pending = sum(not task.done() for task in wrong)
+        return [await task for task in wrong], (good, pending)
+
+    answers, (good, pending_when_good_answered) = asyncio.run(flood())
+    assert good is None and pending_when_good_answered > 0
+    statuses = sorted(answer.status for answer in answers)
+    assert set(statuses) == {401, 429} and statuses.count(401) == 4  # at most 4 queued checks
+
+
+def test_item9_a_password_longer_than_72_bytes_is_compared_as_bcrypt_does(pki: Pki) -> None:
+    import asyncio
+    import base64
+
+    from agent.listen import Request
+
+    long_password = "x" * 100
+    hashed = bcrypt.hashpw(long_password[:72].encode(), bcrypt.gensalt(rounds=4)).decode()
+    path = pki.dir / "web.yml"
+    path.write_text(f"basic_auth_users: {{prometheus: '{hashed}'}}\n")
+    settings = WebConfig(path).current()
+    token = base64.b64encode(f"prometheus:{long_password}".encode()).decode()
+    request = Request("GET", "/metrics", {"authorization": f"Basic {token}"})
+    assert asyncio.run(settings.admit(request)) is None  # once: ValueError, connection dropped
+
+
+def test_item9_the_web_configuration_is_read_within_the_same_bounds_as_the_config(
+    pki: Pki,
+) -> None:
+    from tests.test_hostile_config import bomb
+
+    path = pki.dir / "web.yml"
+    path.write_text(bomb(9))
+    with pytest.raises(ConfigError, match="holds more than 100000 values"):
+        WebConfig(path)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -40,9 +42,9 @@ def wait(predicate, what: str, limit_s: float = DEADLINE_S) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def ensure_munge() -> subprocess.Popen | None:
-    """A munged for the test's Slurm; the one started here (returned) is stopped by the test,
-    one that was already running is left alone."""
+def ensure_munge(cleanup: ExitStack) -> subprocess.Popen | None:
+    """A munged for the test's Slurm; the one started here (returned) is stopped when `cleanup`
+    closes, one that was already running is left alone."""
     if subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0:
         return None
     key = Path("/etc/munge/munge.key")
@@ -63,8 +65,18 @@ def ensure_munge() -> subprocess.Popen | None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    cleanup.callback(stop_process, munged)
     wait(lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0, "munged")
     return munged
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -73,29 +85,30 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 pytest.skip(f"port {port} is taken: another Slurm runs here")
-    munged = ensure_munge()
-    root = tmp_path_factory.mktemp("slurm")
-    host = socket.gethostname().split(".")[0]
-    conf = root / "slurm.conf"
-    conf.write_text(
-        f"ClusterName=wattwise\nSlurmctldHost={host}\nSlurmUser=root\nSlurmdUser=root\n"
-        "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup\n"
-        "JobAcctGatherType=jobacct_gather/cgroup\nSelectType=select/cons_tres\n"
-        "MpiDefault=none\nReturnToService=2\n"
-        f"StateSaveLocation={root}/ctld\nSlurmdSpoolDir={root}/d\n"
-        f"SlurmctldPidFile={root}/ctld.pid\nSlurmdPidFile={root}/d.pid\n"
-        f"SlurmctldLogFile={root}/ctld.log\nSlurmdLogFile={root}/d.log\n"
-        f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN\n"
-        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n"
-    )
-    (root / "cgroup.conf").write_text(
-        "CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nConstrainCores=no\n"
-        "ConstrainRAMSpace=no\nConstrainDevices=no\n"
-    )
-    env = {**os.environ, "SLURM_CONF": str(conf)}
-    subprocess.run(["slurmctld", "-f", str(conf)], env=env, check=True)
-    subprocess.run(["slurmd", "-f", str(conf)], env=env, check=True)
-    try:
+    with ExitStack() as cleanup:  # whatever fails below, every daemon started here stops
+        munged = ensure_munge(cleanup)
+        root = tmp_path_factory.mktemp("slurm")
+        host = socket.gethostname().split(".")[0]
+        conf = root / "slurm.conf"
+        conf.write_text(
+            f"ClusterName=wattwise\nSlurmctldHost={host}\nSlurmUser=root\nSlurmdUser=root\n"
+            "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup\n"
+            "JobAcctGatherType=jobacct_gather/cgroup\nSelectType=select/cons_tres\n"
+            "MpiDefault=none\nReturnToService=2\n"
+            f"StateSaveLocation={root}/ctld\nSlurmdSpoolDir={root}/d\n"
+            f"SlurmctldPidFile={root}/ctld.pid\nSlurmdPidFile={root}/d.pid\n"
+            f"SlurmctldLogFile={root}/ctld.log\nSlurmdLogFile={root}/d.log\n"
+            f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN\n"
+            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n"
+        )
+        (root / "cgroup.conf").write_text(
+            "CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nConstrainCores=no\n"
+            "ConstrainRAMSpace=no\nConstrainDevices=no\n"
+        )
+        env = {**os.environ, "SLURM_CONF": str(conf)}
+        cleanup.callback(stop_slurm, env, root)
+        subprocess.run(["slurmctld", "-f", str(conf)], env=env, check=True)
+        subprocess.run(["slurmd", "-f", str(conf)], env=env, check=True)
         wait(
             lambda: (
                 subprocess.run(
@@ -105,16 +118,19 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             ),
             "an idle Slurm node",
         )
+        assert munged is None or munged.poll() is None
         yield env
-    finally:
-        subprocess.run(["scontrol", "shutdown"], env=env, capture_output=True, check=False)
-        for pid_file in (root / "ctld.pid", root / "d.pid"):
-            if pid_file.exists():
-                pid = int(pid_file.read_text())
+
+
+def stop_slurm(env: dict[str, str], root: Path) -> None:
+    subprocess.run(["scontrol", "shutdown"], env=env, capture_output=True, check=False)
+    for pid_file in (root / "ctld.pid", root / "d.pid"):
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            try:
                 wait(lambda p=pid: not Path(f"/proc/{p}").exists(), "Slurm to stop", 15)
-        if munged is not None:
-            munged.terminate()
-            munged.wait(timeout=15)
+            except AssertionError:
+                os.kill(pid, signal.SIGKILL)  # it would not stop: it must not outlive the test
 
 
 def diagnose(env: dict[str, str], job_id: str) -> str:

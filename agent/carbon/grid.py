@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.carbon.intensity import Intensity, Provider, ProviderError, checked
 from agent.service import Service
@@ -71,6 +71,12 @@ class GridIntensity:
             self._next_ask[provider.name] = now + min(provider.period_s, RETRY_S)
             return
         self._next_ask[provider.name] = now + provider.period_s
+        if not getattr(provider, "local", False):
+            # Whatever period an answer claims, it is current for one of the provider's own
+            # periods from now at most: a date far in the future must not keep it fresh forever.
+            latest_end = now + provider.period_s
+            if (value.valid_until_unix_s or value.valid_at_unix_s) > latest_end:
+                value = replace(value, valid_until_unix_s=latest_end)
         with self._lock:
             self._good[provider.name] = value
         self._note(provider.name, None)

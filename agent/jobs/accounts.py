@@ -48,7 +48,8 @@ class JobAccounts:
         self._embodied: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for (job, component), grams in totals.embodied_g.items():
             self._embodied[job][component] += grams
-        self.reserved_embodied_g = sum(totals.embodied_g.values())
+        # All grams ever charged, ended jobs' too: the node's embodied counter never drops.
+        self.reserved_embodied_g = totals.reserved_embodied_g
         self._unreserved: dict[str, float] = defaultdict(float, totals.unreserved_g)
 
     def apply(
