@@ -53,6 +53,10 @@ class HostileNode:
         self.gpus = [h100(0, pids=[POISONED_PID]), h100(1, pids=[NEIGHBOUR_PID])]
         nvml.configure({"gpus": self.gpus})
 
+    def poison(self, **variables: str) -> None:
+        """Sets variables in job 12's environment, as its own process could."""
+        (self.procfs / str(POISONED_PID) / "environ").write_bytes(environ(12, **variables))
+
     def start(self, **settings: Any) -> HostileNode:
         overrides = {
             "sysfs_root": self.sysfs,

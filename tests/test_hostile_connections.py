@@ -19,7 +19,7 @@ import pytest
 
 from agent.client import report_work
 from agent.listen import ConnectionPool
-from tests.test_e2e import DEADLINE_S
+from tests.test_e2e import DEADLINE_S, Agent
 from tests.test_e2e_jobs import Node, node  # noqa: F401
 
 IDLE = 2_000
@@ -51,6 +51,17 @@ def idle_connections(count: int, family: int, address: object) -> Iterator[list[
         yield held
 
 
+def start_with_work_api(node: Node) -> tuple[Agent, Path]:  # noqa: F811
+    """A real agent with the work socket, under a default unit's open-file limit."""
+    sock_path = node.root / "wattwise.sock"
+    agent = node.start(
+        preexec_fn=default_unit_limit,
+        WATTWISE_WORK__ENABLED="true",
+        WATTWISE_WORK__SOCKET_PATH=str(sock_path),
+    )
+    return agent, sock_path
+
+
 def threads_of(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Threads:"):
@@ -59,12 +70,7 @@ def threads_of(pid: int) -> int:
 
 
 def test_item2_idle_connections_never_stop_ticks_nor_a_real_scrape(node: Node) -> None:  # noqa: F811
-    sock_path = node.root / "wattwise.sock"
-    agent = node.start(
-        preexec_fn=default_unit_limit,
-        WATTWISE_WORK__ENABLED="true",
-        WATTWISE_WORK__SOCKET_PATH=str(sock_path),
-    )
+    agent, sock_path = start_with_work_api(node)
     port = int(agent.url.split(":")[2].split("/")[0])
     try:
         agent.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) in m)
@@ -98,12 +104,7 @@ def test_item2_idle_connections_never_stop_ticks_nor_a_real_scrape(node: Node) -
 
 
 def test_item2_two_hundred_reporters_and_scrapers_at_once_all_get_through(node: Node) -> None:  # noqa: F811
-    sock_path = node.root / "wattwise.sock"
-    agent = node.start(
-        preexec_fn=default_unit_limit,
-        WATTWISE_WORK__ENABLED="true",
-        WATTWISE_WORK__SOCKET_PATH=str(sock_path),
-    )
+    agent, sock_path = start_with_work_api(node)
     try:
         agent.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) in m)
         with concurrent.futures.ThreadPoolExecutor(200) as pool:

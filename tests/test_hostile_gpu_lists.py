@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 
 from agent.jobs.metadata import MAX_GPU_INDEX, MAX_GPUS, _indexes
-from tests.hostile_node import POISONED_PID, HostileNode, environ, non_finite
+from tests.hostile_node import HostileNode, non_finite
 
 
 @pytest.mark.parametrize(
@@ -36,9 +36,7 @@ def test_item3_a_job_claiming_every_gpu_index_holds_only_gpus_that_exist_and_no_
     tmp_path: Path, fake_nvml: ModuleType
 ) -> None:
     node = HostileNode(tmp_path, fake_nvml)
-    (node.procfs / str(POISONED_PID) / "environ").write_bytes(
-        environ(12, SLURM_JOB_GPUS="0-4294967295", CUDA_VISIBLE_DEVICES="0-4294967295")
-    )
+    node.poison(SLURM_JOB_GPUS="0-4294967295", CUDA_VISIBLE_DEVICES="0-4294967295")
     node.start()
     try:
         snapshots = node.ticks(3)

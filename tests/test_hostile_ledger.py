@@ -16,7 +16,7 @@ import pytest
 from agent.ledger import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, JobSeen, Ledger, LedgerError
 from agent.model import JobEnergy
 from tests.hostile_node import HostileNode, exported_energy_j
-from tests.test_ledger import tick, tiny_disk  # noqa: F401
+from tests.test_ledger import fill, tick, tiny_disk  # noqa: F401
 
 
 def fingerprint(path: Path) -> tuple[bytes, list[str]]:
@@ -175,15 +175,7 @@ def test_item5_a_ledger_locked_at_start_is_retried_and_loses_nothing(
 def test_item5_a_full_disk_at_start_says_so_and_the_ledger_opens_once_there_is_room(
     tiny_disk: Path,  # noqa: F811
 ) -> None:
-    filler = tiny_disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:  # take every free byte
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    filler = fill(tiny_disk)
     now = [0.0]
     ledger = Ledger(tiny_disk / "ledger.db", clock=lambda: now[0])
     assert not ledger.is_open

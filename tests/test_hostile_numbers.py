@@ -23,7 +23,6 @@ from tests.hostile_node import (
     POISONED,
     POISONED_PID,
     HostileNode,
-    environ,
     exported_energy_j,
     non_finite,
 )
@@ -45,7 +44,7 @@ def test_item1_inf_cpus_in_a_jobs_environment_never_stops_the_ledger(
     tmp_path: Path, fake_nvml: ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
     node = HostileNode(tmp_path, fake_nvml)
-    (node.procfs / str(POISONED_PID) / "environ").write_bytes(environ(12, SLURM_CPUS_ON_NODE="inf"))
+    node.poison(SLURM_CPUS_ON_NODE="inf")
     node.start()
     try:
         with caplog.at_level(logging.WARNING):
@@ -114,9 +113,7 @@ NUMBER_VALUES = [math.nan, math.inf, -math.inf, 1e308, 10**400, -1, 2**64]
 
 def _environ(variable: str) -> Callable[[HostileNode, object], None]:
     def inject(node: HostileNode, value: object) -> None:
-        (node.procfs / str(POISONED_PID) / "environ").write_bytes(
-            environ(12, **{variable: str(value)})
-        )
+        node.poison(**{variable: str(value)})
 
     return inject
 
@@ -207,9 +204,7 @@ def test_item1_the_neighbour_is_measured_while_the_poisoned_job_runs(
 ) -> None:
     """Both jobs stay on /metrics with finite counters; NEIGHBOUR keeps moving."""
     node = HostileNode(tmp_path, fake_nvml)
-    (node.procfs / str(POISONED_PID) / "environ").write_bytes(
-        environ(12, SLURM_CPUS_ON_NODE="nan", SLURM_JOB_GPUS="0-4294967295")
-    )
+    node.poison(SLURM_CPUS_ON_NODE="nan", SLURM_JOB_GPUS="0-4294967295")
     node.start()
     try:
         first, *_, last = node.ticks(4)

@@ -148,18 +148,24 @@ def tiny_disk() -> Iterator[Path]:
     mount.rmdir()
 
 
-def test_a_full_disk_loses_nothing_and_the_ledger_catches_up(tiny_disk: Path) -> None:
-    ledger = Ledger(tiny_disk / "ledger.db")
-    assert tick(ledger, 1_700_000_000)
-    filler = tiny_disk / "filler"
+def fill(disk: Path) -> Path:
+    """Takes every free byte of `disk` with one file, returned (unlink it to free them)."""
+    filler = disk / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:  # take every free byte
+    try:
         while os.write(fd, b"\0" * 4096):
             pass
     except OSError:
         pass
     finally:
         os.close(fd)
+    return filler
+
+
+def test_a_full_disk_loses_nothing_and_the_ledger_catches_up(tiny_disk: Path) -> None:
+    ledger = Ledger(tiny_disk / "ledger.db")
+    assert tick(ledger, 1_700_000_000)
+    filler = fill(tiny_disk)
     failures = 0
     for t in range(1, 200):  # enough new minutes that new pages are needed
         failures += not tick(ledger, 1_700_000_000 + 60 * t)
