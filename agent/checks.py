@@ -63,8 +63,11 @@ class Rejections:
         self._limit = limit
         self._seen: OrderedDict[str, str] = OrderedDict()
 
-    def reject(self, origin: str, why: str) -> None:
-        if self._seen.get(origin) == why:
+    def reject(self, origin: str, why: str, once: bool = False) -> None:
+        """Logs `why` unless this origin's last rejection said the same; with `once`, unless
+        this origin was rejected at all since it last gave a good value (for callers who could
+        vary their message to flood the log)."""
+        if self._seen.get(origin) == why or (once and origin in self._seen):
             return
         self._log.warning("rejected %s", why)
         self._seen[origin] = why

@@ -640,4 +640,3 @@ def _finite(what: str, *values: float) -> bool:
         return True
     log.error("ledger: a non-finite figure for %s was dropped: %s", what, values)
     return False
-

@@ -122,9 +122,15 @@ class WorkServer:
 
     def handle(self, request: bytes, pid: int, uid: int) -> dict:
         try:
-            return {"ok": True, **self._take(request, pid, uid)}
+            reply = self._take(request, pid, uid)
         except WorkError as exc:
+            # The caller gets every reason; the log gets the first of a user's refusals until
+            # one of their reports is taken again (a caller cannot flood it).
+            why = f"work API report from pid {pid} uid {uid}: {exc}"
+            self._faults.reject(f"uid {uid}", why, once=True)
             return {"ok": False, "error": str(exc)}
+        self._faults.accept(f"uid {uid}")
+        return {"ok": True, **reply}
 
     def _take(self, request: bytes, pid: int, uid: int) -> dict:
         try:

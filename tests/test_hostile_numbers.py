@@ -295,3 +295,20 @@ def test_item1_the_cpu_estimate_survives_a_garbled_proc_stat(
     assert_ledger_keeps_up(node, snapshots)
     (estimate,) = [d for d in snapshots[-1].domains if d.key.source == "estimate"]
     assert estimate.up and estimate.energy_j > 0  # the idle floor is still counted
+
+
+def test_item1_rejected_values_are_logged_naming_their_origin_once(
+    tmp_path: Path, fake_nvml: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = HostileNode(tmp_path, fake_nvml).start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            node.ticks(3, after_advance=lambda: _cgroup_usage(node, "nan"))
+            for value in ("Infinity", "1e308", "-1"):  # three reports, one line: no log flood
+                _work("add")(node, value)
+    finally:
+        node.close()
+    cgroup_lines = [r for r in caplog.records if "CPU time of cgroup" in r.getMessage()]
+    assert len(cgroup_lines) == 1 and POISONED in cgroup_lines[0].getMessage()
+    work_lines = [r for r in caplog.records if "work API report" in r.getMessage()]
+    assert len(work_lines) == 1 and f"pid {POISONED_PID} uid 0" in work_lines[0].getMessage()

@@ -84,8 +84,11 @@ class JobTracker:
         for cgroup, ref in refs.items():
             try:
                 now_s = self.hierarchy.cpu_seconds(cgroup)  # type: ignore[union-attr]
-            except CounterFileError:
-                continue  # gone since the scan, or unreadable: no CPU share this tick
+            except CounterFileError as exc:
+                if "missing" not in str(exc):  # not just gone since the scan: say so, once
+                    self._bad_values.reject(cgroup, f"CPU time of cgroup {cgroup}: {exc}")
+                continue  # no CPU share this tick
+            self._bad_values.accept(cgroup)
             seen[cgroup] = now_s
             if cgroup in self._cpu_s and now_s >= self._cpu_s[cgroup]:
                 delta = now_s - self._cpu_s[cgroup]
