@@ -366,7 +366,7 @@ def report_command(
     per-minute ledger series."""
     import csv
 
-    from agent.reports import GROUPS, parse_time, report, sci_report
+    from agent.reports import GROUPS, parse_time, report, sci_report, window_notes
 
     if group_by not in GROUPS or output_format not in ("table", "csv", "json"):
         typer.echo(
@@ -379,9 +379,14 @@ def report_command(
     except ValueError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(2) from None
-    rows = (sci_report if sci else report)(_ledger(config, ledger), start, end, group_by)
+    db = _ledger(config, ledger)
+    rows = (sci_report if sci else report)(db, start, end, group_by)
+    notes = window_notes(db, start)
+    for note in notes:
+        typer.echo(f"wattwise: note: {note}", err=True)
     if output_format == "json":
-        typer.echo(json.dumps({"since_unix_s": start, "until_unix_s": end, "rows": rows}, indent=2))
+        window = {"since_unix_s": start, "until_unix_s": end, "notes": notes}
+        typer.echo(json.dumps({**window, "rows": rows}, indent=2))
         return
     if sci:
         columns = [group_by, *SCI_COLUMNS]

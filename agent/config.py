@@ -101,7 +101,20 @@ class LedgerConfig(_Section):
     enabled: bool = Field(True, description="Keep durable per-job accounts.")
     path: Path = Field(Path("/var/lib/wattwise/ledger.db"), description="SQLite ledger file.")
     minutely_retention_s: float = Field(
-        30 * DAY_S, gt=0, le=3660 * DAY_S, description="How long per-minute job series are kept."
+        2 * DAY_S,
+        ge=3600,
+        le=3660 * DAY_S,
+        description="How long per-minute job series are kept (the hourly ones outlive them).",
+    )
+    hourly_retention_s: float = Field(
+        400 * DAY_S, ge=DAY_S, le=3660 * DAY_S, description="How long hourly job series are kept."
+    )
+    commit_interval_s: float = Field(
+        5.0,
+        ge=0.05,
+        le=300,
+        description="How often counted totals are committed to the ledger; /metrics shows only "
+        "committed totals, so job counters move at this pace.",
     )
 
 

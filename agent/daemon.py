@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from fnmatch import fnmatch
 from typing import Protocol
 
@@ -22,8 +21,9 @@ from agent.carbon.pue_feed import CONFIG, FacilityPue
 from agent.carbon.table import StaticProvider, TableProvider
 from agent.carbon.ukgrid import UkGridProvider
 from agent.carbon.watttime import WattTimeProvider
+from agent.clock import SYSTEM, Clock
 from agent.config import Config
-from agent.jobs.accounts import JobAccounts
+from agent.jobs.accounts import Accounts
 from agent.jobs.cgroups import KUBERNETES
 from agent.jobs.kubelet import PodNames
 from agent.jobs.metadata import JobMeta
@@ -44,7 +44,6 @@ from agent.model import (
     GpuStatus,
     Snapshot,
     SourceReadout,
-    Totals,
 )
 from agent.service import Service
 from agent.signals import stop_requested
@@ -80,11 +79,16 @@ class Agent:
     """Owns the sources and the counter state; `tick()` swaps in a new immutable Snapshot."""
 
     def __init__(
-        self, config: Config, durable: bool = True, connection_limit: int = MAX_CONNECTIONS
+        self,
+        config: Config,
+        durable: bool = True,
+        connection_limit: int = MAX_CONNECTIONS,
+        clock: Clock = SYSTEM,
     ) -> None:
         """`durable=False` (probe, once) charges jobs but never opens the ledger nor listens;
-        `connection_limit` bounds the work socket's connections."""
+        `connection_limit` bounds the work socket's connections; `clock` is the tick's time."""
         self.config = config
+        self.clock = clock
         self._connection_limit = connection_limit
         self.sources: list[Source] = []
         self._skipped: list[Finding] = []
@@ -97,7 +101,8 @@ class Agent:
         self.ledger: Ledger | None = None
         self.ledger_problem: str | None = None
         self._ledger_error: str | None = None
-        self._open_at_start: set[str] = set()
+        self.job_accounts: Accounts | None = None
+        self._durable = durable and config.jobs.enabled and config.ledger.enabled
         self._last_tick_monotonic_s: float | None = None
         self.grid: GridIntensity | None = None
         self._carbon_findings: list[Finding] = []
@@ -140,21 +145,30 @@ class Agent:
             jobs.schedulers,
             self.pod_names.get if self.pod_names else None,
         )
-        totals = Totals()
+        ledger_config = config.ledger
         if durable:
             try:
-                self.ledger = Ledger(config.ledger.path, config.ledger.minutely_retention_s)
-                if self.ledger.is_open:
-                    self._open_at_start = self.ledger.open_jobs()
-                    totals = self.ledger.totals(self._open_at_start)
-                else:
+                self.ledger = Ledger(
+                    ledger_config.path,
+                    ledger_config.minutely_retention_s,
+                    ledger_config.hourly_retention_s,
+                )
+                if not self.ledger.is_open:
                     log.warning("%s", self.ledger.last_error)
+                self.job_accounts = Accounts(
+                    config.jobs.finished_grace_s, self.ledger, ledger_config.commit_interval_s
+                )
             except LedgerUnavailable as exc:  # locked while its totals were read: retried
+                assert self.ledger is not None
                 self.ledger.suspend(exc)
                 log.warning("%s", exc)
             except LedgerError as exc:
                 self._refuse_ledger(exc)
-        self.work = WorkCounts(totals.work_units)
+        if self.job_accounts is None:  # no ledger yet, or none at all
+            self.job_accounts = Accounts(
+                config.jobs.finished_grace_s, self.ledger, ledger_config.commit_interval_s
+            )
+        self.work = WorkCounts(self.job_accounts.work_totals())
         if durable and config.work.enabled:
             tracker = self.tracker
             self.work_server = WorkServer(
@@ -176,13 +190,14 @@ class Agent:
                 self.work, self._work_endpoints, work.scrape_interval_s, work.scrape_timeout_s
             )
             self.work_scraper.start()
-        self.job_accounts = JobAccounts(config.jobs.finished_grace_s, totals)
 
     def _refuse_ledger(self, exc: LedgerError) -> None:
         """A ledger file that will never be usable: measure without one, saying so."""
         if self.ledger is not None:
             self.ledger.close_without_writing()
         self.ledger = None
+        if self.job_accounts is not None:
+            self.job_accounts.ledger = None
         self.ledger_problem = str(exc)
         log.error("%s. Measuring without a ledger: job totals are not kept.", exc)
 
@@ -236,17 +251,17 @@ class Agent:
         domains = self.accounts.update(counters)
         self._log_changes(domains)
         gpus = tuple(g for r in readouts for g in r.gpus)
-        now_unix_s = time.time()
+        now_unix_s = self.clock.wall()
         # One read per tick: the intensity charged is the one exported, even if the refresher
         # swaps in a new value meanwhile.
         intensity = self.grid.current(now_unix_s) if self.grid is not None else None
         pue = self.pue_feed.current() if self.pue_feed else (self.config.carbon.pue_ratio, CONFIG)
         if self.tracker is not None:
             self._charge_jobs(domains, gpus, now_unix_s, intensity, pue[0])
-        jobs = self.job_accounts.views(self.work.by_job()) if self.tracker is not None else ()
+        jobs = self.job_accounts.views() if self.job_accounts is not None else ()
         if self.tracker is not None:
             self.work.retain({view.job_key for view in jobs})
-        unattributed = self.job_accounts.unattributed() if self.tracker is not None else ()
+        unattributed = self.job_accounts.unattributed() if self.job_accounts is not None else ()
         snapshot = Snapshot(
             taken_at_unix_s=now_unix_s,
             interval_s=self.config.interval_s,
@@ -257,17 +272,17 @@ class Agent:
             jobs=jobs,
             unattributed_j=unattributed,
             ledger_up=None
-            if self.tracker is None or not self.config.ledger.enabled
-            else self.ledger is not None and self._ledger_error is None,
+            if self.tracker is None or not self._durable
+            else self.ledger is not None and self.ledger.last_error is None,
             carbon=self._carbon_status(now_unix_s, intensity, pue),
             platform_w=self.platform.watts() if self.platform else None,
             platform_age_s=self.platform.age_s() if self.platform else None,
             work_endpoints=self.work_scraper.state if self.work_scraper else None,
             gpu_use_j=tuple(self.job_accounts.gpu_use_j.items())
-            if self.tracker is not None
+            if self.job_accounts is not None
             else (),
             embodied=self.job_accounts.embodied_status()
-            if self.tracker is not None and self.config.embodied.enabled
+            if self.job_accounts is not None and self.config.embodied.enabled
             else None,
             services=tuple(service.state() for service in self._services()),
         )
@@ -283,7 +298,7 @@ class Agent:
         pue_ratio: float,
     ) -> None:
         assert self.tracker is not None
-        now = time.monotonic()
+        now = self.clock.monotonic()
         elapsed_s = now - (self._last_tick_monotonic_s or now)
         self._last_tick_monotonic_s = now
         activity = self.tracker.observe(gpus)
@@ -308,61 +323,43 @@ class Agent:
             embodied = split_embodied(
                 elapsed_s, rates, activity.cpu.total_cpus, cpus_held, gpus_held
             )
-        names = {key: meta.name for key, meta in activity.meta.items()}
         owners = {
             key: (meta.user, _team(meta, activity.jobs[key].scheduler))
             for key, meta in activity.meta.items()
             if key in activity.jobs
         }
-        ended = self.job_accounts.apply(
-            now_unix_s, elapsed_s, activity.jobs, charged, left, names, embodied, owners
-        )
-        work = self.work.drain()  # drained every tick, so it never piles up without a ledger
-        if self.ledger is None:
-            return
-        # Jobs the ledger had open at startup that are gone now ended while the agent was down.
-        ended += sorted(self._open_at_start - activity.jobs.keys())
-        self._open_at_start = set()
-        seen = []
+        seen = {}
         for key, ref in activity.jobs.items():
             meta = activity.meta.get(key)
             name, user = (meta.name, meta.user) if meta else ("", "")
-            seen.append(JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user))
+            seen[key] = JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user)
+        work = self.work.drain()  # drained every tick, so it never piles up
+        assert self.job_accounts is not None
+        self.job_accounts.apply(
+            now_unix_s, elapsed_s, activity.jobs, charged, left, seen, embodied, owners, work
+        )
+        self._commit(now_unix_s)
+
+    def _commit(self, now_unix_s: float, force: bool = False) -> None:
+        """Commits the job accounts when their interval has passed; logs the ledger's state
+        when it changes."""
+        assert self.job_accounts is not None
         try:
-            self.ledger.record(now_unix_s, seen, charged, left, ended, embodied, work)
-            if self.ledger.just_opened:
-                self._adopt_ledger(now_unix_s, activity.jobs.keys())
+            self.job_accounts.commit(now_unix_s, force)
         except LedgerUnavailable as exc:  # locked while its totals were read: retried
+            assert self.ledger is not None
             self.ledger.suspend(exc)
         except LedgerError as exc:  # damaged while in use
             self._refuse_ledger(exc)
+            return
+        if self.ledger is None:
             return
         if self.ledger.last_error != self._ledger_error:
             if self.ledger.last_error:
                 log.error("%s", self.ledger.last_error)
             else:
-                log.info("ledger %s is written again; nothing was lost", self.ledger.path)
+                log.info("ledger %s is written; nothing was lost", self.ledger.path)
             self._ledger_error = self.ledger.last_error
-
-    def _adopt_ledger(self, now_unix_s: float, running: Iterable[str]) -> None:
-        """A ledger that could not be opened at startup is open now, with everything counted
-        meanwhile written into it. Jobs it had open that are gone ended while the agent was
-        down; the exported counters continue from its totals from now on."""
-        assert self.ledger is not None
-        self.ledger.just_opened = False
-        running = set(running)
-        gone = sorted(self.ledger.open_jobs() - running)
-        if gone:
-            self.ledger.record(now_unix_s, ended=gone)
-        shown = running | {view.job_key for view in self.job_accounts.views()}
-        totals = self.ledger.totals(shown)
-        self.job_accounts.reseed(totals)
-        self.work.reseed(totals.work_units)
-        log.warning(
-            "ledger %s opened late: counters continue from its totals (a one-time rise on "
-            "/metrics of what it held before this agent started)",
-            self.ledger.path,
-        )
 
     def _services(self) -> list[Service]:
         """Every background service this agent runs, for wattwise_service_up."""
@@ -397,7 +394,7 @@ class Agent:
             age_s=intensity.age_s(now_unix_s),  # the data's own age, not the fetch's
             pue_ratio=pue[0],
             pue_source=pue[1],
-            node_operational_g=self.job_accounts.node_carbon_g,
+            node_operational_g=self.job_accounts.node_carbon_g if self.job_accounts else 0.0,
             providers_up=tuple((s.name, s.up) for s in self.grid.states()),
         )
 
@@ -490,6 +487,12 @@ class Agent:
     def close(self) -> None:
         for source in self.sources:
             source.close()
+        if self.job_accounts is not None and self.latest is not None:
+            self._commit(self.latest.taken_at_unix_s, force=True)  # the last partial minute too
+            if self.ledger is not None and self.ledger.last_error:
+                log.error(
+                    "%s; what was counted since the last commit is lost", self.ledger.last_error
+                )
         if self.ledger is not None:
             self.ledger.close()
         if self.pod_names is not None:

@@ -1,4 +1,12 @@
-"""Durable per-job energy accounts in SQLite (WAL), written once per tick in one transaction.
+"""Durable per-job accounts in SQLite (WAL): every exported running total, and its history per
+minute and per hour.
+
+Layout (schema 5): `jobs` and `series` give integer ids (the node itself is job 0); `totals`
+holds one row per job and series, the committed value of an exported counter; `minutes` and
+`hours` hold what each minute and each closed hour added, keyed by time first, so that
+retention is a range delete and a report reads only its window. Rollups and retention run once
+an hour, never per tick. Each write is one transaction: the caller commits every few seconds,
+and exports only what was committed, so a counter never goes backwards across a restart.
 
 A file is recognised as a ledger before anything in it is touched: wattwise's own
 application_id (or, for ledgers written before it existed, exactly the tables of their schema
@@ -7,37 +15,85 @@ that names it and what to do; a new ledger is created whole, under another name,
 place, so no half-made ledger is ever found at the path.
 
 A problem that may pass (a lock held elsewhere, a full disk, a directory not yet there) never
-disables the ledger: the file is tried again with a backoff from one second to five minutes, and
-meanwhile every tick's increments stay in memory, merged by key, for the next successful write.
-A SIGKILL while the ledger cannot be written loses what is held in memory; the per-minute detail
-held is bounded (MAX_PENDING_MINUTELY rows), the totals are not.
+disables the ledger: the file is tried again with a backoff from one second to five minutes,
+while the caller keeps what it counted in memory.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sqlite3
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.carbon.embodied import EmbodiedSplit
 from agent.errors import WattwiseError
-from agent.model import Finding, JobEnergy, Totals, UnattributedEnergy
+from agent.model import Finding
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x57415457  # "WATW" in PRAGMA application_id: this file is a wattwise ledger
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 300.0
-# Per-minute rows held in memory while the ledger cannot be written (about a day of 50 jobs);
-# beyond it the outage's per-minute detail is dropped, never the totals.
-MAX_PENDING_MINUTELY = 500_000
+MICRO = 1_000_000  # per-minute and hourly amounts are kept in millionths (uJ, work units)
+NANO = 1_000_000_000  # and grams in billionths: a job's minute is a few hundredths of a gram
+NODE = ""  # the job key of the node's own rows (unattributed energy, node totals)
+
+# The layout of schema 5 (a new ledger is made with it directly). Per-minute and hourly amounts
+# are integers (uJ, millionths of a work unit, ng): small on disk.
+CURRENT_SCHEMA = """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,              -- 0 is the node itself
+        job_key TEXT NOT NULL UNIQUE,        -- "<scheduler>:<job_id>"; '' for the node
+        scheduler TEXT NOT NULL,
+        kind TEXT NOT NULL,                  -- slurm, pod, container, service, exec
+        job_id TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL DEFAULT '',
+        first_seen_unix_s REAL NOT NULL,
+        last_seen_unix_s REAL NOT NULL,
+        ended_unix_s REAL
+    );
+    INSERT INTO jobs VALUES (0, '', '', 'node', '', '', '', 0, 0, NULL);
+    CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        measure TEXT NOT NULL,     -- energy, embodied, work; node: unattributed, unreserved, node
+        a TEXT NOT NULL,                     -- domain, component or unit
+        b TEXT NOT NULL DEFAULT '',          -- source
+        c TEXT NOT NULL DEFAULT '',          -- state (active, idle) or reason (system, idle)
+        UNIQUE (measure, a, b, c)
+    );
+    INSERT INTO series (measure, a) VALUES ('node', 'operational'), ('node', 'embodied');
+    CREATE TABLE totals (
+        job INTEGER NOT NULL,
+        series INTEGER NOT NULL,
+        amount REAL NOT NULL,                -- joules, or work units
+        carbon_g REAL NOT NULL,
+        PRIMARY KEY (job, series)
+    ) WITHOUT ROWID;
+    INSERT INTO totals SELECT 0, id, 0, 0 FROM series WHERE measure = 'node';
+    CREATE TABLE minutes (
+        minute INTEGER NOT NULL,             -- unix seconds of the minute's start
+        job INTEGER NOT NULL,
+        series INTEGER NOT NULL,
+        amount INTEGER NOT NULL,             -- millionths (uJ, work units)
+        carbon_ng INTEGER NOT NULL,
+        PRIMARY KEY (minute, job, series)
+    ) WITHOUT ROWID;
+    CREATE TABLE hours (
+        hour INTEGER NOT NULL,               -- unix seconds of the hour's start
+        job INTEGER NOT NULL,
+        series INTEGER NOT NULL,
+        amount INTEGER NOT NULL,
+        carbon_ng INTEGER NOT NULL,
+        PRIMARY KEY (hour, job, series)
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+    INSERT INTO meta VALUES ('hours_until', 0);
+"""
 
 # Each entry brings the schema from version i to i + 1. Append; never edit a shipped migration.
 MIGRATIONS: tuple[str, ...] = (
@@ -120,6 +176,72 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_key, minute_unix_s, unit)
     ) WITHOUT ROWID;
     """,
+    # 5: integer ids for jobs and series, one table of totals, per-minute rows keyed by the minute
+    # first (retention is a range delete), hourly rollups kept longer (CURRENT_SCHEMA).
+    """
+    ALTER TABLE jobs RENAME TO jobs_v4;
+    """
+    + CURRENT_SCHEMA
+    + """
+    INSERT INTO jobs (job_key, scheduler, kind, job_id, name, user, first_seen_unix_s,
+                      last_seen_unix_s, ended_unix_s)
+        SELECT job_key, scheduler, kind, job_id, name, user, first_seen_unix_s,
+               last_seen_unix_s, ended_unix_s FROM jobs_v4 ORDER BY first_seen_unix_s;
+    INSERT OR IGNORE INTO series (measure, a, b, c)
+        SELECT DISTINCT 'energy', domain, source, state FROM job_energy;
+    INSERT OR IGNORE INTO series (measure, a, b, c)
+        SELECT DISTINCT 'unattributed', domain, source, reason FROM unattributed_energy;
+    INSERT OR IGNORE INTO series (measure, a)
+        SELECT DISTINCT 'embodied', component FROM job_embodied;
+    INSERT OR IGNORE INTO series (measure, a)
+        SELECT DISTINCT 'unreserved', component FROM unreserved_embodied;
+    INSERT OR IGNORE INTO series (measure, a) SELECT DISTINCT 'work', unit FROM job_work;
+    INSERT INTO totals SELECT j.id, s.id, e.energy_j, e.carbon_g FROM job_energy e
+        JOIN jobs j ON j.job_key = e.job_key
+        JOIN series s
+            ON s.measure = 'energy' AND s.a = e.domain AND s.b = e.source AND s.c = e.state;
+    INSERT INTO totals SELECT 0, s.id, u.energy_j, u.carbon_g FROM unattributed_energy u
+        JOIN series s ON s.measure = 'unattributed' AND s.a = u.domain AND s.b = u.source
+            AND s.c = u.reason;
+    INSERT INTO totals SELECT j.id, s.id, 0, e.carbon_g FROM job_embodied e
+        JOIN jobs j ON j.job_key = e.job_key
+        JOIN series s ON s.measure = 'embodied' AND s.a = e.component;
+    INSERT INTO totals SELECT 0, s.id, 0, u.carbon_g FROM unreserved_embodied u
+        JOIN series s ON s.measure = 'unreserved' AND s.a = u.component;
+    INSERT INTO totals SELECT j.id, s.id, w.units, 0 FROM job_work w
+        JOIN jobs j ON j.job_key = w.job_key JOIN series s ON s.measure = 'work' AND s.a = w.unit;
+    UPDATE totals SET carbon_g = (SELECT coalesce(sum(carbon_g), 0) FROM job_energy)
+        + (SELECT coalesce(sum(carbon_g), 0) FROM unattributed_energy)
+        WHERE job = 0
+        AND series = (SELECT id FROM series WHERE measure = 'node' AND a = 'operational');
+    UPDATE totals SET carbon_g = (SELECT coalesce(sum(carbon_g), 0) FROM job_embodied)
+        WHERE job = 0
+        AND series = (SELECT id FROM series WHERE measure = 'node' AND a = 'embodied');
+    INSERT INTO minutes SELECT m.minute_unix_s, j.id, s.id,
+            CAST(round(sum(m.energy_j) * 1e6) AS INTEGER),
+            CAST(round(sum(m.carbon_g) * 1e9) AS INTEGER)
+        FROM job_energy_minutely m JOIN jobs j ON j.job_key = m.job_key
+        JOIN series s
+            ON s.measure = 'energy' AND s.a = m.domain AND s.b = m.source AND s.c = m.state
+        GROUP BY 1, 2, 3;
+    INSERT INTO minutes SELECT m.minute_unix_s, j.id, s.id,
+            0, CAST(round(sum(m.carbon_g) * 1e9) AS INTEGER)
+        FROM job_embodied_minutely m JOIN jobs j ON j.job_key = m.job_key
+        JOIN series s ON s.measure = 'embodied' AND s.a = m.component GROUP BY 1, 2, 3;
+    INSERT INTO minutes SELECT m.minute_unix_s, j.id, s.id,
+            CAST(round(sum(m.units) * 1e6) AS INTEGER), 0
+        FROM job_work_minutely m JOIN jobs j ON j.job_key = m.job_key
+        JOIN series s ON s.measure = 'work' AND s.a = m.unit GROUP BY 1, 2, 3;
+    -- Every hour before the last one with minutes is closed: rolled up now.
+    UPDATE meta SET value = (SELECT coalesce(max(minute), 0) / 3600 * 3600 FROM minutes)
+        WHERE key = 'hours_until';
+    INSERT INTO hours
+        SELECT minute / 3600 * 3600, job, series, sum(amount), sum(carbon_ng) FROM minutes
+        WHERE minute < (SELECT value FROM meta WHERE key = 'hours_until') GROUP BY 1, 2, 3;
+    DROP TABLE job_energy; DROP TABLE job_energy_minutely; DROP TABLE unattributed_energy;
+    DROP TABLE job_embodied; DROP TABLE job_embodied_minutely; DROP TABLE unreserved_embodied;
+    DROP TABLE job_work; DROP TABLE job_work_minutely; DROP TABLE jobs_v4;
+    """,
 )
 
 
@@ -131,6 +253,7 @@ TABLES_BY_VERSION = {
     2: _V1_TABLES,
     3: _V3_TABLES,
     4: _V3_TABLES | {"job_work", "job_work_minutely"},
+    5: frozenset({"jobs", "series", "totals", "minutes", "hours", "meta"}),
 }
 
 
@@ -157,7 +280,21 @@ class JobSeen:
     user: str = ""
 
 
-EnergyKey = tuple[str, str, str, str]  # job_key, domain, source, state
+# (measure, a, b, c): ("energy", domain, source, state), ("embodied", component, "", ""),
+# ("work", unit, "", ""); the node's: ("unattributed", domain, source, reason),
+# ("unreserved", component, "", ""), ("node", "operational" or "embodied", "", "").
+SeriesKey = tuple[str, str, str, str]
+Sums = list[float]  # [amount, carbon_g]
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a commit adds: totals' increments, closed minutes, jobs seen and ended."""
+
+    totals: Mapping[tuple[str, SeriesKey], Sums] = field(default_factory=dict)
+    minutes: Mapping[tuple[int, str, SeriesKey], Sums] = field(default_factory=dict)
+    jobs: Mapping[str, tuple[JobSeen, float, float]] = field(default_factory=dict)
+    ended: Mapping[str, float] = field(default_factory=dict)
 
 
 class Ledger:
@@ -167,32 +304,21 @@ class Ledger:
     def __init__(
         self,
         path: Path,
-        minutely_retention_s: float = 30 * 86400,
+        minutely_retention_s: float = 2 * 86400,
+        hourly_retention_s: float = 400 * 86400,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self.minutely_retention_s = minutely_retention_s
+        self.hourly_retention_s = hourly_retention_s
         self.last_error: str | None = None
-        self.just_opened = False  # a later write opened the file: the caller adopts its totals
+        self.just_opened = False  # a later write opened the file: the caller reloads totals
         self._clock = clock
         self._retry_s = 0.0
         self._retry_at = 0.0
-        self._pending_jobs: dict[str, tuple[JobSeen, float, float]] = {}
-        # Pending sums: key -> [joules, grams].
-        self._pending_energy: dict[EnergyKey, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        self._pending_minutely: dict[tuple[str, int, str, str, str], list[float]] = defaultdict(
-            lambda: [0.0, 0.0]
-        )
-        self._pending_unattributed: dict[tuple[str, str, str], list[float]] = defaultdict(
-            lambda: [0.0, 0.0]
-        )
-        self._pending_ended: dict[str, float] = {}
-        self._pending_embodied: dict[tuple[str, str], float] = defaultdict(float)
-        self._pending_embodied_minutely: dict[tuple[str, int, str], float] = defaultdict(float)
-        self._pending_unreserved: dict[str, float] = defaultdict(float)
-        self._pending_work: dict[tuple[str, str], float] = defaultdict(float)
-        self._pending_work_minutely: dict[tuple[str, int, str], float] = defaultdict(float)
-        self._last_record_unix_s = time.time()
+        self._job_ids: dict[str, int] = {NODE: 0}
+        self._series_ids: dict[SeriesKey, int] = {}
+        self._hours_until: float | None = None
         self._db: sqlite3.Connection | None = None
         self._try_open()
 
@@ -238,6 +364,11 @@ class Ledger:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             for target in range(version + 1, SCHEMA_VERSION + 1):
+                if target == 5 and version > 0:
+                    log.warning(
+                        "ledger %s: migrating to schema 5 (once; a large file takes a while)",
+                        self.path,
+                    )
                 db.executescript(
                     f"BEGIN; {MIGRATIONS[target - 1]}; PRAGMA user_version={target}; "
                     f"PRAGMA application_id={APPLICATION_ID}; COMMIT;"
@@ -258,7 +389,7 @@ class Ledger:
             db = sqlite3.connect(fresh, isolation_level=None)
             try:
                 db.executescript(
-                    f"BEGIN; {''.join(MIGRATIONS)}; PRAGMA user_version={SCHEMA_VERSION}; "
+                    f"BEGIN; {CURRENT_SCHEMA}; PRAGMA user_version={SCHEMA_VERSION}; "
                     f"PRAGMA application_id={APPLICATION_ID}; COMMIT;"
                 )
                 db.execute("PRAGMA journal_mode=WAL")
@@ -328,288 +459,165 @@ class Ledger:
             why = f"failed: {exc}"
         return _Transient(f"ledger {self.path} {why}")
 
-    def record(
-        self,
-        now_unix_s: float,
-        jobs: Iterable[JobSeen] = (),
-        energy: Iterable[JobEnergy] = (),
-        unattributed: Iterable[UnattributedEnergy] = (),
-        ended: Iterable[str] = (),
-        embodied: EmbodiedSplit | None = None,
-        work: dict[tuple[str, str], float] | None = None,
-    ) -> bool:
-        """Adds one tick; True when it (and anything pending) reached the disk."""
-        self._last_record_unix_s = now_unix_s
-        minute = int(now_unix_s // 60 * 60)
-        # The file's last gate: one non-finite figure would fail every later write (NOT NULL)
-        # and so stop the ledger for every job; it is dropped, loudly, instead.
-        energy = [e for e in energy if _finite(e.job_key, e.energy_j, e.carbon_g)]
-        unattributed = [u for u in unattributed if _finite(u.domain, u.energy_j, u.carbon_g)]
-        work = {k: n for k, n in (work or {}).items() if _finite(k[0], n)}
-        for job in jobs:
-            first = self._pending_jobs.get(job.job_key, (job, now_unix_s, now_unix_s))[1]
-            self._pending_jobs[job.job_key] = (job, first, now_unix_s)
-        for e in energy:
-            for sums in (
-                self._pending_energy[(e.job_key, e.domain, e.source, e.state)],
-                self._pending_minutely[(e.job_key, minute, e.domain, e.source, e.state)],
-            ):
-                sums[0] += e.energy_j
-                sums[1] += e.carbon_g
-        for u in unattributed:
-            sums = self._pending_unattributed[(u.domain, u.source, u.reason)]
-            sums[0] += u.energy_j
-            sums[1] += u.carbon_g
-        for job_key in ended:
-            self._pending_ended[job_key] = now_unix_s
-        if embodied is not None:
-            for job_key, parts in embodied.jobs_g.items():
-                for component, grams in parts.items():
-                    if _finite(job_key, grams):
-                        self._pending_embodied[(job_key, component)] += grams
-                        self._pending_embodied_minutely[(job_key, minute, component)] += grams
-            for component, grams in embodied.unreserved_g.items():
-                if _finite(component, grams):
-                    self._pending_unreserved[component] += grams
-        for (job_key, unit), units in work.items():
-            self._pending_work[(job_key, unit)] += units
-            self._pending_work_minutely[(job_key, minute, unit)] += units
-        self._bound_pending()
+    def write(self, batch: Batch) -> bool:
+        """Commits a batch in one transaction; False when the file cannot be written now (then
+        `last_error` says why, and nothing of the batch is in it). LedgerError when the file
+        turns out to be damaged: it is never written again."""
         if self._db is None:
             if self._clock() < self._retry_at or not self._try_open():
                 return False
             self.just_opened = True
             log.info("ledger %s is open now; what was kept in memory is written", self.path)
+        db = self._db
+        assert db is not None
         try:
-            self._flush(now_unix_s)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._write(db, batch)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
+            self._forget_ids()  # ids made in the rolled-back transaction do not exist
             problem = self._problem(exc)
             if isinstance(problem, LedgerError):  # damaged: never written again
                 self.close_without_writing()
                 raise problem from None
-            self.last_error = f"{problem}; {self._pending_count()} rows kept in memory"
+            self.last_error = str(problem)
             return False
         self.last_error = None
         return True
 
-    def _bound_pending(self) -> None:
-        if (
-            len(self._pending_minutely)
-            + len(self._pending_embodied_minutely)
-            + len(self._pending_work_minutely)
-            <= MAX_PENDING_MINUTELY
-        ):
-            return
-        log.error(
-            "ledger %s: unwritable for long; the per-minute detail held in memory is dropped "
-            "(%d rows), the totals are kept",
-            self.path,
-            MAX_PENDING_MINUTELY,
+    def _write(self, db: sqlite3.Connection, batch: Batch) -> None:
+        db.executemany(
+            "INSERT INTO jobs (job_key, scheduler, kind, job_id, name, user, first_seen_unix_s, "
+            "last_seen_unix_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_key) DO UPDATE "
+            "SET last_seen_unix_s = excluded.last_seen_unix_s, name = excluded.name, "
+            "user = excluded.user, ended_unix_s = NULL",
+            [
+                (j.job_key, j.scheduler, j.kind, j.job_id, j.name, j.user, first, last)
+                for j, first, last in batch.jobs.values()
+            ],
         )
-        self._pending_minutely.clear()
-        self._pending_embodied_minutely.clear()
-        self._pending_work_minutely.clear()
+        job = self._ids_of_jobs(db, {k for k, _ in batch.totals} | {k for _, k, _ in batch.minutes})
+        series = self._ids_of_series(
+            db, {s for _, s in batch.totals} | {s for *_, s in batch.minutes}
+        )
+        db.executemany(
+            "INSERT INTO totals VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+            "amount = amount + excluded.amount, carbon_g = carbon_g + excluded.carbon_g",
+            [(job[k], series[s], a, g) for (k, s), (a, g) in batch.totals.items()],
+        )
+        db.executemany(
+            "INSERT INTO minutes VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+            "amount = amount + excluded.amount, carbon_ng = carbon_ng + excluded.carbon_ng",
+            [
+                (minute, job[k], series[s], round(a * MICRO), round(g * NANO))
+                for (minute, k, s), (a, g) in batch.minutes.items()
+            ],
+        )
+        db.executemany(
+            "UPDATE jobs SET ended_unix_s = ? WHERE job_key = ? AND ended_unix_s IS NULL",
+            [(at, key) for key, at in batch.ended.items()],
+        )
 
-    def _flush(self, now_unix_s: float) -> None:
+    def _ids_of_jobs(self, db: sqlite3.Connection, keys: set[str]) -> dict[str, int]:
+        missing = keys - self._job_ids.keys()
+        for key in missing:  # a job first seen since the last commit: its row exists now
+            row = db.execute("SELECT id FROM jobs WHERE job_key = ?", (key,)).fetchone()
+            if row is None:
+                raise LedgerError(f"ledger {self.path}: job {key} has totals but no row")
+            self._job_ids[key] = row[0]
+        return self._job_ids
+
+    def _ids_of_series(self, db: sqlite3.Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
+        for key in keys - self._series_ids.keys():
+            db.execute("INSERT OR IGNORE INTO series (measure, a, b, c) VALUES (?, ?, ?, ?)", key)
+            self._series_ids[key] = db.execute(
+                "SELECT id FROM series WHERE measure = ? AND a = ? AND b = ? AND c = ?", key
+            ).fetchone()[0]
+        return self._series_ids
+
+    def _forget_ids(self) -> None:
+        self._job_ids = {NODE: 0}
+        self._series_ids = {}
+
+    def maintain(self, now_unix_s: float) -> None:
+        """Rolls every closed hour up from its minutes, then drops minutes and hours past their
+        retention: once an hour, each statement a range of the time-first keys."""
+        if self._db is None:
+            return
+        current_hour = now_unix_s // 3600 * 3600
+        if self._hours_until is None:
+            self._hours_until = self._rows("SELECT value FROM meta WHERE key = 'hours_until'")[0][0]
+        if current_hour <= self._hours_until:
+            return
         db = self._db
-        assert db is not None
-        db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT(job_key) DO "
-                "UPDATE SET last_seen_unix_s = excluded.last_seen_unix_s, name = excluded.name, "
-                "user = excluded.user, ended_unix_s = NULL",
-                [
-                    (j.job_key, j.scheduler, j.kind, j.job_id, j.name, j.user, first, last)
-                    for j, first, last in self._pending_jobs.values()
-                ],
-            )
-            add = (
-                "ON CONFLICT DO UPDATE SET energy_j = energy_j + excluded.energy_j, "
-                "carbon_g = carbon_g + excluded.carbon_g"
-            )
-            db.executemany(
-                "INSERT INTO job_energy (job_key, domain, source, state, energy_j, carbon_g) "
-                f"VALUES (?, ?, ?, ?, ?, ?) {add}",
-                [(*key, *sums) for key, sums in self._pending_energy.items()],
-            )
-            db.executemany(
-                "INSERT INTO job_energy_minutely (job_key, minute_unix_s, domain, source, state, "
-                f"energy_j, carbon_g) VALUES (?, ?, ?, ?, ?, ?, ?) {add}",
-                [(*key, *sums) for key, sums in self._pending_minutely.items()],
-            )
-            db.executemany(
-                "INSERT INTO unattributed_energy (domain, source, reason, energy_j, carbon_g) "
-                f"VALUES (?, ?, ?, ?, ?) {add}",
-                [(*key, *sums) for key, sums in self._pending_unattributed.items()],
-            )
-            add_g = "ON CONFLICT DO UPDATE SET carbon_g = carbon_g + excluded.carbon_g"
-            db.executemany(
-                f"INSERT INTO job_embodied VALUES (?, ?, ?) {add_g}",
-                [(*key, g) for key, g in self._pending_embodied.items()],
-            )
-            db.executemany(
-                f"INSERT INTO job_embodied_minutely VALUES (?, ?, ?, ?) {add_g}",
-                [(*key, g) for key, g in self._pending_embodied_minutely.items()],
-            )
-            db.executemany(
-                f"INSERT INTO unreserved_embodied VALUES (?, ?) {add_g}",
-                list(self._pending_unreserved.items()),
-            )
-            add_units = "ON CONFLICT DO UPDATE SET units = units + excluded.units"
-            db.executemany(
-                f"INSERT INTO job_work VALUES (?, ?, ?) {add_units}",
-                [(*key, u) for key, u in self._pending_work.items()],
-            )
-            db.executemany(
-                f"INSERT INTO job_work_minutely VALUES (?, ?, ?, ?) {add_units}",
-                [(*key, u) for key, u in self._pending_work_minutely.items()],
-            )
-            db.executemany(
-                "UPDATE jobs SET ended_unix_s = ? WHERE job_key = ? AND ended_unix_s IS NULL",
-                [(at, key) for key, at in self._pending_ended.items()],
-            )
-            for table in ("job_energy_minutely", "job_embodied_minutely", "job_work_minutely"):
+            db.execute("BEGIN IMMEDIATE")
+            try:
                 db.execute(
-                    f"DELETE FROM {table} WHERE minute_unix_s < ?",
+                    "INSERT INTO hours SELECT minute / 3600 * 3600, job, series, sum(amount), "
+                    "sum(carbon_ng) FROM minutes WHERE minute >= ? AND minute < ? "
+                    "GROUP BY 1, 2, 3 ON CONFLICT DO UPDATE SET amount = amount + excluded.amount, "
+                    "carbon_ng = carbon_ng + excluded.carbon_ng",
+                    (self._hours_until, current_hour),
+                )
+                db.execute("UPDATE meta SET value = ? WHERE key = 'hours_until'", (current_hour,))
+                db.execute(
+                    "DELETE FROM minutes WHERE minute < ?",
                     (now_unix_s - self.minutely_retention_s,),
                 )
-            db.execute("COMMIT")
-        except sqlite3.Error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        for pending in (
-            self._pending_jobs,
-            self._pending_energy,
-            self._pending_minutely,
-            self._pending_unattributed,
-            self._pending_ended,
-            self._pending_embodied,
-            self._pending_embodied_minutely,
-            self._pending_unreserved,
-            self._pending_work,
-            self._pending_work_minutely,
-        ):
-            pending.clear()
+                db.execute(
+                    "DELETE FROM hours WHERE hour < ?", (now_unix_s - self.hourly_retention_s,)
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            log.warning("ledger %s: hourly rollup not done now, tried again: %s", self.path, exc)
+            return
+        self._hours_until = current_hour
 
-    def _pending_count(self) -> int:
-        return (
-            len(self._pending_energy)
-            + len(self._pending_minutely)
-            + len(self._pending_jobs)
-            + len(self._pending_embodied_minutely)
-            + len(self._pending_work_minutely)
-        )
-
-    def _rows(self, sql: str) -> list[tuple]:
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         """A read of the file; a damaged page is a LedgerError, like a damaged header."""
         if self._db is None:
             raise LedgerError(f"ledger {self.path} is not open: {self.last_error}")
         try:
-            return self._db.execute(sql).fetchall()
+            return self._db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
             problem = self._problem(exc)
             if not isinstance(problem, LedgerError):  # a lock: the file is tried again later
                 problem = LedgerUnavailable(f"{problem}; job totals are kept in memory")
             raise problem from None
 
-    def totals(self, jobs: Iterable[str]) -> Totals:
-        """The ledger's totals (what is pending included) for `jobs`, and the node's."""
-        wanted = set(jobs)
-        sums = self._job_sums()
-        embodied = self.job_embodied_totals()
-        return Totals(
-            energy_j={k: v[0] for k, v in sums.items() if k[0] in wanted},
-            carbon_g={k: v[1] for k, v in sums.items() if k[0] in wanted},
-            unattributed_j=self.unattributed_totals(),
-            node_carbon_g=self.carbon_total_g(),
-            embodied_g={k: g for k, g in embodied.items() if k[0] in wanted},
-            reserved_embodied_g=sum(embodied.values()),
-            unreserved_g=self.unreserved_embodied_totals(),
-            work_units={k: n for k, n in self.job_work_totals().items() if k[0] in wanted},
-        )
-
-    def job_embodied_totals(self) -> dict[tuple[str, str], float]:
-        """Every job's embodied grams so far, by component."""
-        rows = self._rows("SELECT job_key, component, carbon_g FROM job_embodied")
-        totals = {(key, component): grams for key, component, grams in rows}
-        for key, grams in self._pending_embodied.items():
-            totals[key] = totals.get(key, 0.0) + grams
-        return totals
-
-    def job_work_totals(self) -> dict[tuple[str, str], float]:
-        """Every job's reported work units so far, by unit."""
-        totals = {(k, u): n for k, u, n in self._rows("SELECT job_key, unit, units FROM job_work")}
-        for key, units in self._pending_work.items():
-            totals[key] = totals.get(key, 0.0) + units
-        return totals
-
-    def unreserved_embodied_totals(self) -> dict[str, float]:
-        totals = dict(self._rows("SELECT component, carbon_g FROM unreserved_embodied"))
-        for key, grams in self._pending_unreserved.items():
-            totals[key] = totals.get(key, 0.0) + grams
-        return totals
-
-    def job_totals(self) -> dict[EnergyKey, float]:
-        """Every job's joules so far, so exported counters continue instead of restarting."""
-        return {key: sums[0] for key, sums in self._job_sums().items()}
-
-    def job_carbon_totals(self) -> dict[EnergyKey, float]:
-        """Every job's operational grams so far."""
-        return {key: sums[1] for key, sums in self._job_sums().items()}
-
-    def _job_sums(self) -> dict[EnergyKey, list[float]]:
-        rows = self._rows(
-            "SELECT job_key, domain, source, state, energy_j, carbon_g FROM job_energy"
-        )
-        totals = {(k, d, s, st): [j, g] for k, d, s, st, j, g in rows}
-        for key, (joules, grams) in self._pending_energy.items():
-            sums = totals.setdefault(key, [0.0, 0.0])
-            sums[0] += joules
-            sums[1] += grams
-        return totals
-
-    def carbon_total_g(self) -> float:
-        """All operational grams ever recorded: jobs and the unattributed remainder."""
-        jobs, rest = (
-            self._rows(f"SELECT coalesce(sum(carbon_g), 0) FROM {table}")[0][0]
-            for table in ("job_energy", "unattributed_energy")
-        )
-        pending = sum(s[1] for s in self._pending_energy.values())
-        pending += sum(s[1] for s in self._pending_unattributed.values())
-        return jobs + rest + pending
-
-    def unattributed_totals(self) -> dict[tuple[str, str, str], float]:
-        rows = self._rows("SELECT domain, source, reason, energy_j FROM unattributed_energy")
-        totals = {(d, s, r): j for d, s, r, j in rows}
-        for key, (joules, _) in self._pending_unattributed.items():
-            totals[key] = totals.get(key, 0.0) + joules
-        return totals
+    def load(self, jobs: Iterable[str]) -> dict[str, dict[SeriesKey, Sums]]:
+        """The committed totals of `jobs` and of the node (key ''), as exported counters resume
+        from them."""
+        wanted = set(jobs) | {NODE}
+        loaded: dict[str, dict[SeriesKey, Sums]] = {}
+        for key, measure, a, b, c, amount, grams in self._rows(
+            "SELECT j.job_key, s.measure, s.a, s.b, s.c, t.amount, t.carbon_g FROM totals t "
+            "JOIN jobs j ON j.id = t.job JOIN series s ON s.id = t.series"
+        ):
+            if key in wanted:
+                loaded.setdefault(key, {})[(measure, a, b, c)] = [amount, grams]
+        return loaded
 
     def open_jobs(self) -> set[str]:
-        rows = self._rows("SELECT job_key FROM jobs WHERE ended_unix_s IS NULL")
-        return {key for (key,) in rows} - self._pending_ended.keys()
+        rows = self._rows("SELECT job_key FROM jobs WHERE ended_unix_s IS NULL AND id != 0")
+        return {key for (key,) in rows}
 
     def close(self) -> None:
-        """Writes what is still pending (as of the last tick), then closes the file."""
-        try:
-            if (
-                self._pending_count()
-                or self._pending_unattributed
-                or self._pending_ended
-                or self._pending_unreserved
-            ):
-                self._retry_at = 0.0  # one last try, whatever the backoff says
-                if not self.record(self._last_record_unix_s):
-                    log.error("%s; what was held in memory is lost", self.last_error)
-        except LedgerError as exc:
-            log.error("%s", exc)
-        finally:
-            self.close_without_writing()
+        self.close_without_writing()
 
     def suspend(self, problem: LedgerUnavailable) -> None:
-        """Closes the file for now and tries it again with backoff, keeping what is pending."""
+        """Closes the file for now and tries it again with backoff; the caller keeps what it
+        counted."""
         self.close_without_writing()
         self.last_error = str(problem)
         self._retry_s = min(max(self._retry_s * 2, RETRY_FIRST_S), RETRY_MAX_S)
@@ -619,6 +627,8 @@ class Ledger:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._forget_ids()
+        self._hours_until = None
 
 
 def probe_ledger(path: Path) -> Finding:
@@ -633,10 +643,3 @@ def probe_ledger(path: Path) -> Finding:
         detail = "will be created" if ok else f"cannot be created: {parent} is not writable"
         fix = "set ledger.path, or run as root"
     return Finding("ledger", "sqlite", str(path), ok, detail, "" if ok else fix)
-
-
-def _finite(what: str, *values: float) -> bool:
-    if all(math.isfinite(v) for v in values):
-        return True
-    log.error("ledger: a non-finite figure for %s was dropped: %s", what, values)
-    return False

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.ledger import LedgerError
+from agent.ledger import MICRO, NANO, SCHEMA_VERSION, LedgerError
 
 GROUPS = ("job", "user", "scheduler")
 
@@ -42,9 +43,19 @@ def open_read_only(path: Path) -> sqlite3.Connection:
         raise LedgerError(f"no ledger at {path}: has `wattwise run` written one? (ledger.path)")
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        db.execute("SELECT count(*) FROM jobs").fetchone()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    if version != SCHEMA_VERSION:
+        db.close()
+        raise LedgerError(
+            f"ledger {path} has schema {version}; this wattwise reads schema {SCHEMA_VERSION}: "
+            + (
+                "start `wattwise run` once, which migrates it in place"
+                if version < SCHEMA_VERSION
+                else "upgrade wattwise"
+            )
+        )
     return db
 
 
@@ -53,9 +64,11 @@ def jobs(
 ) -> list[JobSummary]:
     query = (
         "SELECT j.job_key, scheduler, kind, job_id, name, user, first_seen_unix_s, "
-        "last_seen_unix_s, ended_unix_s, domain, state, energy_j "
-        "FROM jobs j LEFT JOIN job_energy e ON e.job_key = j.job_key "
-        "WHERE (? OR ended_unix_s IS NULL) AND (? IS NULL OR j.job_key = ? OR job_id = ?) "
+        "last_seen_unix_s, ended_unix_s, s.a, s.c, t.amount "
+        "FROM jobs j LEFT JOIN totals t ON t.job = j.id "
+        "LEFT JOIN series s ON s.id = t.series AND s.measure = 'energy' "
+        "WHERE j.id != 0 AND (? OR ended_unix_s IS NULL) "
+        "AND (? IS NULL OR j.job_key = ? OR job_id = ?) "
         "ORDER BY first_seen_unix_s, j.job_key"
     )
     found: dict[str, JobSummary] = {}
@@ -72,28 +85,81 @@ def jobs(
     return list(found.values())
 
 
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """One job's sum of one series over a report's window."""
+
+    job_key: str
+    user: str
+    scheduler: str
+    first_seen_unix_s: float
+    last_seen_unix_s: float
+    measure: str
+    a: str
+    b: str
+    c: str
+    amount: float
+    carbon_g: float
+
+
+def window(db: sqlite3.Connection, since_unix_s: float, until_unix_s: float) -> list[WindowRow]:
+    """Each job's sums per series over [since, until), from the coarsest level that answers
+    exactly: whole hours already rolled up from `hours`, the partial hours at either edge (and
+    the hours not rolled up yet) from `minutes`. A month is a few hundred rows per job."""
+    hours_until = db.execute("SELECT value FROM meta WHERE key = 'hours_until'").fetchone()[0]
+    first_hour = math.ceil(since_unix_s / 3600) * 3600
+    last_hour = min(until_unix_s // 3600 * 3600, hours_until)
+    if first_hour < last_hour:
+        parts = [
+            ("hours", "hour", first_hour, last_hour),
+            ("minutes", "minute", since_unix_s, first_hour),
+            ("minutes", "minute", last_hour, until_unix_s),
+        ]
+    else:
+        parts = [("minutes", "minute", since_unix_s, until_unix_s)]
+    # Table and column names come from the fixed list above, never from user text.
+    union = " UNION ALL ".join(
+        f"SELECT job, series, amount, carbon_ng FROM {table} WHERE {column} >= ? AND {column} < ?"
+        for table, column, _, _ in parts
+    )
+    rows = db.execute(
+        "SELECT j.job_key, j.user, j.scheduler, j.first_seen_unix_s, j.last_seen_unix_s, "
+        "s.measure, s.a, s.b, s.c, sum(w.amount), sum(w.carbon_ng) "
+        f"FROM ({union}) w JOIN jobs j ON j.id = w.job JOIN series s ON s.id = w.series "
+        "WHERE j.id != 0 GROUP BY w.job, w.series",
+        [bound for *_, start, end in parts for bound in (start, end)],
+    )
+    return [WindowRow(*fields, amount / MICRO, grams / NANO) for *fields, amount, grams in rows]
+
+
+def window_notes(db: sqlite3.Connection, since_unix_s: float) -> list[str]:
+    """What the window cannot answer exactly: minutes already past their retention."""
+    oldest = db.execute("SELECT min(minute) FROM minutes").fetchone()[0]
+    if oldest is not None and since_unix_s % 3600 and since_unix_s < oldest:
+        return [
+            "per-minute rows before "
+            + datetime.fromtimestamp(oldest, UTC).isoformat(timespec="minutes")
+            + " are no longer kept (ledger.minutely_retention_s): the report starts at the "
+            "first whole hour after --since"
+        ]
+    return []
+
+
 def report(
     db: sqlite3.Connection, since_unix_s: float, until_unix_s: float, group_by: str
 ) -> list[dict[str, float | str]]:
-    """Energy per group over [since, until), from the per-minute series."""
-    # The column comes from this fixed mapping, never from user text.
-    column = {"job": "j.job_key", "user": "j.user", "scheduler": "j.scheduler"}[group_by]
-    rows = db.execute(
-        f"SELECT {column}, j.job_key, m.domain, m.state, sum(m.energy_j) "
-        "FROM job_energy_minutely m JOIN jobs j ON j.job_key = m.job_key "
-        "WHERE m.minute_unix_s >= ? AND m.minute_unix_s < ? "
-        f"GROUP BY {column}, j.job_key, m.domain, m.state",
-        (since_unix_s, until_unix_s),
-    )
+    """Energy per group over [since, until)."""
     groups: dict[str, dict] = defaultdict(
         lambda: {"energy_j": 0.0, "active_j": 0.0, "idle_j": 0.0, "jobs": set()}
     )
-    for group, key, domain, state, joules in rows:
-        entry = groups[group or "(unknown)"]
-        entry["energy_j"] += joules
-        entry[f"{state}_j"] += joules
-        entry[f"{domain}_j"] = entry.get(f"{domain}_j", 0.0) + joules
-        entry["jobs"].add(key)
+    for row in window(db, since_unix_s, until_unix_s):
+        if row.measure != "energy":
+            continue
+        entry = groups[_group(row, group_by)]
+        entry["energy_j"] += row.amount
+        entry[f"{row.c}_j"] += row.amount
+        entry[f"{row.a}_j"] = entry.get(f"{row.a}_j", 0.0) + row.amount
+        entry["jobs"].add(row.job_key)
     result = []
     for group, entry in sorted(groups.items(), key=lambda kv: -kv[1]["energy_j"]):
         entry["jobs"] = len(entry["jobs"])
@@ -107,41 +173,24 @@ def sci_report(
     """The Software Carbon Intensity terms per group over [since, until) (ISO/IEC 21031):
     E energy, I the effective intensity (operational grams / E, so PUE is included), O = E x I
     summed per interval, M embodied, and SCI = (O + M) per job-hour (R = one hour of a job)."""
-    column = {"job": "j.job_key", "user": "j.user", "scheduler": "j.scheduler"}[group_by]
-    window = (since_unix_s, until_unix_s)
     groups: dict[str, dict] = defaultdict(
         lambda: {"energy_j": 0.0, "operational_g": 0.0, "embodied_g": 0.0, "jobs": {}}
     )
-    for group, key, first, last, joules, grams in db.execute(
-        f"SELECT {column}, j.job_key, j.first_seen_unix_s, j.last_seen_unix_s, "
-        "sum(m.energy_j), sum(m.carbon_g) "
-        "FROM job_energy_minutely m JOIN jobs j ON j.job_key = m.job_key "
-        "WHERE m.minute_unix_s >= ? AND m.minute_unix_s < ? GROUP BY j.job_key",
-        window,
-    ):
-        entry = groups[group or "(unknown)"]
-        entry["energy_j"] += joules
-        entry["operational_g"] += grams
-        entry["jobs"][key] = (first, last)
-    if _has_table(db, "job_embodied_minutely"):  # schema 3 and later
-        for group, key, first, last, grams in db.execute(
-            f"SELECT {column}, j.job_key, j.first_seen_unix_s, j.last_seen_unix_s, "
-            "sum(m.carbon_g) FROM job_embodied_minutely m JOIN jobs j ON j.job_key = m.job_key "
-            "WHERE m.minute_unix_s >= ? AND m.minute_unix_s < ? GROUP BY j.job_key",
-            window,
-        ):
-            entry = groups[group or "(unknown)"]
-            entry["embodied_g"] += grams
-            entry["jobs"][key] = (first, last)
     work: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    if _has_table(db, "job_work_minutely"):  # schema 4 and later
-        for group, unit, units in db.execute(
-            f"SELECT {column}, m.unit, sum(m.units) FROM job_work_minutely m "
-            "JOIN jobs j ON j.job_key = m.job_key "
-            f"WHERE m.minute_unix_s >= ? AND m.minute_unix_s < ? GROUP BY {column}, m.unit",
-            window,
-        ):
-            work[group or "(unknown)"][unit] += units
+    for row in window(db, since_unix_s, until_unix_s):
+        group = _group(row, group_by)
+        entry = groups[group]
+        if row.measure == "energy":
+            entry["energy_j"] += row.amount
+            entry["operational_g"] += row.carbon_g
+        elif row.measure == "embodied":
+            entry["embodied_g"] += row.carbon_g
+        elif row.measure == "work":
+            work[group][row.a] += row.amount
+            continue
+        else:
+            continue
+        entry["jobs"][row.job_key] = (row.first_seen_unix_s, row.last_seen_unix_s)
     rows = []
     for group, entry in groups.items():
         spans = entry.pop("jobs").values()
@@ -171,6 +220,11 @@ def sci_report(
     return sorted(rows, key=lambda r: -float(r["carbon_g"]))
 
 
+def _group(row: WindowRow, group_by: str) -> str:
+    value = {"job": row.job_key, "user": row.user, "scheduler": row.scheduler}[group_by]
+    return value or "(unknown)"
+
+
 def efficiency(work: dict[str, float], energy_j: float, carbon_g: float) -> dict[str, float]:
     """Per work unit: units per joule, joules per unit, and grams per unit (SCI per R)."""
     figures: dict[str, float] = {}
@@ -182,11 +236,6 @@ def efficiency(work: dict[str, float], energy_j: float, carbon_g: float) -> dict
             figures[f"j_per_{unit}"] = energy_j / units
             figures[f"g_per_{unit}"] = carbon_g / units
     return figures
-
-
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    query = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return db.execute(query, (name,)).fetchone()[0] > 0
 
 
 def parse_time(text: str, now_unix_s: float) -> float:

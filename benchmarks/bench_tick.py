@@ -24,7 +24,7 @@ import pynvml  # noqa: E402  (the fake, first on the path)
 
 from agent.config import load_config  # noqa: E402
 from agent.daemon import Agent  # noqa: E402
-from agent.ledger import JobSeen, Ledger  # noqa: E402
+from agent.ledger import JobSeen  # noqa: E402
 from agent.model import JobEnergy  # noqa: E402
 from exporters.exposition import Exposition  # noqa: E402
 from exporters.prometheus import SnapshotCollector  # noqa: E402
@@ -136,9 +136,11 @@ def measure(with_jobs: bool) -> None:
 
 def ledger_growth_per_job_day() -> float:
     """Bytes one job adds per day: a day of minutes, package, dram and gpu charged each."""
+    from tests.book import book, record
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ledger.db"
-        ledger = Ledger(path)
+        accounts = book(path)
         empty = path.stat().st_size
         jobs = [JobSeen(f"slurm:{j}", "slurm", "slurm", str(j)) for j in range(JOBS)]
         for minute in range(1440):
@@ -147,8 +149,8 @@ def ledger_growth_per_job_day() -> float:
                 for job in jobs
                 for domain, source in (("package", "rapl"), ("dram", "rapl"), ("gpu", "nvml"))
             ]
-            ledger.record(1_700_000_000 + 60 * minute, jobs, energy)
-        ledger.close()
+            record(accounts, 1_700_000_000 + 60 * minute, jobs, energy)
+        accounts.ledger.close()
         return (path.stat().st_size - empty) / JOBS
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from agent.clock import SteppedClock
 from agent.config import load_config
 from agent.daemon import Agent
 from agent.model import Snapshot
@@ -52,22 +53,25 @@ class HostileNode:
             (self.procfs / str(pid) / "environ").write_bytes(environ(int(cgroup[-2:])))
         self.gpus = [h100(0, pids=[POISONED_PID]), h100(1, pids=[NEIGHBOUR_PID])]
         nvml.configure({"gpus": self.gpus})
+        self.time = SteppedClock(1_800_000_000.0)
 
     def poison(self, **variables: str) -> None:
         """Sets variables in job 12's environment, as its own process could."""
         (self.procfs / str(POISONED_PID) / "environ").write_bytes(environ(12, **variables))
 
     def start(self, **settings: Any) -> HostileNode:
+        """The agent, on a clock that moves one second a tick (commits every 5 s, minutes
+        close) while the test runs in milliseconds."""
         overrides = {
             "sysfs_root": self.sysfs,
             "procfs_root": self.procfs,
             "cgroup_root": self.cgroups,
-            "ledger": {"path": str(self.ledger)},
+            "ledger": {"path": str(self.ledger), "commit_interval_s": 1.0},
             "work": {"socket_path": str(self.root / "wattwise.sock")},
             "carbon": {"providers": ["static"], "static_g_per_kwh": 400.0},
         }
         overrides.update(settings)
-        self.agent = Agent(load_config(None, overrides))
+        self.agent = Agent(load_config(None, overrides), clock=self.time.clock)
         return self
 
     def advance(self) -> None:
@@ -89,6 +93,7 @@ class HostileNode:
         for _ in range(count):
             self.advance()
             after_advance()
+            self.time.advance()
             taken.append(self.agent.tick())
         return taken
 
@@ -99,7 +104,9 @@ class HostileNode:
         db = sqlite3.connect(self.ledger)
         try:
             row = db.execute(
-                "SELECT coalesce(sum(energy_j), 0) FROM job_energy WHERE job_key = ?", (job_key,)
+                "SELECT coalesce(sum(t.amount), 0) FROM totals t JOIN jobs j ON j.id = t.job "
+                "JOIN series s ON s.id = t.series WHERE j.job_key = ? AND s.measure = 'energy'",
+                (job_key,),
             ).fetchone()
         finally:
             db.close()

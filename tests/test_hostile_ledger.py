@@ -13,8 +13,10 @@ from types import ModuleType
 
 import pytest
 
+from agent.jobs.accounts import Accounts
 from agent.ledger import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, JobSeen, Ledger, LedgerError
 from agent.model import JobEnergy
+from tests.book import book, record, totals
 from tests.hostile_node import HostileNode, exported_energy_j
 from tests.test_ledger import fill, tick, tiny_disk  # noqa: F401
 
@@ -87,9 +89,9 @@ def test_item5_a_ledger_from_before_the_application_id_is_recognised_and_stamped
     old.execute("INSERT INTO jobs VALUES ('slurm:1', 'slurm', 'slurm', '1', '', '', 0, 0, NULL)")
     old.execute("INSERT INTO job_energy VALUES ('slurm:1', 'gpu', 'nvml', 'active', 42.0, 1.0)")
     old.close()
-    ledger = Ledger(path)
-    assert ledger.job_totals() == {("slurm:1", "gpu", "nvml", "active"): 42.0}
-    ledger.close()
+    accounts = book(path)
+    assert totals(accounts, "slurm:1") == {("energy", "gpu", "nvml", "active"): [42.0, 1.0]}
+    accounts.ledger.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -108,8 +110,11 @@ def test_item5_a_ledger_damaged_inside_is_refused_untouched_and_measurement_goes
 ) -> None:
     node = HostileNode(tmp_path, fake_nvml)
     aged_ledger(node)
-    with open(node.ledger, "r+b") as file:  # random bytes over the second page
-        file.seek(4096)
+    db = sqlite3.connect(node.ledger)
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'totals'").fetchone()[0]
+    db.close()
+    with open(node.ledger, "r+b") as file:  # random bytes over the page the totals start on
+        file.seek((root - 1) * 4096)
         file.write(os.urandom(4096))
     before = fingerprint(node.ledger)
     node.start()  # once: DatabaseError escaped from the seed reads and the agent exited 1
@@ -180,34 +185,38 @@ def test_item5_a_full_disk_at_start_says_so_and_the_ledger_opens_once_there_is_r
     ledger = Ledger(tiny_disk / "ledger.db", clock=lambda: now[0])
     assert not ledger.is_open
     assert "full" in (ledger.last_error or "") and "another" not in (ledger.last_error or "")
+    accounts = Accounts(grace_s=600, ledger=ledger, commit_interval_s=0)
     for t in range(5):  # counting goes on in memory
-        assert not tick(ledger, 1_700_000_000 + t)
+        assert not tick(accounts, 1_700_000_000 + t)
     filler.unlink()
     now[0] = 400.0  # past the longest backoff
-    assert tick(ledger, 1_700_000_005) and ledger.just_opened
-    totals = ledger.job_totals()
+    assert tick(accounts, 1_700_000_005)
+    assert totals(accounts, "slurm:42")[("energy", "package", "rapl", "active")][0] == 6.0
     ledger.close()
-    assert totals[("slurm:42", "package", "rapl", "active")] == 6.0
+    reopened = book(tiny_disk / "ledger.db")
+    assert totals(reopened, "slurm:42")[("energy", "package", "rapl", "active")][0] == 6.0
+    reopened.ledger.close()
 
 
 def test_item5_held_per_minute_detail_is_bounded_while_the_totals_are_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.ledger.MAX_PENDING_MINUTELY", 50)
+    monkeypatch.setattr("agent.jobs.accounts.MAX_PENDING_MINUTES", 50)
     path = tmp_path / "no-such-dir-yet" / "ledger.db"
     now = [0.0]
     (tmp_path / "no-such-dir-yet").write_text("a file where the directory should be")
     ledger = Ledger(path, clock=lambda: now[0])
     assert not ledger.is_open
+    accounts = Accounts(grace_s=600, ledger=ledger, commit_interval_s=0)
     job = JobSeen("slurm:1", "slurm", "slurm", "1")
     for minute in range(100):
         energy = [JobEnergy("slurm:1", "gpu", "nvml", "active", 1.0)]
-        ledger.record(1_700_000_000 + 60 * minute, [job], energy)
-    assert len(ledger._pending_minutely) <= 50
+        record(accounts, 1_700_000_000 + 60 * minute, [job], energy)
+    assert len(accounts._minutes) <= 50
     (tmp_path / "no-such-dir-yet").unlink()
     now[0] = 1000.0
-    assert ledger.record(1_700_006_000)
-    assert ledger.job_totals() == {("slurm:1", "gpu", "nvml", "active"): 100.0}
+    assert record(accounts, 1_700_006_000, [job])
+    assert totals(accounts, "slurm:1") == {("energy", "gpu", "nvml", "active"): [100.0, 0.0]}
     ledger.close()
 
 
@@ -263,14 +272,15 @@ def test_item5_a_lock_while_the_totals_are_read_suspends_the_ledger_it_does_not_
     path = tmp_path / "ledger.db"
     now = [0.0]
     ledger = Ledger(path, clock=lambda: now[0])
-    tick(ledger, 1_700_000_000)
+    accounts = Accounts(grace_s=600, ledger=ledger, commit_interval_s=0)
+    tick(accounts, 1_700_000_000)
     ledger._db = LockedReads(ledger._db)  # type: ignore[assignment]
     with pytest.raises(LedgerUnavailable) as caught:
-        ledger.totals(["slurm:42"])
+        ledger.load(["slurm:42"])
     ledger.suspend(caught.value)
     assert not ledger.is_open and "locked" in (ledger.last_error or "")
-    assert not tick(ledger, 1_700_000_001)  # kept in memory, not tried before the backoff
+    assert not tick(accounts, 1_700_000_001)  # kept in memory, not tried before the backoff
     now[0] = 400.0
-    assert tick(ledger, 1_700_000_002) and ledger.just_opened
-    assert ledger.job_totals()[("slurm:42", "package", "rapl", "active")] == 3.0
+    assert tick(accounts, 1_700_000_002)
+    assert totals(accounts, "slurm:42")[("energy", "package", "rapl", "active")][0] == 3.0
     ledger.close()

@@ -218,13 +218,15 @@ def test_item1_the_ledger_drops_a_non_finite_figure_and_writes_the_rest(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The last gate: a NaN that no entry check foresaw never fails the write of the others."""
-    from agent.ledger import JobSeen, Ledger
+    from agent.ledger import JobSeen
     from agent.model import JobEnergy, UnattributedEnergy
+    from tests.book import book, record, totals
 
-    ledger = Ledger(tmp_path / "ledger.db")
+    accounts = book(tmp_path / "ledger.db")
     jobs = [JobSeen(f"slurm:{j}", "slurm", "slurm", str(j)) for j in (12, 13)]
     for t in range(3):
-        written = ledger.record(
+        written = record(
+            accounts,
             1_700_000_000 + t,
             jobs,
             [
@@ -236,12 +238,15 @@ def test_item1_the_ledger_drops_a_non_finite_figure_and_writes_the_rest(
             work={("slurm:12", "tokens"): math.nan, ("slurm:13", "tokens"): 7.0},
         )
         assert written
-    ledger.close()
-    reopened = Ledger(tmp_path / "ledger.db")
-    assert reopened.job_totals() == {("slurm:13", "package", "rapl", "active"): 6.0}
-    assert reopened.job_work_totals() == {("slurm:13", "tokens"): 21.0}
-    assert reopened.unattributed_totals() == {}
-    reopened.close()
+    accounts.ledger.close()
+    reopened = book(tmp_path / "ledger.db")
+    assert totals(reopened, "slurm:12") == {}
+    assert totals(reopened, "slurm:13") == {
+        ("energy", "package", "rapl", "active"): [6.0, 1.5],
+        ("work", "tokens", "", ""): [21.0, 0.0],
+    }
+    assert not any(s[0] == "unattributed" for s in totals(reopened, ""))
+    reopened.ledger.close()
     assert "non-finite figure for slurm:12" in caplog.text
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import uuid
@@ -10,69 +11,109 @@ from pathlib import Path
 import pytest
 
 from agent.carbon.embodied import EmbodiedSplit
+from agent.jobs.accounts import Accounts
 from agent.ledger import SCHEMA_VERSION, JobSeen, Ledger, LedgerError
 from agent.model import JobEnergy, UnattributedEnergy
+from tests.book import book, record, totals
 
 JOB = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")
+FIXTURES = Path(__file__).parent / "fixtures" / "ledgers"
 
 
-def tick(ledger: Ledger, t: float, joules: float = 1.0) -> bool:
-    return ledger.record(
+def tick(accounts: Accounts, t: float, joules: float = 1.0, force: bool = True) -> bool:
+    return record(
+        accounts,
         t,
-        jobs=[JOB],
-        energy=[
-            JobEnergy("slurm:42", "package", "rapl", "active", joules),
+        [JOB],
+        [
+            JobEnergy("slurm:42", "package", "rapl", "active", joules, joules / 10),
             JobEnergy("slurm:42", "gpu", "nvml", "idle", 2 * joules),
         ],
-        unattributed=[UnattributedEnergy("package", "rapl", "system", 0.5)],
+        [UnattributedEnergy("package", "rapl", "system", 0.5)],
+        force=force,
     )
 
 
 def test_totals_survive_a_reopen_and_the_file_is_wal(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    ledger = Ledger(path)
+    accounts = book(path)
     for t in range(10):
-        assert tick(ledger, 1_700_000_000 + t)
-    ledger.close()
-    reopened = Ledger(path)
-    totals = reopened.job_totals()
-    assert totals[("slurm:42", "package", "rapl", "active")] == 10.0
-    assert totals[("slurm:42", "gpu", "nvml", "idle")] == 20.0
-    assert reopened.open_jobs() == {"slurm:42"}
-    reopened.close()
+        assert tick(accounts, 1_700_000_000 + t)
+    accounts.ledger.close()
+    reopened = book(path)
+    job = totals(reopened, "slurm:42")
+    assert job[("energy", "package", "rapl", "active")] == [10.0, pytest.approx(1.0)]
+    assert job[("energy", "gpu", "nvml", "idle")] == [20.0, 0.0]
+    assert totals(reopened, "")[("unattributed", "package", "rapl", "system")] == [5.0, 0.0]
+    assert totals(reopened, "")[("node", "operational", "", "")][1] == pytest.approx(1.0)
+    assert reopened.ledger.open_jobs() == {"slurm:42"}
+    reopened.ledger.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert db.execute("SELECT energy_j FROM unattributed_energy").fetchone()[0] == 5.0
     first, last, user = db.execute(
-        "SELECT first_seen_unix_s, last_seen_unix_s, user FROM jobs"
+        "SELECT first_seen_unix_s, last_seen_unix_s, user FROM jobs WHERE id != 0"
     ).fetchone()
     assert (first, last, user) == (1_700_000_000, 1_700_000_009, "alice")
 
 
-def test_minutely_series_and_retention(tmp_path: Path) -> None:
+def test_exported_totals_are_the_committed_ones_bit_for_bit(tmp_path: Path) -> None:
+    """What /metrics shows after a restart equals what it showed before, to the last bit:
+    the in-memory committed totals add exactly what the ledger added."""
     path = tmp_path / "ledger.db"
-    ledger = Ledger(path, minutely_retention_s=120)
+    accounts = book(path)
+    for t in range(200):  # sums of awkward binary fractions, as real joules are
+        tick(accounts, 1_700_000_000 + t, joules=0.1 + t * 1e-7, force=t % 7 == 0)
+    accounts.commit(1_700_000_200, force=True)
+    before = {key: totals(accounts, key) for key in ("slurm:42", "")}
+    accounts.ledger.close()
+    reopened = book(path)
+    assert {key: totals(reopened, key) for key in ("slurm:42", "")} == before
+    reopened.ledger.close()
+
+
+def test_only_committed_totals_are_shown(tmp_path: Path) -> None:
+    accounts = Accounts(grace_s=600, ledger=Ledger(tmp_path / "ledger.db"), commit_interval_s=5)
+    tick(accounts, 1_700_000_000, force=False)  # the first commit happens at once
+    shown = accounts.views()[0].energy_j
+    for t in range(1, 5):
+        tick(accounts, 1_700_000_000 + t, force=False)
+        assert accounts.views()[0].energy_j == shown  # counted, not committed yet: not shown
+    tick(accounts, 1_700_000_005, force=False)
+    assert accounts.views()[0].energy_j != shown
+    accounts.ledger.close()
+
+
+def test_minutes_are_written_once_closed_and_kept_for_their_retention(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    accounts = book(path, minutely_retention_s=3600)
     base = 1_699_999_980  # a whole minute
-    for t in (0, 30, 61):
-        tick(ledger, base + t)
     query = (
-        "SELECT minute_unix_s, energy_j FROM job_energy_minutely "
-        "WHERE domain = 'package' ORDER BY minute_unix_s"
+        "SELECT minute, amount FROM minutes JOIN series s ON s.id = series "
+        "WHERE s.a = 'package' ORDER BY minute"
     )
-    assert sqlite3.connect(path).execute(query).fetchall() == [(base, 2.0), (base + 60, 1.0)]
-    tick(ledger, base + 250)  # 120 s of retention back from here is base + 130
-    ledger.close()
-    assert sqlite3.connect(path).execute(query).fetchall() == [(base + 240, 1.0)]
-    assert Ledger(path).job_totals()[("slurm:42", "package", "rapl", "active")] == 4.0
+    for t in (0, 30, 61):
+        tick(accounts, base + t, force=False)
+    # The first minute closed at base + 60 and was written by the commit at base + 61.
+    assert sqlite3.connect(path).execute(query).fetchall() == [(base, 2_000_000)]
+    tick(accounts, base + 2 * 3600)  # hours later: the rollup runs, old minutes go
+    accounts.ledger.close()
+    db = sqlite3.connect(path)
+    assert db.execute(query).fetchall() == [(base + 2 * 3600, 1_000_000)]
+    hours = db.execute(
+        "SELECT hour, sum(amount) FROM hours JOIN series s ON s.id = series "
+        "WHERE s.a = 'package' GROUP BY hour"
+    ).fetchall()
+    assert hours == [(base // 3600 * 3600, 3_000_000)]  # base and base + 61 are one hour
+    assert totals(book(path), "slurm:42")[("energy", "package", "rapl", "active")][0] == 4.0
 
 
-def test_ended_job_is_closed(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.db")
-    tick(ledger, 100.0)
-    ledger.record(200.0, ended=["slurm:42"])
-    assert ledger.open_jobs() == set()
-    ledger.close()
+def test_an_ended_job_is_closed(tmp_path: Path) -> None:
+    accounts = book(tmp_path / "ledger.db")
+    tick(accounts, 100.0)
+    record(accounts, 200.0)  # no job present any more
+    assert accounts.ledger.open_jobs() == set()
+    accounts.ledger.close()
 
 
 @pytest.mark.parametrize(
@@ -109,22 +150,21 @@ def test_a_ledger_from_a_newer_wattwise_is_refused(tmp_path: Path) -> None:
         Ledger(path)
 
 
-def test_a_locked_ledger_keeps_the_tick_in_memory_then_catches_up(tmp_path: Path) -> None:
+def test_a_locked_ledger_holds_the_exported_totals_then_catches_up(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    ledger = Ledger(path)
-    tick(ledger, 1.0)
+    accounts = book(path)
+    tick(accounts, 1.0)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
-    assert not tick(ledger, 2.0)
-    assert "is locked by another process" in (ledger.last_error or "")
-    assert ledger.job_totals()[("slurm:42", "package", "rapl", "active")] == 2.0
+    assert not tick(accounts, 2.0)
+    assert "is locked by another process" in (accounts.ledger.last_error or "")
+    # Not committed, so not shown: what /metrics shows is what a restart would resume from.
+    assert totals(accounts, "slurm:42")[("energy", "package", "rapl", "active")][0] == 1.0
     other.execute("ROLLBACK")
     other.close()
-    assert tick(ledger, 3.0) and ledger.last_error is None
-    ledger.close()
-    reopened = Ledger(path)
-    assert reopened.job_totals()[("slurm:42", "package", "rapl", "active")] == 3.0
-    reopened.close()
+    assert tick(accounts, 3.0) and accounts.ledger.last_error is None
+    assert totals(accounts, "slurm:42")[("energy", "package", "rapl", "active")][0] == 3.0
+    accounts.ledger.close()
 
 
 @pytest.fixture
@@ -163,52 +203,95 @@ def fill(disk: Path) -> Path:
 
 
 def test_a_full_disk_loses_nothing_and_the_ledger_catches_up(tiny_disk: Path) -> None:
-    ledger = Ledger(tiny_disk / "ledger.db")
-    assert tick(ledger, 1_700_000_000)
+    accounts = book(tiny_disk / "ledger.db")
+    assert tick(accounts, 1_700_000_000)
     filler = fill(tiny_disk)
     failures = 0
     for t in range(1, 200):  # enough new minutes that new pages are needed
-        failures += not tick(ledger, 1_700_000_000 + 60 * t)
-    assert failures > 0 and "full" in (ledger.last_error or "")
+        failures += not tick(accounts, 1_700_000_000 + 60 * t)
+    assert failures > 0 and "full" in (accounts.ledger.last_error or "")
     filler.unlink()
-    assert tick(ledger, 1_700_000_000 + 60 * 200)
-    ledger.close()
-    reopened = Ledger(tiny_disk / "ledger.db")
-    totals = reopened.job_totals()
-    reopened.close()
-    assert totals[("slurm:42", "package", "rapl", "active")] == 201.0
+    assert tick(accounts, 1_700_000_000 + 60 * 200)
+    accounts.ledger.close()
+    reopened = book(tiny_disk / "ledger.db")
+    assert totals(reopened, "slurm:42")[("energy", "package", "rapl", "active")][0] == 201.0
+    reopened.ledger.close()
 
 
-def test_a_schema_1_ledger_is_migrated_in_place_keeping_its_data(tmp_path: Path) -> None:
-    from agent.ledger import MIGRATIONS
-
+def schema4_copy(tmp_path: Path) -> Path:
+    """A copy of a ledger written by wattwise 0.1 itself (tests/fixtures/ledgers)."""
     path = tmp_path / "ledger.db"
-    old = sqlite3.connect(path, isolation_level=None)
-    old.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version=1; COMMIT;")
-    old.execute("INSERT INTO jobs VALUES ('slurm:1', 'slurm', 'slurm', '1', '', '', 0, 0, NULL)")
-    old.execute("INSERT INTO job_energy VALUES ('slurm:1', 'gpu', 'nvml', 'active', 42.0)")
+    shutil.copy(FIXTURES / "schema4.db", path)
+    return path
+
+
+def test_a_schema_4_ledger_is_migrated_in_place_keeping_every_figure(tmp_path: Path) -> None:
+    path = schema4_copy(tmp_path)
+    old = sqlite3.connect(path)
+    energy = {
+        (k, ("energy", d, s, st)): [j, g]
+        for k, d, s, st, j, g in old.execute("SELECT * FROM job_energy")
+    }
+    embodied = {(k, c): g for k, c, g in old.execute("SELECT * FROM job_embodied")}
+    work = {(k, u): n for k, u, n in old.execute("SELECT * FROM job_work")}
+    unattributed = {
+        ("unattributed", d, s, r): [j, g]
+        for d, s, r, j, g in old.execute("SELECT * FROM unattributed_energy")
+    }
+    minutes_j = old.execute("SELECT sum(energy_j) FROM job_energy_minutely").fetchone()[0]
+    node_g = sum(g for _, g in energy.values()) + sum(g for _, g in unattributed.values())
     old.close()
-    ledger = Ledger(path)
-    ledger.record(10.0, energy=[JobEnergy("slurm:1", "gpu", "nvml", "active", 8.0, 3.5)])
-    assert ledger.job_totals()[("slurm:1", "gpu", "nvml", "active")] == 50.0
-    assert ledger.job_carbon_totals()[("slurm:1", "gpu", "nvml", "active")] == 3.5
-    assert ledger.carbon_total_g() == 3.5
-    ledger.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+    accounts = book(path)
+    assert accounts.ledger.open_jobs() == {"slurm:41"}  # slurm:42 had ended
+    alice = totals(accounts, "slurm:41")
+    for (key, series), sums in energy.items():
+        if key == "slurm:41":
+            assert alice[series] == sums
+    assert alice[("embodied", "gpu", "", "")][1] == embodied[("slurm:41", "gpu")]
+    assert alice[("work", "tokens", "", "")][0] == work[("slurm:41", "tokens")]
+    node = totals(accounts, "")
+    for series, sums in unattributed.items():
+        assert node[series] == sums
+    assert node[("node", "operational", "", "")][1] == pytest.approx(node_g, rel=1e-12)
+    # The counters go on from there, and the history reads as before.
+    record(accounts, 1_795_435_600, [JobSeen("slurm:41", "slurm", "slurm", "41")])
+    accounts.ledger.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
+        "jobs",
+        "series",
+        "totals",
+        "minutes",
+        "hours",
+        "meta",
+    }
+    migrated_j = db.execute(
+        "SELECT sum(amount) FROM minutes JOIN series s ON s.id = series "
+        "WHERE s.measure = 'energy' AND minute < 1795435600"
+    ).fetchone()[0]
+    assert migrated_j / 1e6 == pytest.approx(minutes_j, rel=1e-9)
 
 
 def test_embodied_grams_are_kept_per_job_and_component_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     split = EmbodiedSplit({"slurm:1": {"gpu": 4.0, "server": 1.5}}, {"gpu": 12.0, "server": 0.5})
-    ledger = Ledger(path)
-    ledger.record(60.0, [JobSeen("slurm:1", "slurm", "slurm", "1")], embodied=split)
-    ledger.record(120.0, embodied=split)
-    ledger.close()
-    reopened = Ledger(path)
-    assert reopened.job_embodied_totals() == {("slurm:1", "gpu"): 8.0, ("slurm:1", "server"): 3.0}
-    assert reopened.unreserved_embodied_totals() == {"gpu": 24.0, "server": 1.0}
-    minutes = reopened._db.execute(
-        "SELECT minute_unix_s, sum(carbon_g) FROM job_embodied_minutely GROUP BY 1 ORDER BY 1"
+    job = JobSeen("slurm:1", "slurm", "slurm", "1")
+    accounts = book(path)
+    record(accounts, 60.0, [job], embodied=split)
+    record(accounts, 120.0, [job], embodied=split)
+    accounts.ledger.close()
+    reopened = book(path)
+    assert totals(reopened, "slurm:1") == {
+        ("embodied", "gpu", "", ""): [0.0, 8.0],
+        ("embodied", "server", "", ""): [0.0, 3.0],
+    }
+    node = totals(reopened, "")
+    assert node[("unreserved", "gpu", "", "")] == [0.0, 24.0]
+    assert node[("node", "embodied", "", "")] == [0.0, 11.0]
+    minutes = reopened.ledger._db.execute(
+        "SELECT minute, sum(carbon_ng) FROM minutes GROUP BY 1 ORDER BY 1"
     ).fetchall()
-    reopened.close()
-    assert minutes == [(60, 5.5), (120, 5.5)]
+    reopened.ledger.close()
+    assert minutes == [(60, 5_500_000_000), (120, 5_500_000_000)]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.carbon.embodied import EmbodiedSplit
-from agent.ledger import JobSeen, Ledger
+from agent.ledger import JobSeen
 from agent.model import JobEnergy
+from tests.book import book, record
 from tests.cli import wattwise
 from tests.conftest import subprocess_env
 
@@ -23,7 +24,7 @@ BOB = JobSeen("kubernetes:pod-b", "kubernetes", "pod", "pod-b", "serve", "bob")
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     path = tmp_path / "ledger.db"
-    book = Ledger(path, minutely_retention_s=1e9)
+    accounts = book(path, minutely_retention_s=1e9)
     for minute in range(10):  # alice: 10 minutes; bob: the last 5, then ends
         now = T0 + 60 * minute
         seen = [ALICE] + ([BOB] if minute >= 5 else [])
@@ -33,9 +34,9 @@ def ledger(tmp_path: Path) -> Path:
         ]
         if minute >= 5:
             energy.append(JobEnergy("kubernetes:pod-b", "package", "rapl", "active", 120.0))
-        book.record(now, seen, energy)
-    book.record(T0 + 600, [ALICE], [], ended=["kubernetes:pod-b"])
-    book.close()
+        record(accounts, now, seen, energy)
+    record(accounts, T0 + 600, [ALICE])  # bob has ended
+    accounts.ledger.close()
     return path
 
 
@@ -115,20 +116,22 @@ def test_reports_say_what_is_wrong(tmp_path: Path, ledger: Path) -> None:
 
 def test_sci_report_gives_e_i_o_m_and_sci_per_job_hour(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    book = Ledger(path, minutely_retention_s=1e9)
+    accounts = book(path, minutely_retention_s=1e9)
     job = JobSeen("slurm:7", "slurm", "slurm", "7", "finetune", "carol")
     for minute in range(120):  # 1 kJ a minute; the grid goes from 100 to 300 g/kWh at 1 h
         grams_per_kwh = 100.0 if minute < 60 else 300.0
         grams = 1000.0 / 3.6e6 * grams_per_kwh
         embodied = EmbodiedSplit({"slurm:7": {"gpu": 0.08, "server": 0.02}}, {"gpu": 0.5})
-        book.record(
+        record(
+            accounts,
             T0 + 60 * minute,
             [job],
             [JobEnergy("slurm:7", "gpu", "nvml", "active", 1000.0, grams)],
             embodied=embodied,
         )
-    book.record(T0 + 7200, [job], [], ended=["slurm:7"])
-    book.close()
+    record(accounts, T0 + 7200, [job])
+    record(accounts, T0 + 7201)  # it has ended
+    accounts.ledger.close()
 
     code, out, err = run(
         "report",

@@ -113,7 +113,11 @@ def test_work_reports_are_checked_counted_and_kept(node: Node, socket_dir: Path)
     assert not sock.exists()  # removed on a clean stop
 
     db = sqlite3.connect(node.ledger)
-    assert dict(db.execute("SELECT unit, units FROM job_work WHERE job_key = 'slurm:12'")) == {
+    work = db.execute(
+        "SELECT s.a, t.amount FROM totals t JOIN jobs j ON j.id = t.job "
+        "JOIN series s ON s.id = t.series WHERE j.job_key = 'slurm:12' AND s.measure = 'work'"
+    )
+    assert dict(work) == {
         "tokens": 507.0,
         "samples": 290.0,
     }

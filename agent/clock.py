@@ -1,0 +1,32 @@
+"""The agent's two clocks, injected so that tests and benchmarks can run months of ticks in
+minutes: wall time (unix seconds: minutes, hours, reports) and monotonic time (intervals)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
+SYSTEM = Clock()
+
+
+class SteppedClock:
+    """A clock that moves only when told: each step adds `step_s` to both times."""
+
+    def __init__(self, start_unix_s: float, step_s: float = 1.0) -> None:
+        self.now = start_unix_s
+        self.step_s = step_s
+
+    def advance(self, seconds: float | None = None) -> None:
+        self.now += self.step_s if seconds is None else seconds
+
+    @property
+    def clock(self) -> Clock:
+        return Clock(wall=lambda: self.now, monotonic=lambda: self.now)
