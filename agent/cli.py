@@ -8,26 +8,32 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
-from agent import __version__
-from agent.config import Config, effective_values, load_config
 from agent.errors import ConfigError, ListenError
-from agent.ledger import LedgerError
-from agent.model import Finding
-from agent.reports import JobSummary
 
+if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
+    from agent.config import Config
+    from agent.model import Finding
+    from agent.reports import JobSummary
+
+# Plain help text: rendering it with rich would cost ~150 ms on every `--help`.
 app = typer.Typer(
     help="wattwise: energy of GPU servers from hardware counters (RAPL, NVML), for Prometheus.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
-config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Work with configuration files.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(config_app, name="config")
-job_app = typer.Typer(help="Look at one job's account.", no_args_is_help=True)
+job_app = typer.Typer(
+    help="Look at one job's account.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(job_app, name="job")
 
 ConfigOption = Annotated[
@@ -53,6 +59,8 @@ WebConfigOption = Annotated[
 
 
 def _config(path: Path | None, **overrides: Any) -> Config:
+    from agent.config import load_config
+
     try:
         return load_config(path, overrides)
     except ConfigError as exc:
@@ -71,6 +79,8 @@ def _logging(config: Config) -> None:
 
 def _version(value: bool) -> None:
     if value:
+        from agent import __version__
+
         typer.echo(f"wattwise {__version__}")
         raise typer.Exit()
 
@@ -236,6 +246,7 @@ LedgerOption = Annotated[
 
 
 def _ledger(config: Path | None, ledger: Path | None):
+    from agent.ledger import LedgerError
     from agent.reports import open_read_only
 
     cfg = _config(config)
@@ -476,6 +487,10 @@ def config_check(
     file: Annotated[Path, typer.Argument(help="Config file to validate.")],
 ) -> None:
     """Validate a config file (with WATTWISE_* overrides) and print the effective values."""
+    import yaml
+
+    from agent.config import effective_values
+
     cfg = _config(file)
     typer.echo(f"# {file}: valid. Effective values (file < WATTWISE_* environment):")
     typer.echo(yaml.safe_dump(effective_values(cfg), sort_keys=False), nl=False)

@@ -7,8 +7,6 @@ import time
 from fnmatch import fnmatch
 from typing import Protocol
 
-from apscheduler.schedulers.background import BackgroundScheduler
-
 from agent.accounting import EnergyAccounts
 from agent.attribution import attribute_tick, finite_only
 from agent.carbon.electricitymaps import ElectricityMapsProvider
@@ -550,6 +548,8 @@ def _providers(config: Config) -> tuple[list, list[Finding]]:
 
 def serve(config: Config) -> None:
     """Runs until SIGINT or SIGTERM; stops within one interval and restores the signal handlers."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     web = WebConfig(config.web_config_file) if config.web_config_file else None
     limit = descriptor_budget(listeners=2)  # /metrics and the work socket
     # Bind first: a taken port fails in one line, before any hardware is opened.

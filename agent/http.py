@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from agent.aio import run_on_loop
 from agent.errors import WattwiseError
 
@@ -70,6 +68,8 @@ class HttpClient:
         max_bytes: int = DEFAULT_MAX_BYTES,
         verify: bool | str = True,
     ) -> None:
+        import httpx  # here, not at the top: commands that make no request never load it
+
         self.deadline_s, self.max_bytes = deadline_s, max_bytes
         verify_tls = tls_verify(verify)
         self._client = httpx.AsyncClient(
@@ -80,6 +80,8 @@ class HttpClient:
 
     def get(self, url: str, *, error: type[Exception] = HttpError, **kwargs: Any) -> Reply:
         """A GET that answered below 300, or `error` naming the URL and what went wrong."""
+        import httpx
+
         try:
             # The coroutine keeps its own deadline; the wait here only guards a wedged loop.
             status, content, encoding, location = run_on_loop(

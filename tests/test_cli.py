@@ -224,3 +224,55 @@ def test_config_check_never_prints_secrets(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "sk-very-secret" not in result.stdout and "pw\n" not in result.stdout
     assert "electricitymaps_token: '**********'" in result.stdout
+
+
+# Imports the CLI the console script imports, runs one command, and prints at exit which heavy
+# modules that command loaded.
+_IMPORT_PROBE = """
+import atexit, sys
+watched = ("apscheduler", "httpx", "pynvml", "rich")
+atexit.register(lambda: print("LOADED", *[m for m in watched if m in sys.modules], file=sys.stderr))
+from agent.cli import main
+sys.argv = ["wattwise", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (["--help"], set()),
+        (["report", "--help"], set()),
+        (["jobs"], set()),
+        (["report", "--since", "30d"], set()),
+        (["probe"], {"pynvml"}),  # probe asks NVML what GPUs there are, and nothing else
+    ],
+)
+def test_each_command_imports_only_what_it_uses(
+    tmp_path: Path, args: list[str], allowed: set[str]
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.book import book
+
+    ledger = tmp_path / "ledger.db"
+    book(ledger).ledger.close()
+    proc_stat(tmp_path / "proc", user=1, idle=1)
+    env = subprocess_env(
+        None,
+        WATTWISE_LEDGER__PATH=str(ledger),
+        WATTWISE_SYSFS_ROOT=str(tmp_path),
+        WATTWISE_PROCFS_ROOT=str(tmp_path / "proc"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("LOADED")]
+    assert set(line.split()[1:]) <= allowed, line
