@@ -70,7 +70,13 @@ def descriptor_budget(listeners: int) -> int:
 @dataclass(eq=False)
 class _Connection:
     close: Callable[[], None]  # closes the socket now (evicted, or refused)
+    pool: ConnectionPool
     busy: bool = False  # a request is being answered
+
+    def answered(self) -> None:
+        """A request was answered: no longer busy, and now the most recently active."""
+        self.busy = False
+        self.pool.touch(self)
 
 
 class ConnectionPool:
@@ -95,7 +101,7 @@ class ConnectionPool:
             self.release(idle)
             idle.close()
             self.evicted += 1
-        connection = _Connection(close)
+        connection = _Connection(close, self)
         self._live[connection] = None
         return connection
 
@@ -271,8 +277,7 @@ class _HttpServer:
                 response = await self._answer(request, settings)
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 await _write(writer, http, request.method, response)
-            slot.busy = False
-            self.pool.touch(slot)  # the longest idle is the one evicted first
+            slot.answered()  # the longest idle is the one evicted first
             if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
                 return
             http.start_next_cycle()

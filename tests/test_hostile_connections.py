@@ -147,6 +147,29 @@ def test_item2_a_full_pool_makes_room_by_closing_the_longest_idle_connection() -
     assert len(pool) == 2 and pool.evicted == 1
 
 
+def test_a_kept_alive_connection_answers_scrape_after_scrape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Prometheus keeps its connection open between scrapes: every one must be answered on it,
+    and answering marks the connection as the most recently active (it was closed with an
+    'unexpected error' after its first answer)."""
+    from agent.listen import Request, Response, bind_tcp, serve_http
+
+    async def page(_request: Request) -> Response:
+        return Response(200, b"wattwise_up 1\n", (("Content-Type", "text/plain"),))
+
+    sock = bind_tcp("127.0.0.1", 0)
+    listener = serve_http(sock, {"/metrics": page}, limit=4)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
+            answers = [client.get("/metrics") for _ in range(5)]
+        assert [a.status_code for a in answers] == [200] * 5
+        assert listener.pool.evicted == 0
+    finally:
+        listener.stop()
+    assert "unexpected error" not in caplog.text
+
+
 def test_item2_a_client_that_never_reads_its_answer_holds_one_chunk_not_the_agent(
     node: Node,  # noqa: F811
 ) -> None:
