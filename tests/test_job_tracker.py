@@ -82,8 +82,41 @@ def test_a_reused_pid_is_looked_up_again(trees: tuple[Path, Path]) -> None:
     tracker = JobTracker(cgroups, procfs, ALL)
     add_process(procfs, 500, f"{STEP}/user/task_0", start=1000)
     assert tracker.observe([gpu(0, (500, 1.0))]).gpu_sm_samples == {0: {"slurm:12": 1.0}}
+    tracker.observe([gpu(0)])  # the process ended: NVML no longer lists it
     add_process(procfs, 500, DOCKER, start=2000)  # same pid, another process
     assert tracker.observe([gpu(0, (500, 1.0))]).gpu_sm_samples == {0: {f"docker:{CTR[:12]}": 1.0}}
+
+
+def test_a_gpu_process_listed_tick_after_tick_is_looked_up_once_a_minute(trees) -> None:
+    """Its /proc files are read when it first appears; then only every GPU_PID_RECHECK_S, which
+    also bounds how long a pid reused between two listings could be charged to the old job."""
+    from agent.jobs.tracker import GPU_PID_RECHECK_S
+
+    cgroups, procfs = trees
+    now = [1000.0]
+    tracker = JobTracker(cgroups, procfs, ALL, clock=lambda: now[0])
+    add_process(procfs, 500, f"{STEP}/user/task_0")
+    assert tracker.observe([gpu(0, (500, 1.0))]).gpu_sm_samples == {0: {"slurm:12": 1.0}}
+    add_process(procfs, 500, DOCKER, start=2000)
+    now[0] += GPU_PID_RECHECK_S - 1
+    assert tracker.observe([gpu(0, (500, 1.0))]).gpu_sm_samples == {0: {"slurm:12": 1.0}}
+    now[0] += 1
+    assert tracker.observe([gpu(0, (500, 1.0))]).gpu_sm_samples == {0: {f"docker:{CTR[:12]}": 1.0}}
+
+
+def test_a_gpu_process_outside_every_job_is_not_looked_up_every_tick(trees) -> None:
+    from agent.jobs.tracker import GPU_PID_RECHECK_S
+
+    cgroups, procfs = trees
+    now = [1000.0]
+    tracker = JobTracker(cgroups, procfs, ALL, clock=lambda: now[0])
+    add_process(procfs, 600, "/user.slice/user-1000.slice/session-1.scope")
+    assert tracker.observe([gpu(0, (600, 1.0))]).gpu_sm_samples == {}
+    add_process(procfs, 600, f"{STEP}/user/task_0")  # what only a recheck would see
+    now[0] += 1
+    assert tracker.observe([gpu(0, (600, 1.0))]).gpu_sm_samples == {}
+    now[0] += GPU_PID_RECHECK_S
+    assert tracker.observe([gpu(0, (600, 1.0))]).gpu_sm_samples == {0: {"slurm:12": 1.0}}
 
 
 def test_no_cgroup_tree_means_no_jobs(tmp_path: Path) -> None:

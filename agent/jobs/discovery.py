@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.jobs.cgroups import JobRef, classify
-from agent.sources.sysfs import CounterFileError, parse_uint, read_uint
+from agent.sources.sysfs import CounterFileError, parse_uint, read_bytes, read_uint
 
 V1_CPU_CONTROLLERS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
 
@@ -27,11 +27,20 @@ class Hierarchy:
 
     def cpu_seconds(self, cgroup: str) -> float:
         """CPU time a cgroup and its descendants have used, in seconds."""
-        # Plain string paths: read for every job every tick, where pathlib's cost shows.
-        directory = f"{self.root}/{cgroup.lstrip('/')}"
+        return self.read_cpu_seconds(self.cpu_counter(cgroup))
+
+    def cpu_counter(self, cgroup: str) -> str:
+        """The file that holds a cgroup's CPU time, as a plain string path (kept by the
+        tracker: it is read for every job every tick)."""
+        name = "cpuacct.usage" if self.version == 1 else "cpu.stat"
+        return f"{self.root}/{cgroup.lstrip('/')}/{name}"
+
+    def read_cpu_seconds(self, counter: str) -> float:
+        """CPU seconds from a file `cpu_counter` named: plain os calls, no pathlib, no text
+        layer, about 3 us a read."""
         if self.version == 1:
-            return read_uint(Path(directory, "cpuacct.usage")) / 1e9
-        return _usage_usec(f"{directory}/cpu.stat") / 1e6
+            return read_uint(counter) / 1e9
+        return _usage_usec(counter) / 1e6
 
 
 def find_hierarchy(cgroup_root: Path) -> Hierarchy | None:
@@ -86,16 +95,13 @@ def may_hold_jobs(name: str) -> bool:
 
 
 def _usage_usec(cpu_stat: str) -> int:
+    raw = b"\n" + read_bytes(cpu_stat, 4096)  # usage_usec is the first line, but need not be
+    start = raw.find(b"\nusage_usec ")
+    if start < 0:
+        raise CounterFileError("no usage_usec line in cpu.stat")
+    start += len(b"\nusage_usec ")
+    end = raw.find(b"\n", start)
     try:
-        with open(cpu_stat, encoding="ascii", errors="replace") as file:
-            text = file.read()
-    except OSError as exc:
-        raise CounterFileError(exc.strerror or str(exc)) from None
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "usage_usec":
-            try:
-                return parse_uint(value.encode())
-            except CounterFileError as exc:
-                raise CounterFileError(f"usage_usec: {exc}") from None
-    raise CounterFileError("no usage_usec line in cpu.stat")
+        return parse_uint(raw[start:] if end < 0 else raw[start:end])
+    except CounterFileError as exc:
+        raise CounterFileError(f"usage_usec: {exc}") from None

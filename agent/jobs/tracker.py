@@ -9,6 +9,7 @@ baseline. A job that starts and ends between two ticks is never seen: its CPU ti
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
@@ -22,12 +23,15 @@ from agent.jobs.cgroups import EXEC, KUBERNETES, JobRef, classify
 from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
 from agent.jobs.metadata import JobMeta, first_pid, read_meta
 from agent.model import GpuStatus
-from agent.sources.sysfs import CounterFileError, read_text
+from agent.sources.sysfs import CounterFileError, read_bytes, read_text
 
 log = logging.getLogger(__name__)
 
 
 META_RETRY_MAX_S = 60.0
+# A GPU process listed tick after tick is the same process: its job is looked up when it first
+# appears and again this often, in case its pid was reused between two listings.
+GPU_PID_RECHECK_S = 60.0
 PROC_STAT_MAX_S = U64_MAX / 100  # /proc/stat counts u64 ticks of 1/100 s
 
 
@@ -51,8 +55,10 @@ class JobTracker:
         procfs_root: Path,
         schedulers: Collection[str],
         pod_name: Callable[[str], str | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.pod_name = pod_name
+        self.clock = clock
         psutil.PROCFS_PATH = str(procfs_root)  # psutil's documented hook for another /proc
         self.procfs_root = procfs_root
         self.schedulers = frozenset(schedulers)
@@ -61,7 +67,9 @@ class JobTracker:
             log.warning("no cgroup hierarchy under %s: energy is not charged to jobs", cgroup_root)
         self._cpu_s: dict[str, float] = {}  # job cgroup -> last CPU seconds
         self._node_times: tuple[float, float] | None = None
-        self._pid_jobs: dict[tuple[int, str], JobRef | None] = {}
+        self._gpu_pids: dict[int, JobRef | None] = {}  # pid listed last tick -> its job
+        self._gpu_pids_checked_s = -math.inf
+        self._counters: dict[str, tuple[str, str]] = {}  # job cgroup -> (key, CPU counter)
         self._meta: dict[str, JobMeta] = {}  # job cgroup -> metadata, read once
         self._meta_retry: dict[str, tuple[float, float]] = {}  # cgroup -> (next try, delay)
         self._refs: dict[str, JobRef] = {}  # job cgroup -> its ref, key fixed at first sight
@@ -69,42 +77,60 @@ class JobTracker:
         self._bad_values = Rejections(log)
 
     def observe(self, gpus: Iterable[GpuStatus] = ()) -> JobActivity:
+        now = self.clock()
         found = scan(self.hierarchy) if self.hierarchy is not None else {}
         found = {
             cg: r
             for cg, r in found.items()
             if r.scheduler in self.schedulers and (r.scheduler != EXEC or self._populated(cg))
         }
-        refs = {cg: self._identify(cg, r) for cg, r in found.items()}
+        known, meta_of = self._refs, self._meta
+        refs = {
+            cg: known[cg] if cg in known and cg in meta_of else self._identify(cg, r, now)
+            for cg, r in found.items()
+        }
         self._refs = refs
-        self._meta = {cg: m for cg, m in self._meta.items() if cg in refs}
-        self._meta_retry = {cg: r for cg, r in self._meta_retry.items() if cg in refs}
+        if len(self._meta) > len(refs) or len(self._counters) > len(refs):  # some are gone
+            self._meta = {cg: m for cg, m in self._meta.items() if cg in refs}
+            self._meta_retry = {cg: r for cg, r in self._meta_retry.items() if cg in refs}
+            self._counters = {cg: c for cg, c in self._counters.items() if cg in refs}
         job_cpu: dict[str, float] = {}
         seen: dict[str, float] = {}
+        last = self._cpu_s
         for cgroup, ref in refs.items():
+            counter = self._counters.get(cgroup)
+            if counter is None:
+                assert self.hierarchy is not None
+                counter = (job_key(ref), self.hierarchy.cpu_counter(cgroup))
+                self._counters[cgroup] = counter
+            key, path = counter
             try:
-                now_s = self.hierarchy.cpu_seconds(cgroup)  # type: ignore[union-attr]
+                now_s = self.hierarchy.read_cpu_seconds(path)  # type: ignore[union-attr]
             except CounterFileError as exc:
                 if "missing" not in str(exc):  # not just gone since the scan: say so, once
                     self._bad_values.reject(cgroup, f"CPU time of cgroup {cgroup}: {exc}")
                 continue  # no CPU share this tick
             self._bad_values.accept(cgroup)
             seen[cgroup] = now_s
-            if cgroup in self._cpu_s and now_s >= self._cpu_s[cgroup]:
-                delta = now_s - self._cpu_s[cgroup]
-            elif cgroup in self._cpu_s:
+            before = last.get(cgroup)
+            if before is not None and now_s >= before:
+                delta = now_s - before
+            elif before is not None:
                 delta = now_s  # recreated at the same path: a new counter, all of it new
             elif self._first:
                 delta = 0.0  # a baseline: its past CPU time is not this interval's
             else:
                 delta = now_s  # started since the last tick: all of it is this interval's
-            key = job_key(ref)
             job_cpu[key] = job_cpu.get(key, 0.0) + delta
         self._cpu_s = seen
         busy_s, idle_s = self._node_delta()
         self._first = False
-        jobs = {job_key(r): r for r in refs.values()}
-        meta = {job_key(refs[cg]): m for cg, m in self._meta.items()}
+        keys = {
+            cg: self._counters[cg][0] if cg in self._counters else job_key(r)
+            for cg, r in refs.items()
+        }
+        jobs = {keys[cg]: r for cg, r in refs.items()}
+        meta = {keys[cg]: m for cg, m in self._meta.items()}
         if self.pod_name is not None:  # names can arrive later than the pod: asked every tick
             for key, ref in jobs.items():
                 name = self.pod_name(ref.job_id) if ref.scheduler == KUBERNETES else None
@@ -113,7 +139,8 @@ class JobTracker:
         reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
         gpus = tuple(gpus)
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
-        return JobActivity(jobs, cpu, self._gpu_jobs(gpus, jobs), meta, self._holders(gpus, meta))
+        gpu_jobs = self._gpu_jobs(gpus, jobs, now)
+        return JobActivity(jobs, cpu, gpu_jobs, meta, self._holders(gpus, meta))
 
     def _holders(self, gpus: tuple[GpuStatus, ...], meta: dict[str, JobMeta]) -> dict[int, str]:
         """GPU index -> the job that holds it, from what each job's environment claims. Claims
@@ -181,9 +208,8 @@ class JobTracker:
                 return meta.user if meta and meta.user else None
         return None
 
-    def _identify(self, cgroup: str, ref: JobRef) -> JobRef:
+    def _identify(self, cgroup: str, ref: JobRef, now: float) -> JobRef:
         """The job's ref with its metadata read once; its key never changes after first sight."""
-        now = time.monotonic()
         next_try, delay = self._meta_retry.get(cgroup, (0.0, 0.5))
         if cgroup not in self._meta and self.hierarchy is not None and now >= next_try:
             meta = read_meta(ref, self.hierarchy.root / cgroup.lstrip("/"), self.procfs_root)
@@ -223,14 +249,23 @@ class JobTracker:
         return max(total - idle - previous[0], 0.0), max(idle - previous[1], 0.0)
 
     def _gpu_jobs(
-        self, gpus: Iterable[GpuStatus], jobs: dict[str, JobRef]
+        self, gpus: Iterable[GpuStatus], jobs: dict[str, JobRef], now: float
     ) -> dict[int, dict[str, float]]:
+        recheck = now - self._gpu_pids_checked_s >= GPU_PID_RECHECK_S
+        if recheck:
+            self._gpu_pids_checked_s = now
+        cached, listed = self._gpu_pids, {}
         result: dict[int, dict[str, float]] = {}
-        live: set[tuple[int, str]] = set()
         for gpu in gpus:
             per_job: dict[str, float] = {}
             for process in gpu.processes:
-                ref = self._job_of(process.pid, live)
+                pid = process.pid
+                if pid in listed:
+                    ref = listed[pid]
+                elif pid in cached and not recheck:
+                    ref = listed[pid] = cached[pid]
+                else:  # new since the last tick: one read of /proc/<pid>/cgroup
+                    ref = listed[pid] = _job_from_proc(self.procfs_root, pid)
                 if ref is None:
                     continue  # exited since NVML listed it, or not in any job
                 if ref.scheduler not in self.schedulers:
@@ -241,36 +276,16 @@ class JobTracker:
                 per_job[key] = per_job.get(key, 0.0) + process.sm_samples
             if per_job:
                 result[gpu.index] = per_job
-        self._pid_jobs = {k: v for k, v in self._pid_jobs.items() if k in live}
+        self._gpu_pids = listed
         return result
-
-    def _job_of(self, pid: int, live: set[tuple[int, str]]) -> JobRef | None:
-        start = _start_time(self.procfs_root, pid)
-        if start is None:
-            return None
-        key = (pid, start)  # a pid reused by a new process has another start time
-        live.add(key)
-        if key not in self._pid_jobs:
-            self._pid_jobs[key] = _job_from_proc(self.procfs_root, pid)
-        return self._pid_jobs[key]
-
-
-def _start_time(procfs_root: Path, pid: int) -> str | None:
-    try:
-        stat = (procfs_root / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    # Field 22 (starttime); the command name in parentheses may contain spaces.
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
 
 
 def _job_from_proc(procfs_root: Path, pid: int) -> JobRef | None:
     try:
-        lines = (procfs_root / str(pid) / "cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:  # "0::/path" on v2, "4:cpu,cpuacct:/path" on v1
+        lines = read_bytes(f"{procfs_root}/{pid}/cgroup", 65536).decode(errors="replace")
+    except CounterFileError:
+        return None  # exited, or not ours to read
+    for line in lines.splitlines():  # "0::/path" on v2, "4:cpu,cpuacct:/path" on v1
         ref = classify(line.split(":", 2)[-1])
         if ref is not None:
             return ref

@@ -102,20 +102,25 @@ class RaplSource:
     def __init__(self, sysfs_root: Path) -> None:
         self.sysfs_root = sysfs_root
         self.zones = discover_zones(sysfs_root)
+        # Made once: each tick reads every zone, where pathlib and new keys would show.
+        self._read_as = [(zone, zone.key, f"{zone.path}/energy_uj") for zone in self.zones]
 
     def read_zone(self, zone: RaplZone) -> CounterReading:
+        return self._read(zone, zone.key, f"{zone.path}/energy_uj")
+
+    def _read(self, zone: RaplZone, key: CounterKey, energy_file: str) -> CounterReading:
         now = time.monotonic()
         if zone.problem:
-            return CounterReading(zone.key, None, None, now, zone.in_node_total, zone.problem)
+            return CounterReading(key, None, None, now, zone.in_node_total, zone.problem)
         try:
-            raw = read_uint(zone.path / "energy_uj")
+            raw = read_uint(energy_file)
         except CounterFileError as exc:
             error = f"energy_uj: {exc}"
-            return CounterReading(zone.key, None, None, now, zone.in_node_total, error)
-        return CounterReading(zone.key, raw, zone.max_energy_range_uj, now, zone.in_node_total)
+            return CounterReading(key, None, None, now, zone.in_node_total, error)
+        return CounterReading(key, raw, zone.max_energy_range_uj, now, zone.in_node_total)
 
     def read(self) -> SourceReadout:
-        readings = tuple(self.read_zone(zone) for zone in self.zones)
+        readings = tuple(self._read(*zone) for zone in self._read_as)
         up = sum(r.raw_uj is not None for r in readings)
         detail = f"{up} of {len(readings)} zones readable" if readings else "no RAPL zones"
         return SourceReadout(counters=readings, status=(SourceStatus(RAPL, up > 0, detail),))

@@ -13,12 +13,18 @@ class CounterFileError(Exception):
     """A counter file that could not be read or parsed; the message is the reason."""
 
 
-def read_uint(path: Path) -> int:
+def read_uint(path: Path | str) -> int:
     """Reads a non-negative integer from a sysfs attribute."""
+    return parse_uint(read_bytes(path, 64))
+
+
+def read_bytes(path: Path | str, size: int) -> bytes:
+    """The first `size` bytes of a kernel file, in one read: kernel attributes are generated
+    whole at the first read, so one read sees one consistent value."""
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
-            raw = os.read(fd, 64)
+            return os.read(fd, size)
         finally:
             os.close(fd)
     except PermissionError:
@@ -27,7 +33,6 @@ def read_uint(path: Path) -> int:
         if exc.errno == errno.ENOENT:
             raise CounterFileError("file missing") from None
         raise CounterFileError(exc.strerror or str(exc)) from None
-    return parse_uint(raw)
 
 
 def parse_uint(raw: bytes) -> int:
