@@ -99,10 +99,18 @@ def attribute_tick(
     gpu_sm_samples: Mapping[int, Mapping[str, float]],
     gpu_holders: Mapping[int, str] | None = None,
     idle_policy: str = RESERVED,
+    grams_per_j: float = 0.0,
 ) -> tuple[list[JobEnergy], list[UnattributedEnergy]]:
-    """Charges this tick's energy of every non-overlapping domain (those in the node total)."""
-    charged: list[JobEnergy] = []
-    left: list[UnattributedEnergy] = []
+    """Charges this tick's energy of every non-overlapping domain (those in the node total),
+    one share per job and (domain, source, state), with its operational carbon: `grams_per_j`
+    is this interval's PUE x grid intensity (operational.grams_per_joule).
+
+    CPU-side domains of one name and source (package-0 and package-1) are summed before they
+    are split, as the split is linear in energy: one split per name, not per socket."""
+    cpu_j: dict[tuple[str, str], float] = {}
+    shares: dict[tuple[str, str, str, str], float] = {}  # (job, domain, source, state) -> J
+    unattributed: dict[tuple[str, str, str], float] = {}  # (domain, source, reason) -> J
+    holders = gpu_holders or {}
     for domain in domains:
         energy_j = domain.interval_energy_j
         if not domain.in_node_total or energy_j <= 0:
@@ -110,16 +118,39 @@ def attribute_tick(
         name, source = domain.key.domain, domain.key.source
         if name == "gpu":
             index = int(domain.key.device)
-            holder = (gpu_holders or {}).get(index)
-            split = split_gpu(energy_j, gpu_sm_samples.get(index, {}), holder)
+            split = split_gpu(energy_j, gpu_sm_samples.get(index, {}), holders.get(index))
+            _gather(split, name, source, shares, unattributed)
         else:
-            split = split_cpu(energy_j, cpu, idle_policy)
-        for state, shares in (("active", split.active_j), ("idle", split.idle_j)):
-            charged += [JobEnergy(job, name, source, state, j) for job, j in shares.items() if j]
-        for reason, joules in (("system", split.system_j), ("idle", split.unattributed_idle_j)):
-            if joules:
-                left.append(UnattributedEnergy(name, source, reason, joules))
+            cpu_j[(name, source)] = cpu_j.get((name, source), 0.0) + energy_j
+    for (name, source), energy_j in cpu_j.items():
+        _gather(split_cpu(energy_j, cpu, idle_policy), name, source, shares, unattributed)
+    charged = [
+        JobEnergy(job, name, source, state, joules, joules * grams_per_j)
+        for (job, name, source, state), joules in shares.items()
+        if joules
+    ]
+    left = [
+        UnattributedEnergy(name, source, reason, joules, joules * grams_per_j)
+        for (name, source, reason), joules in unattributed.items()
+        if joules
+    ]
     return charged, left
+
+
+def _gather(
+    split: Split,
+    name: str,
+    source: str,
+    shares: dict[tuple[str, str, str, str], float],
+    unattributed: dict[tuple[str, str, str], float],
+) -> None:
+    for state, by_job in (("active", split.active_j), ("idle", split.idle_j)):
+        for job, joules in by_job.items():
+            key = (job, name, source, state)
+            shares[key] = shares.get(key, 0.0) + joules
+    for reason, joules in (("system", split.system_j), ("idle", split.unattributed_idle_j)):
+        key3 = (name, source, reason)
+        unattributed[key3] = unattributed.get(key3, 0.0) + joules
 
 
 def finite_only(

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.carbon.operational import grams, with_carbon
-from agent.model import JobEnergy, UnattributedEnergy
+from agent.attribution import CpuActivity, attribute_tick
+from agent.carbon.operational import grams, grams_per_joule
+from tests.test_attribution import domain_energy
 
 KWH = 3.6e6
 
@@ -18,13 +19,18 @@ def test_carbon_is_summed_per_interval_not_average_intensity_times_total() -> No
     intervals = [(3 * KWH, 100.0), (1 * KWH, 500.0)]
     total_g = 0.0
     for energy_j, intensity in intervals:
-        charged, left = with_carbon(
-            [JobEnergy("slurm:1", "gpu", "nvml", "active", energy_j * 0.75)],
-            [UnattributedEnergy("gpu", "nvml", "idle", energy_j * 0.25)],
-            1.2,
-            intensity,
+        # The GPU is busy with one job for 3/4 of the interval's energy; the CPU idles.
+        charged, left = attribute_tick(
+            [
+                domain_energy("gpu", "0", "nvml", energy_j * 0.75),
+                domain_energy("package", "0", "rapl", energy_j * 0.25),
+            ],
+            CpuActivity(0.0, 10.0, {}, {}, 8),
+            {0: {"slurm:1": 50.0}},
+            grams_per_j=grams_per_joule(1.2, intensity),
         )
         total_g += sum(c.carbon_g for c in charged) + sum(u.carbon_g for u in left)
+        assert [c.carbon_g for c in charged] == [grams(energy_j * 0.75, 1.2, intensity)]
     assert total_g == pytest.approx(1.2 * (3 * 100 + 1 * 500))  # 960 g
     average_times_total = 1.2 * (100 + 500) / 2 * 4
     assert total_g != pytest.approx(average_times_total)  # 1,440 g: what trackers get wrong
