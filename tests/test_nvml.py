@@ -32,6 +32,32 @@ def test_volta_gpus_read_the_energy_counter_and_gauges(fake_nvml: ModuleType) ->
     assert gpu.temperature_celsius == 55.0 and gpu.sm_clock_hz == 1.98e9
 
 
+def test_gauges_are_read_every_few_seconds_energy_and_processes_every_tick(
+    fake_nvml: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.sources import nvml
+
+    gpu = h100(0, energy_mj=1_000, pids=[7])
+    fake_nvml.configure({"gpus": [gpu]})
+    source = NvmlSource(power_poll_hz=10)
+    try:
+        source.read()
+        gpu.update(temp_c=70, energy_mj=2_000, pids=[7, 8])
+        calls = fake_nvml.calls
+        readout = source.read()
+        cached_calls = fake_nvml.calls - calls
+        assert by_index(readout)[0].raw_uj == 2_000_000
+        assert [p.pid for p in readout.gpus[0].processes] == [7, 8]
+        assert readout.gpus[0].temperature_celsius == 55.0  # as read at the first tick
+        later = time.monotonic() + nvml.GAUGES_EVERY_S
+        monkeypatch.setattr(nvml.time, "monotonic", lambda: later)
+        calls = fake_nvml.calls
+        assert source.read().gpus[0].temperature_celsius == 70.0
+        assert fake_nvml.calls - calls >= cached_calls + 6  # the six gauge calls, now made
+    finally:
+        source.close()
+
+
 def test_unsupported_gauge_is_left_out_not_an_error(fake_nvml: ModuleType) -> None:
     gpu = h100(0)
     del gpu["temp_c"]

@@ -48,6 +48,21 @@ GAUGE_RANGES = {
     "sm_clock_hz": (0.0, 1e11),
 }
 
+# Gauges (power, temperature, clocks, memory, utilisation) are read this often, energy and
+# processes every tick: the gauges are only exported, and Prometheus scrapes every 15 s or more,
+# while each NVML call is a driver round trip.
+GAUGES_EVERY_S = 5.0
+# (gauge, NVML call, the pynvml constant it takes, to SI units); no call: from the memory info.
+_GAUGE_CALLS: tuple[tuple[str, str, str, Any], ...] = (
+    ("power_w", "nvmlDeviceGetPowerUsage", "", lambda mw: mw / 1000.0),
+    ("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", "", lambda mw: mw / 1000.0),
+    ("utilization_ratio", "nvmlDeviceGetUtilizationRates", "", lambda rates: rates.gpu / 100.0),
+    ("memory_used_bytes", "", "", lambda info: info.used),
+    ("memory_total_bytes", "", "", lambda info: info.total),
+    ("temperature_celsius", "nvmlDeviceGetTemperature", "NVML_TEMPERATURE_GPU", lambda c: c),
+    ("sm_clock_hz", "nvmlDeviceGetClockInfo", "NVML_CLOCK_SM", lambda mhz: mhz * 1e6),
+)
+
 # Error codes after which a GPU is gone until the driver or the node is reset.
 _GONE = {"NVML_ERROR_GPU_IS_LOST", "NVML_ERROR_GPU_NOT_FOUND", "NVML_ERROR_RESET_REQUIRED"}
 
@@ -101,6 +116,9 @@ class _Gpu:
     has_energy_counter: bool
     broken: str | None = None  # failed at enumeration: no handle, never read
     last_sample_us: int = 0  # NVML timestamp of the newest process sample seen
+    gauges: dict[str, float | None] | None = None  # the last gauges read, SI units
+    gauges_read_s: float = 0.0  # monotonic
+    counter_key: CounterKey | None = None
 
     @property
     def source(self) -> str:
@@ -108,7 +126,9 @@ class _Gpu:
 
     @property
     def key(self) -> CounterKey:
-        return CounterKey("gpu", str(self.index), self.source)
+        if self.counter_key is None:  # made once: read every tick
+            self.counter_key = CounterKey("gpu", str(self.index), self.source)
+        return self.counter_key
 
 
 @dataclass(slots=True)
@@ -253,60 +273,18 @@ class NvmlSource:
                 error = f"energy counter: {exc}"
         elif error is None and self._integrator is not None:
             raw_uj, error = self._integrator.energy_uj(gpu.index)
-        counter = CounterReading(gpu.key, raw_uj, None, time.monotonic(), True, error)
-        if error is not None:
-            return counter, GpuStatus(gpu.index, gpu.uuid, gpu.model, False, error, gpu.source)
-        return counter, self._gauges(gpu)
-
-    def _gauges(self, gpu: _Gpu) -> GpuStatus:
-        nvml, handle = self._nvml, gpu.handle
-        # Each gauge: (the call, what turns its answer into SI units).
-        reads: dict[str, tuple[Any, Any]] = {
-            "power_w": (lambda: nvml.nvmlDeviceGetPowerUsage(handle), lambda mw: mw / 1000.0),
-            "power_limit_w": (
-                lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle),
-                lambda mw: mw / 1000.0,
-            ),
-            "utilization_ratio": (
-                lambda: nvml.nvmlDeviceGetUtilizationRates(handle),
-                lambda rates: rates.gpu / 100.0,
-            ),
-            "memory_used_bytes": (lambda: memory, lambda info: info.used),
-            "memory_total_bytes": (lambda: memory, lambda info: info.total),
-            "temperature_celsius": (
-                lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
-                lambda celsius: celsius,
-            ),
-            "sm_clock_hz": (
-                lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
-                lambda mhz: mhz * 1e6,
-            ),
-        }
-        try:
-            memory = vendor_call(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
-        except VendorError as exc:
-            if exc.name in _GONE:
-                return GpuStatus(gpu.index, gpu.uuid, gpu.model, False, str(exc), gpu.source)
-            memory = None
-        values: dict[str, float | None] = {}
-        for name, (read, to_si) in reads.items():
-            values[name] = None  # not supported on this model, or not sane: left out
-            try:
-                answer = vendor_call(nvml, read)
-                if answer is None:
-                    continue
-                low, high = GAUGE_RANGES[name]
-                origin = f"NVML {name} of GPU {gpu.index}"
-                values[name] = number(to_si(answer), origin, low, high)
-                self._bad_values.accept(origin)
-            except VendorError as exc:
-                if exc.name in _GONE:
-                    return GpuStatus(gpu.index, gpu.uuid, gpu.model, False, str(exc), gpu.source)
-            except BadNumber as exc:
-                self._bad_values.reject(origin, str(exc))
-            except Exception as exc:  # an answer of the wrong shape from the binding
-                self._bad_values.reject(name, f"NVML {name} of GPU {gpu.index}: {exc!r}")
-        return GpuStatus(
+        now = time.monotonic()
+        counter = CounterReading(gpu.key, raw_uj, None, now, True, error)
+        if error is None and (gpu.gauges is None or now - gpu.gauges_read_s >= GAUGES_EVERY_S):
+            gauges = self._gauges(gpu)
+            if isinstance(gauges, str):
+                error, gpu.gauges = gauges, None
+            else:
+                gpu.gauges, gpu.gauges_read_s = gauges, now
+        if error is not None or gpu.gauges is None:
+            down = error or "no gauges"
+            return counter, GpuStatus(gpu.index, gpu.uuid, gpu.model, False, down, gpu.source)
+        status = GpuStatus(
             gpu.index,
             gpu.uuid,
             gpu.model,
@@ -314,8 +292,42 @@ class NvmlSource:
             None,
             gpu.source,
             processes=self._processes(gpu),
-            **values,  # type: ignore[arg-type]
+            **gpu.gauges,  # type: ignore[arg-type]
         )
+        return counter, status
+
+    def _gauges(self, gpu: _Gpu) -> dict[str, float | None] | str:
+        """The gauges of a GPU in SI units (None where not supported or not sane), or the error
+        that says the GPU is gone."""
+        nvml, handle = self._nvml, gpu.handle
+        values: dict[str, float | None] = dict.fromkeys(GAUGE_RANGES)
+        try:
+            memory = vendor_call(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
+        except VendorError as exc:
+            if exc.name in _GONE:
+                return str(exc)
+            memory = None
+        for name, call, constant, to_si in _GAUGE_CALLS:
+            origin = f"NVML {name} of GPU {gpu.index}"
+            try:
+                if call:
+                    args = (handle, getattr(nvml, constant)) if constant else (handle,)
+                    answer = vendor_call(nvml, getattr(nvml, call), *args)
+                else:
+                    answer = memory
+                if answer is None:
+                    continue
+                low, high = GAUGE_RANGES[name]
+                values[name] = number(to_si(answer), origin, low, high)
+                self._bad_values.accept(origin)
+            except VendorError as exc:
+                if exc.name in _GONE:
+                    return str(exc)
+            except BadNumber as exc:
+                self._bad_values.reject(origin, str(exc))
+            except Exception as exc:  # an answer of the wrong shape from the binding
+                self._bad_values.reject(origin, f"{origin}: {exc!r}")
+        return values
 
     def _processes(self, gpu: _Gpu) -> tuple[GpuProcess, ...]:
         """Compute processes, with SM samples taken since the previous call."""

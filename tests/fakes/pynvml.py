@@ -2,7 +2,8 @@
 
 It mirrors the real module's names, error codes, units (mW, mJ, MHz, bytes) and error behaviour
 for the calls wattwise makes. Its GPUs are described by a dict: set in-process with configure(),
-or in a JSON file named by FAKE_PYNVML_STATE (re-read when it changes) for a subprocess.
+or in a JSON file named by FAKE_PYNVML_STATE (re-read when it changes, looked at every 20 ms) for
+a subprocess.
 
 A GPU entry: name, uuid, energy_mj, power_mw, power_limit_mw, util_gpu (%), mem_used, mem_total
 (bytes), temp_c, sm_clock_mhz, energy_supported (False: pre-Volta), lost (True: every call raises
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,14 +106,19 @@ def configure(state: dict[str, Any]) -> None:
     _initialized = False
 
 
+_STATE_FILE = os.environ.get("FAKE_PYNVML_STATE")
+_STAT_EVERY_S = 0.02  # a tick's dozens of calls see one state, as they would one driver
+_stat_at = -1.0
+
+
 def _current() -> dict[str, Any]:
-    global _state, _file_mtime_ns, calls
+    global _state, _file_mtime_ns, _stat_at, calls
     calls += 1
-    path = os.environ.get("FAKE_PYNVML_STATE")
-    if path:
-        mtime = os.stat(path).st_mtime_ns
+    if _STATE_FILE and time.monotonic() - _stat_at >= _STAT_EVERY_S:
+        _stat_at = time.monotonic()
+        mtime = os.stat(_STATE_FILE).st_mtime_ns
         if mtime != _file_mtime_ns:
-            with open(path) as f:
+            with open(_STATE_FILE) as f:
                 _state = json.load(f)
             _file_mtime_ns = mtime
     return _state
