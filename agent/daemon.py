@@ -5,25 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from fnmatch import fnmatch
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.accounting import EnergyAccounts
 from agent.attribution import attribute_tick, finite_only
-from agent.carbon.electricitymaps import ElectricityMapsProvider
 from agent.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
 from agent.carbon.file import FileProvider
 from agent.carbon.grid import GridIntensity
 from agent.carbon.intensity import Intensity, ProviderError
-from agent.carbon.operational import with_carbon
+from agent.carbon.operational import grams_per_joule
 from agent.carbon.pue_feed import CONFIG, FacilityPue
 from agent.carbon.table import StaticProvider, TableProvider
-from agent.carbon.ukgrid import UkGridProvider
-from agent.carbon.watttime import WattTimeProvider
 from agent.clock import SYSTEM, Clock
 from agent.config import Config
 from agent.jobs.accounts import Accounts
-from agent.jobs.cgroups import KUBERNETES
-from agent.jobs.kubelet import PodNames
+from agent.jobs.cgroups import KUBERNETES, JobRef
 from agent.jobs.metadata import JobMeta
 from agent.jobs.tracker import JobTracker
 from agent.ledger import JobSeen, Ledger, LedgerError, LedgerUnavailable, probe_ledger
@@ -48,12 +44,14 @@ from agent.signals import stop_requested
 from agent.sources.estimate import EstimateSource
 from agent.sources.nvml import NvmlSource
 from agent.sources.rapl import RaplSource
-from agent.wall_power import PlatformPower
-from agent.webconfig import WebConfig
 from agent.work import WorkCounts, WorkServer
-from agent.work_scrape import Endpoint, ScrapeError, WorkScraper, endpoint_from_annotations
 from exporters.exposition import Exposition
 from exporters.prometheus import SnapshotCollector
+
+if TYPE_CHECKING:  # each imported where it is used: only what is configured is loaded
+    from agent.jobs.kubelet import PodNames
+    from agent.wall_power import PlatformPower
+    from agent.work_scrape import Endpoint, WorkScraper
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +100,12 @@ class Agent:
         self.job_accounts: Accounts | None = None
         self._durable = durable and config.jobs.enabled and config.ledger.enabled
         self._last_tick_monotonic_s: float | None = None
+        self._identity_cache: dict[str, tuple[JobRef, JobMeta | None, JobSeen, tuple]] = {}
+        self._identities_given: tuple[dict, dict] | None = None
         self.grid: GridIntensity | None = None
         self._carbon_findings: list[Finding] = []
         self._gpu_models: dict[int, str] = {}  # kept when a GPU falls off: it still exists
+        self._rates: EmbodiedRates | None = None
         if config.carbon.enabled:
             providers, self._carbon_findings = _providers(config)
             self.grid = GridIntensity(providers, config.carbon.stale_after_s)
@@ -120,6 +121,8 @@ class Agent:
         self.work_scraper: WorkScraper | None = None
         self._bad_annotations: dict[str, str] = {}
         if config.platform is not None:
+            from agent.wall_power import PlatformPower
+
             self.platform = PlatformPower(config.platform, config.platform_interval_s)
             self.platform.start()
         if config.jobs.enabled:
@@ -129,6 +132,8 @@ class Agent:
         config = self.config
         jobs = config.jobs
         if jobs.kubelet_url:
+            from agent.jobs.kubelet import PodNames
+
             token = jobs.kubelet_token_file
             self.pod_names = PodNames(
                 jobs.kubelet_url,
@@ -142,6 +147,7 @@ class Agent:
             config.procfs_root,
             jobs.schedulers,
             self.pod_names.get if self.pod_names else None,
+            clock=self.clock.monotonic,
         )
         ledger_config = config.ledger
         if durable:
@@ -184,6 +190,8 @@ class Agent:
                 self.work_server = None
         work = config.work
         if durable and (work.targets or (work.pod_annotations and self.pod_names)):
+            from agent.work_scrape import WorkScraper
+
             self.work_scraper = WorkScraper(
                 self.work, self._work_endpoints, work.scrape_interval_s, work.scrape_timeout_s
             )
@@ -201,6 +209,8 @@ class Agent:
 
     def _work_endpoints(self) -> dict[str, list[Endpoint]]:
         """The endpoints to read now: work.targets by job name, and annotated pods."""
+        from agent.work_scrape import Endpoint, ScrapeError, endpoint_from_annotations
+
         assert self.tracker is not None
         work = self.config.work
         endpoints: dict[str, list[Endpoint]] = {}
@@ -306,9 +316,9 @@ class Agent:
             activity.gpu_sm_samples,
             activity.gpu_holders,
             self.config.jobs.idle_policy,
+            # this interval's intensity and PUE, never an average
+            grams_per_joule(pue_ratio, intensity.grams_per_kwh) if intensity is not None else 0.0,
         )
-        if intensity is not None:  # this interval's intensity and PUE, never an average
-            charged, left = with_carbon(charged, left, pue_ratio, intensity.grams_per_kwh)
         charged, left, dropped = finite_only(charged, left)
         for share in dropped:
             log.error("not a finite share, dropped (please report this bug): %s", share)
@@ -321,22 +331,38 @@ class Agent:
             embodied = split_embodied(
                 elapsed_s, rates, activity.cpu.total_cpus, cpus_held, gpus_held
             )
-        owners = {
-            key: (meta.user, _team(meta, activity.jobs[key].scheduler))
-            for key, meta in activity.meta.items()
-            if key in activity.jobs
-        }
-        seen = {}
-        for key, ref in activity.jobs.items():
-            meta = activity.meta.get(key)
-            name, user = (meta.name, meta.user) if meta else ("", "")
-            seen[key] = JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user)
+        seen, owners = self._identities(activity.jobs, activity.meta)
         work = self.work.drain()  # drained every tick, so it never piles up
         assert self.job_accounts is not None
         self.job_accounts.apply(
             now_unix_s, elapsed_s, activity.jobs, charged, left, seen, embodied, owners, work
         )
         self._commit(now_unix_s)
+
+    def _identities(
+        self, jobs: dict[str, JobRef], meta: dict[str, JobMeta]
+    ) -> tuple[dict[str, JobSeen], dict[str, tuple[str, str]]]:
+        """Each job as the ledger records it, and its (user, team); made again only for a job
+        whose ref or metadata changed (the tracker keeps both objects while they hold)."""
+        cache, fresh = self._identity_cache, {}
+        changed = len(cache) != len(jobs) or self._identities_given is None
+        for key, ref in jobs.items():
+            known = meta.get(key)
+            entry = cache.get(key)
+            if entry is None or entry[0] is not ref or entry[1] is not known:
+                name, user = (known.name, known.user) if known else ("", "")
+                owner = (user, _team(known, ref.scheduler)) if known else ("", "")
+                seen = JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user)
+                entry, changed = (ref, known, seen, owner), True
+            fresh[key] = entry
+        self._identity_cache = fresh
+        if changed:  # the same mappings otherwise: the accounts then skip them
+            self._identities_given = (
+                {k: e[2] for k, e in fresh.items()},
+                {k: e[3] for k, e in fresh.items()},
+            )
+        assert self._identities_given is not None
+        return self._identities_given
 
     def _commit(self, now_unix_s: float, force: bool = False) -> None:
         """Commits the job accounts when their interval has passed; logs the ledger's state
@@ -368,8 +394,11 @@ class Agent:
 
     def _embodied_rates(self, gpus: tuple[GpuStatus, ...]) -> EmbodiedRates:
         config = self.config.embodied
-        self._gpu_models |= {g.index: g.model for g in gpus if g.model}
-        return EmbodiedRates(
+        models = {g.index: g.model for g in gpus if g.model}
+        if self._rates is not None and models.items() <= self._gpu_models.items():
+            return self._rates  # the same GPUs as before: the same rates
+        self._gpu_models |= models
+        self._rates = EmbodiedRates(
             server_g_per_s=config.server_embodied_g / config.server_lifespan_s,
             gpu_g_per_s={
                 index: gpu_embodied_g(model, config.gpu_embodied_g, config.gpu_default_embodied_g)
@@ -377,6 +406,7 @@ class Agent:
                 for index, model in self._gpu_models.items()
             },
         )
+        return self._rates
 
     def _carbon_status(
         self, now_unix_s: float, intensity: Intensity | None, pue: tuple[float, str]
@@ -507,6 +537,24 @@ class Agent:
             self.work_scraper.stop()
 
 
+def _ukgrid():  # the HTTP providers, imported only when configured
+    from agent.carbon import ukgrid
+
+    return ukgrid
+
+
+def _electricitymaps():
+    from agent.carbon import electricitymaps
+
+    return electricitymaps
+
+
+def _watttime():
+    from agent.carbon import watttime
+
+    return watttime
+
+
 def _providers(config: Config) -> tuple[list, list[Finding]]:
     """The configured chain; a provider that cannot be built (a missing key) is left out and
     becomes a probe finding, so the rest of the chain still works."""
@@ -519,15 +567,15 @@ def _providers(config: Config) -> tuple[list, list[Finding]]:
         "table": lambda: TableProvider(carbon.zone),
         "static": lambda: StaticProvider(carbon.static_g_per_kwh or 0.0, carbon.zone),
         "file": lambda: FileProvider(carbon.file_path, carbon.zone, carbon.file_signal),
-        "ukgrid": lambda: UkGridProvider(carbon.ukgrid_url, carbon.ukgrid_region_id),
-        "electricitymaps": lambda: ElectricityMapsProvider(
+        "ukgrid": lambda: _ukgrid().UkGridProvider(carbon.ukgrid_url, carbon.ukgrid_region_id),
+        "electricitymaps": lambda: _electricitymaps().ElectricityMapsProvider(
             secret(carbon.electricitymaps_token),
             zone=carbon.electricitymaps_zone,
             lat_lon=carbon.electricitymaps_lat_lon,
             basis=carbon.electricitymaps_basis,
             base_url=carbon.electricitymaps_url,
         ),
-        "watttime": lambda: WattTimeProvider(
+        "watttime": lambda: _watttime().WattTimeProvider(
             carbon.watttime_username or "",
             secret(carbon.watttime_password),
             carbon.watttime_region or "",
@@ -548,9 +596,11 @@ def _providers(config: Config) -> tuple[list, list[Finding]]:
 
 def serve(config: Config) -> None:
     """Runs until SIGINT or SIGTERM; stops within one interval and restores the signal handlers."""
-    from apscheduler.schedulers.background import BackgroundScheduler
+    web = None
+    if config.web_config_file:
+        from agent.webconfig import WebConfig
 
-    web = WebConfig(config.web_config_file) if config.web_config_file else None
+        web = WebConfig(config.web_config_file)
     limit = descriptor_budget(listeners=2)  # /metrics and the work socket
     # Bind first: a taken port fails in one line, before any hardware is opened.
     sock = bind_tcp(config.listen_host, config.listen_port)
@@ -563,20 +613,23 @@ def serve(config: Config) -> None:
         lambda: agent.latest, lambda snapshot: SnapshotCollector(lambda: snapshot)
     )
     listener = serve_http(sock, metrics_routes(exposition), limit, web)
-
-    scheduler = BackgroundScheduler(daemon=True)
-    scheduler.add_job(
-        agent.tick,
-        "interval",
-        seconds=config.interval_s,
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=max(1, int(config.interval_s)),
-        id="tick",
-    )
+    scheduler = None
     try:
         with stop_requested() as stop:
-            agent.tick()
+            agent.tick()  # /metrics has figures from here on
+            # Imported after the first tick: ~60 ms that need not delay the first scrape.
+            from apscheduler.schedulers.background import BackgroundScheduler
+
+            scheduler = BackgroundScheduler(daemon=True)
+            scheduler.add_job(
+                agent.tick,
+                "interval",
+                seconds=config.interval_s,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(config.interval_s)),
+                id="tick",
+            )
             scheduler.start()
             scheme = "https" if web is not None and web.uses_tls else "http"
             log.info(
@@ -588,7 +641,7 @@ def serve(config: Config) -> None:
             while not stop.wait(timeout=1.0):
                 pass
     finally:
-        if scheduler.running:
+        if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=True)  # lets a tick in flight finish: at most one interval
         listener.stop()
         agent.close()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from agent.checks import BadNumber, number
 from agent.errors import WattwiseError
 from agent.http import HttpClient
@@ -66,6 +64,8 @@ class FacilityPue:
     def _fetch(self) -> float:
         text = self.http.get(self.url, error=FeedError).text
         try:
+            from prometheus_client.parser import text_string_to_metric_families  # ~35 ms
+
             for family in text_string_to_metric_families(text):
                 if family.name != "wattwise_facility_pue":
                     continue

@@ -43,8 +43,16 @@ class Accounts:
         self.commit_interval_s = commit_interval_s
         self._committed: dict[str, dict[SeriesKey, Sums]] = {NODE: {}}
         self._pending: dict[tuple[str, SeriesKey], Sums] = {}
-        self._minutes: dict[tuple[int, str, SeriesKey], Sums] = {}
-        self._seen: dict[str, tuple[JobSeen, float, float]] = {}  # for the ledger's jobs table
+        # Per-minute rows: the current minute's, and closed minutes not yet written.
+        self._minute = -1
+        self._minute_rows: dict[tuple[str, SeriesKey], Sums] = {}
+        self._closed_minutes: dict[int, dict[tuple[str, SeriesKey], Sums]] = {}
+        # For the ledger's jobs table: each job as last identified, first and last seen.
+        self._jobs_seen: dict[str, JobSeen] = {}
+        self._first_seen: dict[str, float] = {}
+        self._last_seen: dict[str, float] = {}
+        self._seen_given: Mapping[str, JobSeen] | None = None
+        self._owners_given: Mapping[str, tuple[str, str]] | None = None
         self._ended_unsaved: dict[str, float] = {}
         self._open_at_start: set[str] = set()  # open in the ledger: gone now means ended
         self._last_commit_unix_s: float | None = None
@@ -55,6 +63,7 @@ class Accounts:
         }
         self._embodied_rates = (0.0, 0.0)  # reserved, unreserved g/s over the last interval
         self._refs: dict[str, JobRef] = {}
+        self._order: list[str] | None = None  # the keys of _refs, sorted
         self._power_w: dict[str, float] = {}
         self._ended: dict[str, float] = {}
         self._names: dict[str, str] = {}
@@ -79,33 +88,49 @@ class Accounts:
         owners: Mapping[str, tuple[str, str]] | None = None,
         work: Mapping[tuple[str, str], float] | None = None,
     ) -> list[str]:
-        """Counts one tick; returns the jobs that ended since the last one."""
+        """Counts one tick; returns the jobs that ended since the last one. `seen` and
+        `owners` cover every job present; hand the same mapping again only when nothing in it
+        changed (it is then not looked at)."""
         minute = int(now_unix_s // 60 * 60)
-        for key, job in (seen or {}).items():
-            first = self._seen.get(key, (job, now_unix_s, now_unix_s))[1]
-            self._seen[key] = (job, first, now_unix_s)
-            if job.name:
-                self._names[key] = job.name
-        self._owners.update({k: v for k, v in (owners or {}).items() if any(v)})
-        ended = [key for key in self._refs if key not in jobs and key not in self._ended]
+        # The daemon hands the same mappings while no job's identity changed: then there is
+        # nothing to look at, for any number of jobs.
+        if seen is not None and seen is not self._seen_given:
+            self._seen_given = seen
+            for key, job in seen.items():
+                if self._jobs_seen.get(key) is not job:
+                    self._jobs_seen[key] = job
+                    self._first_seen.setdefault(key, now_unix_s)
+                    if job.name:
+                        self._names[key] = job.name
+        if seen:
+            self._last_seen.update(dict.fromkeys(seen, now_unix_s))
+        if owners is not None and owners is not self._owners_given:
+            self._owners_given = owners
+            self._owners.update({k: v for k, v in owners.items() if any(v)})
+        ended = sorted(key for key in self._refs.keys() - jobs.keys() if key not in self._ended)
         ended += sorted(self._open_at_start - jobs.keys() - self._refs.keys())
         self._open_at_start = set()
         for key in ended:
             self._ended[key] = now_unix_s
             self._ended_unsaved[key] = now_unix_s
-        for key, ref in jobs.items():
-            self._refs[key] = ref
-            self._ended.pop(key, None)
+        if jobs.keys() - self._refs.keys():
+            self._order = None
+        self._refs.update(jobs)
+        for key in self._ended.keys() & jobs.keys():  # seen again
+            del self._ended[key]
         tick_j: dict[str, float] = {}
         operational_g = 0.0
+        gpu_use = self.gpu_use_j
         for c in charged:
-            self._add(
-                c.job_key, ("energy", c.domain, c.source, c.state), c.energy_j, c.carbon_g, minute
-            )
-            operational_g += c.carbon_g
-            tick_j[c.job_key] = tick_j.get(c.job_key, 0.0) + c.energy_j
-            if c.domain == "gpu":
-                self.gpu_use_j["active" if c.state == "active" else "allocated_idle"] += c.energy_j
+            job, domain, source, state, joules, grams = c
+            if not math.isfinite(joules + grams):
+                self._add(job, ("energy", domain, source, state), joules, grams, minute)
+                continue  # rejected there, with a log line
+            self._add_finite((job, ("energy", domain, source, state)), joules, grams, minute)
+            operational_g += grams
+            tick_j[job] = tick_j.get(job, 0.0) + joules
+            if domain == "gpu":
+                gpu_use["active" if state == "active" else "allocated_idle"] += joules
         for u in left:
             self._add(NODE, ("unattributed", u.domain, u.source, u.reason), u.energy_j, u.carbon_g)
             operational_g += u.carbon_g
@@ -131,26 +156,41 @@ class Accounts:
                 f"was dropped ({amount}, {grams} g): please report this bug",
             )
             return
-        sums = self._pending.get((key, series))
+        self._add_finite((key, series), amount, grams, minute)
+
+    def _add_finite(
+        self, row: tuple[str, SeriesKey], amount: float, grams: float, minute: int | None
+    ) -> None:
+        """Adds to the pending totals and, with a `minute`, to that minute's row (the node's
+        own series keep no per-minute history). Runs for every share of every tick."""
+        sums = self._pending.get(row)
         if sums is None:
-            self._pending[(key, series)] = [amount, grams]
+            self._pending[row] = [amount, grams]
         else:
             sums[0] += amount
             sums[1] += grams
-        if minute is not None:  # the node's own rows keep no per-minute history
-            sums = self._minutes.get((minute, key, series))
-            if sums is None:
-                self._minutes[(minute, key, series)] = [amount, grams]
-            else:
-                sums[0] += amount
-                sums[1] += grams
+        if minute is None:
+            return
+        if minute != self._minute:  # a new minute: the last one's rows are closed
+            if self._minute_rows:
+                self._closed_minutes[self._minute] = self._minute_rows
+            self._minute, self._minute_rows = minute, {}
+        sums = self._minute_rows.get(row)
+        if sums is None:
+            self._minute_rows[row] = [amount, grams]
+        else:
+            sums[0] += amount
+            sums[1] += grams
 
     def _add_embodied(self, split: EmbodiedSplit, elapsed_s: float, minute: int) -> None:
         reserved = 0.0
         for job, parts in split.jobs_g.items():
             for component, grams in parts.items():
-                self._add(job, ("embodied", component, "", ""), 0.0, grams, minute)
-                reserved += grams
+                if math.isfinite(grams):
+                    self._add_finite((job, ("embodied", component, "", "")), 0.0, grams, minute)
+                    reserved += grams
+                else:  # rejected there, with a log line
+                    self._add(job, ("embodied", component, "", ""), 0.0, grams, minute)
         if reserved:
             self._add(NODE, EMBODIED, 0.0, reserved)
         for component, grams in split.unreserved_g.items():
@@ -166,6 +206,7 @@ class Accounts:
             if now_unix_s - at > self.grace_s:  # from now on it lives in the ledger only
                 del self._ended[key]
                 self._refs.pop(key, None)
+                self._order = None
                 self._committed.pop(key, None)
                 self._shown.pop(key, None)
                 self._names.pop(key, None)
@@ -184,15 +225,29 @@ class Accounts:
         if not force and last is not None and now_unix_s - last < self.commit_interval_s:
             return False
         self._last_commit_unix_s = now_unix_s
-        current = int(now_unix_s // 60 * 60)
-        closed = {k: v for k, v in self._minutes.items() if force or k[0] < current}
-        batch = Batch(dict(self._pending), closed, dict(self._seen), dict(self._ended_unsaved))
+        # The current minute's rows are closed once it has passed; when stopping, as they are.
+        if self._minute_rows and (force or self._minute < now_unix_s // 60 * 60):
+            self._closed_minutes[self._minute] = self._minute_rows
+            self._minute, self._minute_rows = -1, {}
+        closed = {
+            (minute, key, series): sums
+            for minute, rows in self._closed_minutes.items()
+            for (key, series), sums in rows.items()
+        }
+        seen = {
+            key: (job, self._first_seen[key], self._last_seen.get(key, self._first_seen[key]))
+            for key, job in self._jobs_seen.items()
+        }
+        batch = Batch(dict(self._pending), closed, seen, dict(self._ended_unsaved))
         if not self.ledger.write(batch):
             self._bound_minutes()
             return False
-        for key in closed:
-            del self._minutes[key]
-        self._seen = {k: v for k, v in self._seen.items() if k in self._refs}
+        self._closed_minutes = {}
+        if len(self._jobs_seen) > len(self._refs):  # some are past their grace period
+            self._jobs_seen = {k: v for k, v in self._jobs_seen.items() if k in self._refs}
+            self._first_seen = {k: v for k, v in self._first_seen.items() if k in self._refs}
+            self._last_seen = {k: v for k, v in self._last_seen.items() if k in self._refs}
+            self._seen_given = None
         self._ended_unsaved = {}
         if self.ledger.just_opened:  # opened late: its totals include everything counted
             self.ledger.just_opened = False
@@ -231,40 +286,44 @@ class Accounts:
         self._shown = {}
 
     def _bound_minutes(self) -> None:
-        if len(self._minutes) > MAX_PENDING_MINUTES:
+        held = sum(len(rows) for rows in self._closed_minutes.values())
+        if held > MAX_PENDING_MINUTES:
             log.error(
                 "ledger unwritable for long: the per-minute detail held in memory is dropped "
                 "(%d rows), the totals are kept",
-                len(self._minutes),
+                held,
             )
-            current = max(minute for minute, _, _ in self._minutes)
-            self._minutes = {k: v for k, v in self._minutes.items() if k[0] == current}
+            self._closed_minutes = {}
 
     # --- what /metrics shows --------------------------------------------------------------
 
     def views(self) -> tuple[JobView, ...]:
         views = []
-        for key, ref in sorted(self._refs.items()):
+        if self._order is None:
+            self._order = sorted(self._refs)
+        for key in self._order:
+            ref = self._refs[key]
             shown = self._shown.get(key)
             if shown is None:
                 shown = self._shown[key] = _totals_as_shown(self._committed.get(key, {}))
             energy_j, carbon_g, embodied_g, work_units, allocated_idle_j = shown
             owner = self._owners.get(key, ("", ""))
-            views.append(
+            ended = self._ended.get(key)
+            views.append(  # positional: made for every job every tick
                 JobView(
-                    job_key=key,
-                    scheduler=ref.scheduler,
-                    job_id=ref.job_id,
-                    name=self._names.get(key, ""),
-                    energy_j=energy_j,
-                    power_w=self._power_w.get(key, 0.0) if key not in self._ended else None,
-                    gpu_allocated_idle_j=allocated_idle_j,
-                    ended_unix_s=self._ended.get(key),
-                    carbon_g=carbon_g,
-                    embodied_g=embodied_g,
-                    work_units=work_units,
-                    user=owner[0],
-                    team=owner[1],
+                    key,
+                    ref.scheduler,
+                    ref.job_id,
+                    self._names.get(key, ""),
+                    energy_j,
+                    self._power_w.get(key, 0.0) if ended is None else None,
+                    allocated_idle_j,
+                    ended,
+                    carbon_g,
+                    embodied_g,
+                    work_units,
+                    owner[0],
+                    owner[1],
                 )
             )
         return tuple(views)
