@@ -515,6 +515,8 @@ class Agent:
     def close(self) -> None:
         for source in self.sources:
             source.close()
+        if self.tracker is not None:
+            self.tracker.close()
         if self.job_accounts is not None and self.latest is not None:
             self._commit(self.latest.taken_at_unix_s, force=True)  # the last partial minute too
             if self.ledger is not None and self.ledger.last_error:

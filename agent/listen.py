@@ -29,6 +29,7 @@ import h11
 from agent.aio import run_on_loop
 from agent.checks import Rejections
 from agent.errors import ListenError
+from agent.sources.sysfs import held_file_limit
 
 if TYPE_CHECKING:
     from agent.webconfig import WebConfig
@@ -52,7 +53,8 @@ ACCEPT_RETRY_S = 0.1
 
 def descriptor_budget(listeners: int) -> int:
     """Connections each listener may hold. Raises the soft RLIMIT_NOFILE to the hard limit (the
-    shipped units set LimitNOFILE), then keeps RESERVED_FDS of it for the tick."""
+    shipped units set LimitNOFILE), then keeps RESERVED_FDS of it for the tick, and the share
+    the tick may hold of counter files open (sysfs.held_file_limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
     if soft < wanted:
@@ -61,7 +63,8 @@ def descriptor_budget(listeners: int) -> int:
             soft = wanted
         except (OSError, ValueError) as exc:
             log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
-    budget = max(16, min(MAX_CONNECTIONS, (soft - RESERVED_FDS) // max(listeners, 1)))
+    free = soft - RESERVED_FDS - held_file_limit()  # the tick's counter files are held open
+    budget = max(16, min(MAX_CONNECTIONS, free // max(listeners, 1)))
     if budget < MAX_CONNECTIONS:
         log.info("open-file limit %d: at most %d connections per listener", soft, budget)
     return budget

@@ -124,3 +124,44 @@ def test_probe_reports_missing_powercap_with_a_fix(tmp_path: Path) -> None:
     assert not finding.ok and finding.detail == "directory missing"
     assert "modprobe intel_rapl_msr" in finding.fix
     assert RaplSource(tmp_path).why_not_measuring_cpu().startswith("no RAPL package zone")
+
+
+def test_a_held_counter_file_is_read_with_one_pread_and_opened_again_after_an_error(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from agent.sources.sysfs import CounterFileError, HeldFile
+
+    counter = tmp_path / "energy_uj"
+    counter.write_text("100\n")
+    held = HeldFile(str(counter))
+    assert held.read(64) == b"100\n"
+    fd = held._fd
+    counter.write_text("250\n")  # in place, as the kernel's attribute changes
+    assert held.read(64) == b"250\n" and held._fd == fd  # the same descriptor, read again
+    assert fd is not None
+    os.close(fd)  # as a removed cgroup's file answers ENODEV: the next read opens it again
+    counter.write_text("300\n")
+    assert held.read(64) == b"300\n"
+    held.close()
+    counter.unlink()
+    with pytest.raises(CounterFileError, match="file missing"):
+        held.read(64)
+    assert held._fd is None
+
+
+def test_rapl_keeps_its_zone_files_open_and_closes_them(tmp_path: Path) -> None:
+    import os
+
+    two_socket_server(tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    source = RaplSource(tmp_path)
+    source.read()
+    set_energy(tmp_path, "intel-rapl:0", 2_000_000)
+    assert {(r.key.domain, r.key.device): r.raw_uj for r in source.read().counters}[
+        ("package", "0")
+    ] == 2_000_000
+    assert len(os.listdir("/proc/self/fd")) == before + 8
+    source.close()
+    assert len(os.listdir("/proc/self/fd")) == before

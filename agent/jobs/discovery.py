@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.jobs.cgroups import JobRef, classify
-from agent.sources.sysfs import CounterFileError, parse_uint, read_bytes, read_uint
+from agent.sources.sysfs import CounterFileError, parse_uint, read_bytes
 
 V1_CPU_CONTROLLERS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
 
@@ -36,11 +36,14 @@ class Hierarchy:
         return f"{self.root}/{cgroup.lstrip('/')}/{name}"
 
     def read_cpu_seconds(self, counter: str) -> float:
-        """CPU seconds from a file `cpu_counter` named: plain os calls, no pathlib, no text
-        layer, about 3 us a read."""
+        """CPU seconds from a file `cpu_counter` named: plain os calls, no pathlib."""
+        return self.parse_cpu_seconds(read_bytes(counter, 4096))
+
+    def parse_cpu_seconds(self, raw: bytes) -> float:
+        """CPU seconds from the bytes of a file `cpu_counter` named."""
         if self.version == 1:
-            return read_uint(counter) / 1e9
-        return _usage_usec(counter) / 1e6
+            return parse_uint(raw) / 1e9
+        return _usage_usec(raw) / 1e6
 
 
 def find_hierarchy(cgroup_root: Path) -> Hierarchy | None:
@@ -94,8 +97,8 @@ def may_hold_jobs(name: str) -> bool:
     return name.endswith("slurmstepd.scope") or name.startswith("user@")
 
 
-def _usage_usec(cpu_stat: str) -> int:
-    raw = b"\n" + read_bytes(cpu_stat, 4096)  # usage_usec is the first line, but need not be
+def _usage_usec(cpu_stat: bytes) -> int:
+    raw = b"\n" + cpu_stat  # usage_usec is the first line, but need not be
     start = raw.find(b"\nusage_usec ")
     if start < 0:
         raise CounterFileError("no usage_usec line in cpu.stat")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from agent.jobs.cgroups import EXEC, KUBERNETES, JobRef, classify
 from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
 from agent.jobs.metadata import JobMeta, first_pid, read_meta
 from agent.model import GpuStatus
-from agent.sources.sysfs import CounterFileError, read_bytes, read_text
+from agent.sources.sysfs import CounterFileError, HeldFile, held_file_limit, read_bytes, read_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ class JobTracker:
         self._node_times: tuple[float, float] | None = None
         self._gpu_pids: dict[int, JobRef | None] = {}  # pid listed last tick -> its job
         self._gpu_pids_checked_s = -math.inf
-        self._counters: dict[str, tuple[str, str]] = {}  # job cgroup -> (key, CPU counter)
+        # job cgroup -> (key, its CPU counter: kept open up to a share of the open-file limit)
+        self._counters: dict[str, tuple[str, HeldFile | str]] = {}
+        self._held_limit, self._held = held_file_limit(), 0
         self._meta: dict[str, JobMeta] = {}  # job cgroup -> metadata, read once
         self._meta_retry: dict[str, tuple[float, float]] = {}  # cgroup -> (next try, delay)
         self._refs: dict[str, JobRef] = {}  # job cgroup -> its ref, key fixed at first sight
@@ -93,19 +95,19 @@ class JobTracker:
         if len(self._meta) > len(refs) or len(self._counters) > len(refs):  # some are gone
             self._meta = {cg: m for cg, m in self._meta.items() if cg in refs}
             self._meta_retry = {cg: r for cg, r in self._meta_retry.items() if cg in refs}
-            self._counters = {cg: c for cg, c in self._counters.items() if cg in refs}
+            self._forget_counters(refs)
         job_cpu: dict[str, float] = {}
         seen: dict[str, float] = {}
         last = self._cpu_s
+        hierarchy = self.hierarchy
         for cgroup, ref in refs.items():
             counter = self._counters.get(cgroup)
             if counter is None:
-                assert self.hierarchy is not None
-                counter = (job_key(ref), self.hierarchy.cpu_counter(cgroup))
-                self._counters[cgroup] = counter
-            key, path = counter
+                counter = self._counters[cgroup] = self._counter(cgroup, ref)
+            key, file = counter
             try:
-                now_s = self.hierarchy.read_cpu_seconds(path)  # type: ignore[union-attr]
+                raw = file.read(4096) if isinstance(file, HeldFile) else read_bytes(file, 4096)
+                now_s = hierarchy.parse_cpu_seconds(raw)
             except CounterFileError as exc:
                 if "missing" not in str(exc):  # not just gone since the scan: say so, once
                     self._bad_values.reject(cgroup, f"CPU time of cgroup {cgroup}: {exc}")
@@ -141,6 +143,24 @@ class JobTracker:
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
         gpu_jobs = self._gpu_jobs(gpus, jobs, now)
         return JobActivity(jobs, cpu, gpu_jobs, meta, self._holders(gpus, meta))
+
+    def _counter(self, cgroup: str, ref: JobRef) -> tuple[str, HeldFile | str]:
+        assert self.hierarchy is not None
+        path = self.hierarchy.cpu_counter(cgroup)
+        if self._held >= self._held_limit:
+            return job_key(ref), path  # opened and closed at each read
+        self._held += 1
+        return job_key(ref), HeldFile(path)
+
+    def _forget_counters(self, present: Mapping[str, JobRef]) -> None:
+        for cgroup in [cg for cg in self._counters if cg not in present]:
+            _, file = self._counters.pop(cgroup)
+            if isinstance(file, HeldFile):
+                file.close()  # its cgroup is gone: the descriptor is not kept a tick longer
+                self._held -= 1
+
+    def close(self) -> None:
+        self._forget_counters({})
 
     def _holders(self, gpus: tuple[GpuStatus, ...], meta: dict[str, JobMeta]) -> dict[int, str]:
         """GPU index -> the job that holds it, from what each job's environment claims. Claims

@@ -12,7 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.model import RAPL, CounterKey, CounterReading, Finding, SourceReadout, SourceStatus
-from agent.sources.sysfs import CounterFileError, read_text, read_uint
+from agent.sources.sysfs import (
+    CounterFileError,
+    HeldFile,
+    parse_uint,
+    read_bytes,
+    read_text,
+    read_uint,
+)
 
 MMIO_PREFIX = "intel-rapl-mmio"
 
@@ -102,22 +109,25 @@ class RaplSource:
     def __init__(self, sysfs_root: Path) -> None:
         self.sysfs_root = sysfs_root
         self.zones = discover_zones(sysfs_root)
-        # Made once: each tick reads every zone, where pathlib and new keys would show.
-        self._read_as = [(zone, zone.key, f"{zone.path}/energy_uj") for zone in self.zones]
+        # Made once, and the files kept open: each tick reads every zone.
+        self._read_as = [
+            (zone, zone.key, HeldFile(f"{zone.path}/energy_uj")) for zone in self.zones
+        ]
 
     def read_zone(self, zone: RaplZone) -> CounterReading:
         return self._read(zone, zone.key, f"{zone.path}/energy_uj")
 
-    def _read(self, zone: RaplZone, key: CounterKey, energy_file: str) -> CounterReading:
+    def _read(self, zone: RaplZone, key: CounterKey, energy: HeldFile | str) -> CounterReading:
         now = time.monotonic()
         if zone.problem:
             return CounterReading(key, None, None, now, zone.in_node_total, zone.problem)
         try:
-            raw = read_uint(energy_file)
+            raw = energy.read(64) if isinstance(energy, HeldFile) else read_bytes(energy, 64)
+            value = parse_uint(raw)
         except CounterFileError as exc:
             error = f"energy_uj: {exc}"
             return CounterReading(key, None, None, now, zone.in_node_total, error)
-        return CounterReading(key, raw, zone.max_energy_range_uj, now, zone.in_node_total)
+        return CounterReading(key, value, zone.max_energy_range_uj, now, zone.in_node_total)
 
     def read(self) -> SourceReadout:
         readings = tuple(self._read(*zone) for zone in self._read_as)
@@ -156,4 +166,5 @@ class RaplSource:
         return findings
 
     def close(self) -> None:
-        pass
+        for _, _, held in self._read_as:
+            held.close()
