@@ -52,6 +52,8 @@ class EnergyAccounts:
 
     def __init__(self) -> None:
         self._state: dict[CounterKey, _CounterState] = {}
+        self._keys: tuple[CounterKey, ...] = ()  # the last tick's keys, and their sorted order
+        self._ranks: list[int] = []
 
     def update(self, readings: tuple[CounterReading, ...]) -> tuple[DomainEnergy, ...]:
         """Folds one tick's readings in; returns every counter ever seen, down ones included."""
@@ -62,7 +64,12 @@ class EnergyAccounts:
         for key, state in self._state.items():
             if key not in seen:
                 seen[key] = _render(key, state, up=False, error="not reported")
-        return tuple(seen[k] for k in sorted(seen, key=_sort_key))
+        keys = tuple(seen)  # the same key objects tick after tick: compared by identity
+        if keys != self._keys:
+            ranks = sorted(range(len(keys)), key=lambda i: _sort_key(keys[i]))
+            self._keys, self._ranks = keys, ranks
+        rendered = list(seen.values())
+        return tuple(rendered[i] for i in self._ranks)
 
     def _fold(self, reading: CounterReading) -> DomainEnergy:
         state = self._state.get(reading.key)

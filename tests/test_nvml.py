@@ -186,3 +186,26 @@ def test_processes_carry_the_sm_samples_taken_since_the_last_tick(fake_nvml: Mod
     assert {p.pid: p.sm_samples for p in first.processes} == {100: 80.0, 200: 20.0}
     assert {p.pid: p.sm_samples for p in second.processes} == {100: 0.0, 200: 40.0}
     assert {p.pid: p.sm_samples for p in third.processes} == {100: 0.0, 200: 0.0}
+
+
+def test_a_gpu_with_one_process_or_none_is_not_asked_for_samples(
+    fake_nvml: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They only split a GPU between processes; a call saved per GPU per tick."""
+    asked: list[int] = []
+    samples = fake_nvml.nvmlDeviceGetProcessUtilization
+
+    def counted(handle, since):
+        asked.append(handle.index)
+        return samples(handle, since)
+
+    monkeypatch.setattr(fake_nvml, "nvmlDeviceGetProcessUtilization", counted)
+    gpus = [h100(0, pids=[100], samples=[[100, 10, 50]]), h100(1), h100(2, pids=[7, 8])]
+    fake_nvml.configure({"gpus": gpus})
+    source = NvmlSource(power_poll_hz=10)
+    try:
+        readout = source.read()
+    finally:
+        source.close()
+    assert asked == [2]
+    assert [[p.pid for p in g.processes] for g in readout.gpus] == [[100], [], [7, 8]]

@@ -340,6 +340,11 @@ class NvmlSource:
             self._bad_values.reject(origin, f"{origin}: {exc}; its energy is not split by job")
             return ()
         self._bad_values.accept(origin)
+        # With one process or none there is nothing to split: the samples are not asked for.
+        # (When a second process comes, the first split may use samples from a few seconds
+        # before that tick, as NVML keeps them since the last call.)
+        if len(set(pids)) < 2:
+            return tuple(GpuProcess(pid, 0.0) for pid in pids)
         sm: dict[int, float] = {}
         try:
             samples = vendor_call(
