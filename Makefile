@@ -19,7 +19,7 @@ test: $(STAMP)  ## set up and run lint and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)  ## tick CPU time and peak RSS with 2 sockets x 4 zones and 8 GPUs
+bench: $(STAMP)  ## every cost target of issue 12 (tick, 30-day ledger, scrape, idle, launch, RSS), ~9 min
 	$(BIN)/python benchmarks/bench_tick.py
 
 bench-scale: $(STAMP)  ## tick CPU time with 20,000 idle cgroups, and with up to 20,000 jobs (minutes)
