@@ -163,24 +163,14 @@ class Accounts:
     ) -> None:
         """Adds to the pending totals and, with a `minute`, to that minute's row (the node's
         own series keep no per-minute history). Runs for every share of every tick."""
-        sums = self._pending.get(row)
-        if sums is None:
-            self._pending[row] = [amount, grams]
-        else:
-            sums[0] += amount
-            sums[1] += grams
+        _add_to(self._pending, row, amount, grams)
         if minute is None:
             return
         if minute != self._minute:  # a new minute: the last one's rows are closed
             if self._minute_rows:
                 self._closed_minutes[self._minute] = self._minute_rows
             self._minute, self._minute_rows = minute, {}
-        sums = self._minute_rows.get(row)
-        if sums is None:
-            self._minute_rows[row] = [amount, grams]
-        else:
-            sums[0] += amount
-            sums[1] += grams
+        _add_to(self._minute_rows, row, amount, grams)
 
     def _add_embodied(self, split: EmbodiedSplit, elapsed_s: float, minute: int) -> None:
         reserved = 0.0
@@ -264,12 +254,7 @@ class Accounts:
         for (key, series), (amount, grams) in self._pending.items():
             if key != NODE and key not in self._refs:
                 continue  # past its grace period: in the ledger, no longer shown
-            sums = self._committed.setdefault(key, {}).get(series)
-            if sums is None:
-                self._committed[key][series] = [amount, grams]
-            else:
-                sums[0] += amount
-                sums[1] += grams
+            _add_to(self._committed.setdefault(key, {}), series, amount, grams)
             self._shown.pop(key, None)
         self._pending = {}
 
@@ -357,6 +342,17 @@ class Accounts:
             for series, sums in rows.items()
             if series[0] == "work"
         }
+
+
+def _add_to(sums_by: dict, key: object, amount: float, grams: float) -> None:
+    """Adds to a running [amount, grams] pair as the ledger's upsert does: a new row starts at
+    the increment, an existing one adds it (the same floating-point operations)."""
+    sums = sums_by.get(key)
+    if sums is None:
+        sums_by[key] = [amount, grams]
+    else:
+        sums[0] += amount
+        sums[1] += grams
 
 
 def _totals_as_shown(rows: Mapping[SeriesKey, Sums]) -> tuple:
