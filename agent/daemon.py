@@ -369,7 +369,7 @@ class Agent:
         when it changes."""
         assert self.job_accounts is not None
         try:
-            self.job_accounts.commit(now_unix_s, force)
+            self.job_accounts.commit(now_unix_s, force, self.clock.monotonic())
         except LedgerUnavailable as exc:  # locked while its totals were read: retried
             assert self.ledger is not None
             self.ledger.suspend(exc)

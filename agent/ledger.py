@@ -595,16 +595,20 @@ class Ledger:
                 problem = LedgerUnavailable(f"{problem}; job totals are kept in memory")
             raise problem from None
 
-    def load(self, jobs: Iterable[str]) -> dict[str, dict[SeriesKey, Sums]]:
-        """The committed totals of `jobs` and of the node (key ''), as exported counters resume
-        from them."""
-        wanted = set(jobs) | {NODE}
+    def load(self, jobs: Iterable[str], node: bool = True) -> dict[str, dict[SeriesKey, Sums]]:
+        """The committed totals of `jobs` and (with `node`) of the node (key ''), as exported
+        counters resume from them. Read by job, so it costs the same however long the ledger's
+        history."""
+        wanted = [*jobs, NODE] if node else list(jobs)
         loaded: dict[str, dict[SeriesKey, Sums]] = {}
-        for key, measure, a, b, c, amount, grams in self._rows(
-            "SELECT j.job_key, s.measure, s.a, s.b, s.c, t.amount, t.carbon_g FROM totals t "
-            "JOIN jobs j ON j.id = t.job JOIN series s ON s.id = t.series"
-        ):
-            if key in wanted:
+        for start in range(0, len(wanted), 500):  # SQLite's bound on parameters
+            chunk = wanted[start : start + 500]
+            for key, measure, a, b, c, amount, grams in self._rows(
+                "SELECT j.job_key, s.measure, s.a, s.b, s.c, t.amount, t.carbon_g FROM jobs j "
+                "JOIN totals t ON t.job = j.id JOIN series s ON s.id = t.series "
+                f"WHERE j.job_key IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            ):
                 loaded.setdefault(key, {})[(measure, a, b, c)] = [amount, grams]
         return loaded
 

@@ -108,12 +108,89 @@ def test_minutes_are_written_once_closed_and_kept_for_their_retention(tmp_path: 
     assert totals(book(path), "slurm:42")[("energy", "package", "rapl", "active")][0] == 4.0
 
 
-def test_an_ended_job_is_closed(tmp_path: Path) -> None:
+def test_an_ended_job_is_closed_and_stays_closed(tmp_path: Path) -> None:
     accounts = book(tmp_path / "ledger.db")
     tick(accounts, 100.0)
     record(accounts, 200.0)  # no job present any more
     assert accounts.ledger.open_jobs() == set()
+    record(accounts, 205.0)  # later commits, within its grace period, do not reopen it
+    record(accounts, 210.0)
+    assert accounts.ledger.open_jobs() == set()
+    ended = sqlite3.connect(tmp_path / "ledger.db").execute(
+        "SELECT ended_unix_s FROM jobs WHERE job_key = 'slurm:42'"
+    )
+    assert ended.fetchone() == (200.0,)
     accounts.ledger.close()
+
+
+def test_a_job_that_comes_back_before_the_commit_is_running_not_ended(tmp_path: Path) -> None:
+    accounts = book(tmp_path / "ledger.db")
+    accounts.commit_interval_s = 5.0
+    tick(accounts, 100.0)  # committed (forced)
+    record(accounts, 101.0, force=False)  # gone for one tick
+    tick(accounts, 102.0, force=False)  # and back
+    assert accounts.commit(106.0)
+    assert accounts.ledger.open_jobs() == {"slurm:42"}
+    accounts.ledger.close()
+
+
+def test_a_job_back_after_its_grace_period_continues_from_the_ledger(tmp_path: Path) -> None:
+    """Its counters resume from the ledger's totals, as they would after a restart: never from
+    zero, and never a jump up at the next restart."""
+    path = tmp_path / "ledger.db"
+    accounts = book(path)
+    tick(accounts, 100.0, joules=3.0)
+    record(accounts, 200.0)  # ended
+    record(accounts, 200.0 + accounts.grace_s + 1)  # past its grace period: no longer shown
+    assert totals(accounts, "slurm:42") == {}
+    tick(accounts, 2000.0, joules=1.0)  # the same job again (a requeued Slurm job keeps its id)
+    shown = totals(accounts, "slurm:42")[("energy", "package", "rapl", "active")][0]
+    assert shown == 4.0
+    accounts.ledger.close()
+    assert totals(book(path), "slurm:42")[("energy", "package", "rapl", "active")][0] == shown
+
+
+def test_work_for_a_job_no_tick_saw_is_dropped_and_the_ledger_stays_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that starts, reports work and ends between two ticks has no row in the ledger:
+    its work cannot be kept, and must not make the ledger look damaged."""
+    accounts = book(tmp_path / "ledger.db")
+    assert record(accounts, 100.0, [JOB], work={("slurm:7", "tokens"): 5.0})
+    assert record(accounts, 101.0, [JOB], work={("slurm:42", "tokens"): 3.0})
+    assert accounts.ledger.last_error is None and accounts.ledger.is_open
+    assert totals(accounts, "slurm:42")[("work", "tokens", "", "")] == [3.0, 0.0]
+    assert "work reported for slurm:7, a job no tick saw, is dropped" in caplog.text
+    accounts.ledger.close()
+
+
+def test_a_wall_clock_stepped_back_does_not_hold_the_commits(tmp_path: Path) -> None:
+    accounts = book(tmp_path / "ledger.db")
+    accounts.commit_interval_s = 5.0
+    tick(accounts, 1000.0, force=False)
+    assert accounts.commit(1000.0, monotonic_s=10.0)
+    tick(accounts, 400.0, force=False)  # NTP stepped the wall clock back ten minutes
+    assert accounts.commit(401.0, monotonic_s=16.0)  # 6 s later by the monotonic clock
+    assert totals(accounts, "slurm:42")[("energy", "gpu", "nvml", "idle")][0] == 4.0
+    accounts.ledger.close()
+
+
+def test_a_minute_reached_twice_keeps_both_parts(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    accounts = book(path)
+    accounts.commit_interval_s = 1000.0
+    base = 1_700_000_040  # a whole minute
+    tick(accounts, base + 1, force=False)  # minute A
+    tick(accounts, base + 61, force=False)  # minute B: A is closed, not yet written
+    tick(accounts, base + 2, force=False)  # the wall clock stepped back into minute A
+    tick(accounts, base + 62, force=False)
+    assert accounts.commit(base + 63, force=True)
+    accounts.ledger.close()
+    rows = sqlite3.connect(path).execute(
+        "SELECT minute, amount FROM minutes JOIN series s ON s.id = series "
+        "WHERE s.a = 'package' ORDER BY minute"
+    )
+    assert rows.fetchall() == [(base, 2_000_000), (base + 60, 2_000_000)]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from agent.carbon.embodied import EmbodiedSplit
 from agent.checks import Rejections
 from agent.jobs.cgroups import JobRef
-from agent.ledger import NODE, Batch, JobSeen, Ledger, SeriesKey, Sums
+from agent.ledger import NODE, Batch, JobSeen, Ledger, LedgerError, SeriesKey, Sums
 from agent.model import EmbodiedStatus, JobEnergy, JobView, UnattributedEnergy
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Accounts:
         self._owners_given: Mapping[str, tuple[str, str]] | None = None
         self._ended_unsaved: dict[str, float] = {}
         self._open_at_start: set[str] = set()  # open in the ledger: gone now means ended
-        self._last_commit_unix_s: float | None = None
+        self._last_commit_s: float | None = None  # monotonic where the caller gives it
         self.gpu_use_j: dict[str, float] = {
             "active": 0.0,
             "allocated_idle": 0.0,
@@ -113,11 +113,14 @@ class Accounts:
         for key in ended:
             self._ended[key] = now_unix_s
             self._ended_unsaved[key] = now_unix_s
-        if jobs.keys() - self._refs.keys():
+        arrived = jobs.keys() - self._refs.keys()
+        if arrived:
             self._order = None
+            self._resume(arrived)
         self._refs.update(jobs)
-        for key in self._ended.keys() & jobs.keys():  # seen again
+        for key in self._ended.keys() & jobs.keys():  # seen again: running, not ended
             del self._ended[key]
+            self._ended_unsaved.pop(key, None)
         tick_j: dict[str, float] = {}
         operational_g = 0.0
         gpu_use = self.gpu_use_j
@@ -142,6 +145,11 @@ class Accounts:
         if embodied is not None:
             self._add_embodied(embodied, elapsed_s, minute)
         for (key, unit), units in (work or {}).items():
+            if key not in self._refs:  # started and ended between two ticks: never a job row
+                self._rejections.reject(
+                    f"work {key}", f"work reported for {key}, a job no tick saw, is dropped"
+                )
+                continue
             self._add(key, ("work", unit, "", ""), units, 0.0, minute)
         self._forget_past_grace(now_unix_s)
         return ended
@@ -167,10 +175,32 @@ class Accounts:
         if minute is None:
             return
         if minute != self._minute:  # a new minute: the last one's rows are closed
-            if self._minute_rows:
-                self._closed_minutes[self._minute] = self._minute_rows
-            self._minute, self._minute_rows = minute, {}
+            self._close_minute()
+            self._minute = minute
         _add_to(self._minute_rows, row, amount, grams)
+
+    def _close_minute(self) -> None:
+        """Hands the current minute's rows to the next commit, added to any rows of the same
+        minute still unwritten (a wall clock stepped back can come to a minute twice)."""
+        if self._minute_rows:
+            closed = self._closed_minutes.setdefault(self._minute, {})
+            for row, (amount, grams) in self._minute_rows.items():
+                _add_to(closed, row, amount, grams)
+        self._minute, self._minute_rows = -1, {}
+
+    def _resume(self, arrived: Iterable[str]) -> None:
+        """Jobs new to this process that the ledger may know (one that ended and came back,
+        past its grace period): their counters continue from the ledger's totals."""
+        if self.ledger is None or not self.ledger.is_open:
+            return
+        wanted = [key for key in arrived if key not in self._committed]
+        if wanted:
+            try:
+                loaded = self.ledger.load(wanted, node=False)
+            except LedgerError as exc:  # damaged or locked: the next commit says so
+                log.warning("totals of %s not read from the ledger: %s", ", ".join(wanted), exc)
+                return
+            self._committed.update(loaded)
 
     def _add_embodied(self, split: EmbodiedSplit, elapsed_s: float, minute: int) -> None:
         reserved = 0.0
@@ -204,29 +234,34 @@ class Accounts:
 
     # --- committing -----------------------------------------------------------------------
 
-    def commit(self, now_unix_s: float, force: bool = False) -> bool:
+    def commit(
+        self, now_unix_s: float, force: bool = False, monotonic_s: float | None = None
+    ) -> bool:
         """Commits what was counted when `commit_interval_s` has passed (or `force`): True when
         the exported totals now include it. LedgerError when the ledger turns out to be damaged
         (the caller then runs without it)."""
         if self.ledger is None:
             self._fold()
             return True
-        last = self._last_commit_unix_s
-        if not force and last is not None and now_unix_s - last < self.commit_interval_s:
+        # The interval is measured on the monotonic clock: a wall clock stepped back (NTP)
+        # must not hold commits, and so the exported counters, for as long as the step.
+        now_s = now_unix_s if monotonic_s is None else monotonic_s
+        last = self._last_commit_s
+        if not force and last is not None and 0 <= now_s - last < self.commit_interval_s:
             return False
-        self._last_commit_unix_s = now_unix_s
+        self._last_commit_s = now_s
         # The current minute's rows are closed once it has passed; when stopping, as they are.
         if self._minute_rows and (force or self._minute < now_unix_s // 60 * 60):
-            self._closed_minutes[self._minute] = self._minute_rows
-            self._minute, self._minute_rows = -1, {}
+            self._close_minute()
         closed = {
             (minute, key, series): sums
             for minute, rows in self._closed_minutes.items()
             for (key, series), sums in rows.items()
         }
-        seen = {
+        seen = {  # running, or ended since the last commit: an ended job's row stays ended
             key: (job, self._first_seen[key], self._last_seen.get(key, self._first_seen[key]))
             for key, job in self._jobs_seen.items()
+            if key not in self._ended or key in self._ended_unsaved
         }
         batch = Batch(dict(self._pending), closed, seen, dict(self._ended_unsaved))
         if not self.ledger.write(batch):
