@@ -193,3 +193,38 @@ def test_past_its_share_of_the_open_file_limit_a_counter_is_read_by_its_path(tre
     assert tracker.observe().cpu.job_cpu_s == pytest.approx({"slurm:12": 2.5, "systemd:sshd": 0.25})
     assert len(os.listdir("/proc/self/fd")) == before + 1
     tracker.close()
+
+
+def test_a_job_replaced_by_another_in_one_tick_has_its_counter_closed(trees) -> None:
+    import shutil
+
+    cgroups, procfs = trees
+    tracker = JobTracker(cgroups, procfs, ["slurm", "systemd"])
+    tracker.observe()
+    shutil.rmtree(cgroups / "system.slice" / "sshd.service")
+    make_v2(cgroups, {"/system.slice/cron.service": 1_000})  # as many jobs as before
+    assert set(tracker.observe().jobs) == {"slurm:12", "systemd:cron"}
+    assert set(tracker._counters) == {STEP.rsplit("/", 1)[0], "/system.slice/cron.service"}
+    tracker.close()
+
+
+def test_a_gpu_process_whose_proc_entry_could_not_be_read_is_asked_again(trees) -> None:
+    cgroups, procfs = trees
+    tracker = JobTracker(cgroups, procfs, ALL)
+    assert tracker.observe([gpu(0, (700, 1.0))]).gpu_sm_samples == {}  # no /proc/700 yet
+    add_process(procfs, 700, f"{STEP}/user/task_0")
+    assert tracker.observe([gpu(0, (700, 1.0))]).gpu_sm_samples == {0: {"slurm:12": 1.0}}
+
+
+def test_a_pods_named_metadata_is_the_same_object_while_nothing_changes(tmp_path: Path) -> None:
+    uid = "0a1b2c3d-0000-4000-8000-00000000abcd"
+    pod = f"/kubepods.slice/kubepods-pod{uid.replace('-', '_')}.slice"
+    make_v2(tmp_path / "cg", {pod: 1_000})
+    proc_stat(tmp_path / "proc", user=1, idle=1)
+    names = {uid: "ns/web-0"}
+    tracker = JobTracker(tmp_path / "cg", tmp_path / "proc", ALL, pod_name=names.get)
+    first = tracker.observe().meta[f"kubernetes:{uid}"]
+    assert first.name == "ns/web-0"
+    assert tracker.observe().meta[f"kubernetes:{uid}"] is first
+    names[uid] = "ns/web-0-renamed"
+    assert tracker.observe().meta[f"kubernetes:{uid}"].name == "ns/web-0-renamed"

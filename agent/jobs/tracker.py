@@ -73,6 +73,7 @@ class JobTracker:
         self._counters: dict[str, tuple[str, HeldFile | str]] = {}
         self._held_limit, self._held = held_file_limit(), 0
         self._meta: dict[str, JobMeta] = {}  # job cgroup -> metadata, read once
+        self._named: dict[str, tuple[JobMeta | None, JobMeta]] = {}  # pods, with the kubelet's name
         self._meta_retry: dict[str, tuple[float, float]] = {}  # cgroup -> (next try, delay)
         self._refs: dict[str, JobRef] = {}  # job cgroup -> its ref, key fixed at first sight
         self._first = True
@@ -92,10 +93,11 @@ class JobTracker:
             for cg, r in found.items()
         }
         self._refs = refs
-        if len(self._meta) > len(refs) or len(self._counters) > len(refs):  # some are gone
+        if (self._counters.keys() | self._meta.keys() | self._meta_retry.keys()) - refs.keys():
             self._meta = {cg: m for cg, m in self._meta.items() if cg in refs}
             self._meta_retry = {cg: r for cg, r in self._meta_retry.items() if cg in refs}
-            self._forget_counters(refs)
+            self._named = {cg: n for cg, n in self._named.items() if cg in refs}
+            self._forget_counters(refs)  # a job gone: its descriptor is closed this tick
         job_cpu: dict[str, float] = {}
         seen: dict[str, float] = {}
         last = self._cpu_s
@@ -134,15 +136,25 @@ class JobTracker:
         jobs = {keys[cg]: r for cg, r in refs.items()}
         meta = {keys[cg]: m for cg, m in self._meta.items()}
         if self.pod_name is not None:  # names can arrive later than the pod: asked every tick
-            for key, ref in jobs.items():
+            for cg, ref in refs.items():
                 name = self.pod_name(ref.job_id) if ref.scheduler == KUBERNETES else None
                 if name:
-                    meta[key] = replace(meta.get(key, JobMeta()), name=name)
+                    meta[keys[cg]] = self._pod_meta(cg, name)
         reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
         gpus = tuple(gpus)
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
         gpu_jobs = self._gpu_jobs(gpus, jobs, now)
         return JobActivity(jobs, cpu, gpu_jobs, meta, self._holders(gpus, meta))
+
+    def _pod_meta(self, cgroup: str, name: str) -> JobMeta:
+        """A pod's metadata with the kubelet's name for it: the same object while neither
+        changes, so that what is made from it is not made again every tick."""
+        base = self._meta.get(cgroup)
+        cached = self._named.get(cgroup)
+        if cached is None or cached[0] is not base or cached[1].name != name:
+            cached = (base, replace(base or JobMeta(), name=name))
+            self._named[cgroup] = cached
+        return cached[1]
 
     def _counter(self, cgroup: str, ref: JobRef) -> tuple[str, HeldFile | str]:
         assert self.hierarchy is not None
@@ -285,9 +297,12 @@ class JobTracker:
                 elif pid in cached and not recheck:
                     ref = listed[pid] = cached[pid]
                 else:  # new since the last tick: one read of /proc/<pid>/cgroup
-                    ref = listed[pid] = _job_from_proc(self.procfs_root, pid)
+                    ref = _job_from_proc(self.procfs_root, pid)
+                    if ref is UNREADABLE:
+                        continue  # exited since NVML listed it: asked again if listed again
+                    listed[pid] = ref
                 if ref is None:
-                    continue  # exited since NVML listed it, or not in any job
+                    continue  # not in any job
                 if ref.scheduler not in self.schedulers:
                     continue
                 ref = self._refs.get(ref.cgroup, ref)  # the key the cgroup walk gave it
@@ -300,11 +315,15 @@ class JobTracker:
         return result
 
 
+UNREADABLE = JobRef("", "", "")  # a process whose /proc/<pid>/cgroup could not be read
+
+
 def _job_from_proc(procfs_root: Path, pid: int) -> JobRef | None:
+    """The job a process is in, None when it is in none, UNREADABLE when it cannot be told."""
     try:
         lines = read_bytes(f"{procfs_root}/{pid}/cgroup", 65536).decode(errors="replace")
     except CounterFileError:
-        return None  # exited, or not ours to read
+        return UNREADABLE  # exited, or not ours to read
     for line in lines.splitlines():  # "0::/path" on v2, "4:cpu,cpuacct:/path" on v1
         ref = classify(line.split(":", 2)[-1])
         if ref is not None:
