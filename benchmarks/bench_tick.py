@@ -84,21 +84,31 @@ def age(workdir: Path, jobs: int) -> dict:
     agent, clock = _agent(node, ledger, time.time() - ticks * AGED_STEP_S, AGED_STEP_S)
     started = time.perf_counter()
     try:
-        for _ in range(ticks):
+        for tick in range(1, ticks + 1):
             node.advance(AGED_STEP_S)
             clock.advance()
             agent.tick()
+            if tick % int(86_400 / AGED_STEP_S) == 0 and tick < ticks:
+                node.churn()  # a day's jobs end; as many new ones start
     finally:
         agent.close()
         shutil.rmtree(node.root)
-    return {"ticks": ticks, "seconds": time.perf_counter() - started, "end_unix_s": clock.now}
+    return {
+        "ticks": ticks,
+        "seconds": time.perf_counter() - started,
+        "end_unix_s": clock.now,
+        "first_id": node.ids[0],
+        "job_count": node.ids[-1] + 1,
+    }
 
 
-def ticks(workdir: Path, jobs: int, ledgers: list[Path], start_unix_s: float) -> dict:
+def ticks(
+    workdir: Path, jobs: int, ledgers: list[Path], start_unix_s: float, first_id: int = 0
+) -> dict:
     """Median CPU of a tick at the shipped cadence for an agent on each ledger, their ticks
     interleaved on one node (so that the machine's drift is the same for each), then the
     first agent's scrape CPU."""
-    node = BenchNode(_trees(), jobs, max(PROCESSES, 2 * jobs))
+    node = BenchNode(_trees(), jobs, max(PROCESSES, 2 * jobs), first_id)
     node.build()
     agents = [_agent(node, ledger, start_unix_s, 1.0) for ledger in ledgers]
     try:
@@ -116,12 +126,27 @@ def ticks(workdir: Path, jobs: int, ledgers: list[Path], start_unix_s: float) ->
                 started = time.process_time()
                 agent.tick()
                 spent.append((time.process_time() - started) * 1e3)
+        # The tick that rolls the last hour up and applies retention, once an hour.
+        until_hour = 3600 - agents[0][1].now % 3600 + 0.5
+        node.advance(until_hour)
+        hourly_ms = []
+        for agent, clock in agents:
+            clock.advance(until_hour)
+            time.sleep(PAUSE_S)
+            started = time.process_time()
+            agent.tick()
+            hourly_ms.append((time.process_time() - started) * 1e3)
         scrape = _scrape(*agents[0], node)
     finally:
         for agent, _ in agents:
             agent.close()
         shutil.rmtree(node.root)
-    return {"cpu_ms": cpu_ms, "jobs_exported": len(agents[0][0].latest.jobs), **scrape}
+    return {
+        "cpu_ms": cpu_ms,
+        "hourly_ms": hourly_ms,
+        "jobs_exported": len(agents[0][0].latest.jobs),
+        **scrape,
+    }
 
 
 def _scrape(agent, clock, node: BenchNode) -> dict:
@@ -332,24 +357,30 @@ def main() -> None:
         aged = work / "aged.db"
         size = sum(p.stat().st_size for p in work.glob("aged.db*"))
         print(
-            f"30-day ledger of 50 jobs built by {built['ticks']:,} ticks of the agent (60 s "
-            f"apart on an injected clock) in {built['seconds']:.0f} s: {size / 1e6:.1f} MB"
+            f"30-day ledger of 50 jobs at a time ({built['job_count']:,} jobs, each a day long) "
+            f"built by {built['ticks']:,} ticks of the agent (60 s apart on an injected clock) "
+            f"in {built['seconds']:.0f} s: {size / 1e6:.1f} MB"
         )
+        first = str(built["first_id"])  # the jobs running at its end
         start = str(built["end_unix_s"])
         fresh_ms: list[float] = []
         aged_ms: list[float] = []
         big_ms: list[float] = []
+        hourly: list[float] = []  # fresh, 30-day, fresh, 30-day, ...
+        big_hourly: list[float] = []
         for seed in HASH_SEEDS:  # each run on a copy of the 30-day ledger and a new one
             shutil.copy(aged, work / "aged-run.db")
             pair = f"{work / f'fresh-{seed}.db'},{work / 'aged-run.db'}"
-            fifty = _in_subprocess("ticks", str(work), "50", pair, start, hash_seed=seed)
+            fifty = _in_subprocess("ticks", str(work), "50", pair, start, first, hash_seed=seed)
             fresh_ms += fifty["cpu_ms"][0]
             aged_ms += fifty["cpu_ms"][1]
+            hourly += fifty["hourly_ms"]
         for seed in HASH_SEEDS[:2]:
             big = _in_subprocess(
                 "ticks", str(work), "1000", str(work / f"big-{seed}.db"), start, hash_seed=seed
             )
             big_ms += big["cpu_ms"][0]
+            big_hourly += big["hourly_ms"]
         drift = statistics.median(aged_ms) / statistics.median(fresh_ms) - 1
         table.row("tick CPU, 50 jobs, fresh ledger (median)", statistics.median(fresh_ms), "ms",
                   2, f"(p95 {_p95(fresh_ms):.2f} ms)")  # fmt: skip
@@ -358,6 +389,12 @@ def main() -> None:
         table.row("  30-day vs fresh", drift * 100, "%", 10)
         table.row("tick CPU, 1,000 jobs (median)", statistics.median(big_ms), "ms", 25,
                   f"(p95 {_p95(big_ms):.1f} ms)")  # fmt: skip
+        print(
+            f"  once an hour, the tick that rolls up and applies retention: 50 jobs "
+            f"{statistics.median(hourly[0::2]):.1f} ms fresh, "
+            f"{statistics.median(hourly[1::2]):.1f} ms on the 30-day ledger; 1,000 jobs "
+            f"{statistics.median(big_hourly):.1f} ms"
+        )
         for jobs, run, target in ((50, fifty, 1), (1000, big, 5)):
             note = f"(first {run['first_scrape_ms']:.1f} ms; {run['body_bytes']:,} B gzip)"
             table.row(f"scrape CPU after the first, {jobs:,} jobs", run["scrape_ms"], "ms", target,
@@ -384,8 +421,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         scenario, workdir, jobs, *rest = sys.argv[1:]
         run = {"age": age, "ticks": ticks, "daemon": daemon}[scenario]
-        if scenario == "ticks":  # ledger,ledger,... start
-            extra = [[Path(p) for p in rest[0].split(",")], float(rest[1])]
+        if scenario == "ticks":  # ledger,ledger,... start [first job id]
+            extra = [[Path(p) for p in rest[0].split(",")], float(rest[1]), *map(int, rest[2:])]
         else:
             extra = [float(r) for r in rest]
         print(json.dumps(run(Path(workdir), int(jobs), *extra)))

@@ -39,16 +39,17 @@ def job_cgroup(job: int) -> str:
 
 class BenchNode:
     """The node's trees under `root`; `advance(seconds)` moves every counter as `seconds` of
-    work would: both packages at 150 W, each job at one CPU, each GPU at 350 W."""
+    work would: both packages at 150 W, each job at one CPU, each GPU at 350 W. Its jobs are
+    Slurm jobs `first_id` to `first_id + jobs - 1`; `churn()` replaces them all with new ones."""
 
-    def __init__(self, root: Path, jobs: int, processes: int) -> None:
+    def __init__(self, root: Path, jobs: int, processes: int, first_id: int = 0) -> None:
         self.root, self.jobs, self.processes = root, jobs, processes
         self.sys, self.proc, self.cg = root / "sys", root / "proc", root / "cg"
         self.gpus: list[dict[str, Any]] = [h100(i) for i in range(GPUS)]
         self.elapsed_s = 0.0
-        self._cpu_stats = [
-            self.cg / job_cgroup(j).lstrip("/") / "cpu.stat" for j in range(jobs)
-        ] + [self.cg / job_cgroup(j).lstrip("/") / ".." / "cpu.stat" for j in range(jobs)]
+        self.ids = list(range(first_id, first_id + jobs))
+        self.pid_base = 0
+        self._cpu_stats: list[Path] = []
         self._parents = [
             self.cg / "system.slice" / "cpu.stat",
             self.cg / "system.slice" / "slurmstepd.scope" / "cpu.stat",
@@ -57,24 +58,47 @@ class BenchNode:
     def build(self) -> None:
         two_socket_server(self.sys)
         proc_stat(self.proc, user=1_000, idle=9_000)
-        make_v2(self.cg, {job_cgroup(j): 1_000 for j in range(self.jobs)})
-        held: dict[int, list[str]] = {}
-        for pid in range(1, self.processes + 1):
-            job = pid % max(self.jobs, 1)
-            if self.jobs == 0:
+        make_v2(self.cg, {job_cgroup(job): 1_000 for job in self.ids})
+        if self.jobs == 0:
+            for pid in range(1, self.processes + 1):
                 add_process(self.proc, pid, "/user.slice/user-1000.slice/session-1.scope")
-                continue
+        self._processes_join(0)
+        self.write_nvml_state()
+
+    def churn(self) -> None:
+        """Every job ends and a new one (a new Slurm job id, new processes) takes its place."""
+        step = self.cg / "system.slice" / "slurmstepd.scope"
+        fresh = [job + self.jobs for job in self.ids]
+        for old, new in zip(self.ids, fresh, strict=True):
+            os.rename(step / f"job_{old}", step / f"job_{new}")
+        self.ids = fresh
+        self._processes_join(self.pid_base + self.processes)
+        self.write_nvml_state()
+
+    def _processes_join(self, pid_base: int) -> None:
+        """The jobs' processes, numbered from pid_base + 1: each one's cgroup and environment
+        name its job, its job's step lists it, and the first three of each GPU's run on it."""
+        if self.jobs == 0:
+            return
+        held: dict[int, list[str]] = {}
+        for n in range(1, self.processes + 1):
+            pid, job = pid_base + n, self.ids[n % self.jobs]
+            if pid_base and (self.proc / str(pid - self.processes)).exists():
+                os.rename(self.proc / str(pid - self.processes), self.proc / str(pid))
             add_process(self.proc, pid, job_cgroup(job))
             environ = f"SLURM_JOB_ID={job}\0SLURM_JOB_NAME=train\0SLURM_JOB_USER=u\0"
             (self.proc / str(pid) / "environ").write_text(environ)
             held.setdefault(job, []).append(str(pid))
-        for job, pids in held.items():  # each job's step holds its processes
+        for job, pids in held.items():
             procs = self.cg / job_cgroup(job).lstrip("/") / "cgroup.procs"
             procs.write_text("\n".join(pids) + "\n")
+        self.pid_base = pid_base
         for i, gpu in enumerate(self.gpus):
-            gpu["pids"] = [i * PROCESSES_ON_EACH_GPU + k + 1 for k in range(PROCESSES_ON_EACH_GPU)]
-            gpu["pids"] = [pid for pid in gpu["pids"] if pid <= self.processes and self.jobs]
-        self.write_nvml_state()
+            first = pid_base + i * PROCESSES_ON_EACH_GPU + 1
+            gpu["pids"] = [p for p in range(first, first + PROCESSES_ON_EACH_GPU)]
+            gpu["pids"] = [p for p in gpu["pids"] if p <= pid_base + self.processes]
+        self._cpu_stats = [self.cg / job_cgroup(job).lstrip("/") / "cpu.stat" for job in self.ids]
+        self._cpu_stats += [path.parent.parent / "cpu.stat" for path in self._cpu_stats]
 
     def settings(self, ledger: Path) -> dict[str, Any]:
         """Overrides on the shipped config: where the trees and the ledger are."""

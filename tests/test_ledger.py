@@ -116,6 +116,9 @@ def test_an_ended_job_is_closed_and_stays_closed(tmp_path: Path) -> None:
     record(accounts, 205.0)  # later commits, within its grace period, do not reopen it
     record(accounts, 210.0)
     assert accounts.ledger.open_jobs() == set()
+    record(accounts, 200.0 + accounts.grace_s + 1)  # nor past it
+    record(accounts, 200.0 + accounts.grace_s + 2)
+    assert accounts.ledger.open_jobs() == set()
     ended = sqlite3.connect(tmp_path / "ledger.db").execute(
         "SELECT ended_unix_s FROM jobs WHERE job_key = 'slurm:42'"
     )

@@ -231,6 +231,10 @@ class Accounts:
                 self._shown.pop(key, None)
                 self._names.pop(key, None)
                 self._owners.pop(key, None)
+                self._jobs_seen.pop(key, None)  # its row is ended: never written again
+                self._first_seen.pop(key, None)
+                self._last_seen.pop(key, None)
+                self._seen_given = None
 
     # --- committing -----------------------------------------------------------------------
 
@@ -268,11 +272,6 @@ class Accounts:
             self._bound_minutes()
             return False
         self._closed_minutes = {}
-        if len(self._jobs_seen) > len(self._refs):  # some are past their grace period
-            self._jobs_seen = {k: v for k, v in self._jobs_seen.items() if k in self._refs}
-            self._first_seen = {k: v for k, v in self._first_seen.items() if k in self._refs}
-            self._last_seen = {k: v for k, v in self._last_seen.items() if k in self._refs}
-            self._seen_given = None
         self._ended_unsaved = {}
         if self.ledger.just_opened:  # opened late: its totals include everything counted
             self.ledger.just_opened = False
