@@ -82,7 +82,9 @@ class EnergyAccounts:
                 state.delta_uj = 0  # whatever it used shows up in the next good reading
             if state is None:
                 in_total = reading.in_node_total
-                return DomainEnergy(reading.key, 0.0, None, False, error, in_total, 0, 0)
+                return DomainEnergy(
+                    reading.key, 0.0, None, False, error, in_total, 0, 0, read=False
+                )
             return _render(reading.key, state, up=False, error=error)
         if state is None:
             state = _CounterState(raw, reading.monotonic_s, raw, reading.in_node_total)

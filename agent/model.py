@@ -47,6 +47,7 @@ class DomainEnergy:
     wraps: int
     resets: int
     interval_energy_j: float = 0.0  # added by this tick's reading (0 when first or down)
+    read: bool = True  # False: not one good reading yet, so energy_j is no counter value
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +230,11 @@ class Snapshot:
     @property
     def node_totals(self) -> tuple[NodeTotal, ...]:
         totals: dict[str, tuple[float, float | None]] = {}
+        # A source with a zone never read is left out: its sum would be lower than a restarted
+        # agent's last one (a counter reset to Prometheus), while an absent series is a gap.
+        unread = {d.key.source for d in self.domains if d.in_node_total and not d.read}
         for d in self.domains:
-            if not d.in_node_total:
+            if not d.in_node_total or d.key.source in unread:
                 continue
             energy, power = totals.get(d.key.source, (0.0, None))
             if d.power_w is not None:

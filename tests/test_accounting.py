@@ -103,3 +103,21 @@ def test_interval_energy_is_the_latest_delta_and_zero_when_first_or_down() -> No
     (down,) = accounts.update((reading(None, 2.0, error="x"),))
     (back,) = accounts.update((reading(4_000_000, 3.0),))
     assert [d.interval_energy_j for d in (first, second, down, back)] == [0.0, 2.5, 0.0, 0.5]
+
+
+def test_a_zone_not_read_yet_leaves_its_source_total_out_rather_than_lower() -> None:
+    """Found by test_restarts: the agent restarted while a DRAM zone read failed, and the node's
+    RAPL total came back lower than before the restart (a reset to Prometheus' increase())."""
+    from agent.model import Snapshot
+
+    dram = CounterKey("dram", "0", "rapl")
+    accounts = EnergyAccounts()
+    first = accounts.update((reading(3_000_000, 0.0), reading(None, 0.0, dram, "empty file")))
+    assert Snapshot(0.0, 1.0, 0.0, first, (), ()).node_totals == ()
+    both = accounts.update((reading(4_000_000, 1.0), reading(2_000_000, 1.0, dram)))
+    assert [(t.source, t.energy_j) for t in Snapshot(1.0, 1.0, 0.0, both, (), ()).node_totals] == [
+        ("rapl", 6.0)
+    ]
+    down = accounts.update((reading(5_000_000, 2.0), reading(None, 2.0, dram, "empty file")))
+    # Down after a reading: its last total still counts, so the sum never drops.
+    assert [t.energy_j for t in Snapshot(2.0, 1.0, 0.0, down, (), ()).node_totals] == [7.0]
