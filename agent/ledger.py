@@ -566,10 +566,14 @@ class Ledger:
                     (self._hours_until, current_hour),
                 )
                 db.execute("UPDATE meta SET value = ? WHERE key = 'hours_until'", (current_hour,))
-                db.execute(
-                    "DELETE FROM minutes WHERE minute < ?",
-                    (now_unix_s - self.minutely_retention_s,),
-                )
+                cutoff = now_unix_s - self.minutely_retention_s
+                if db.execute("DELETE FROM minutes WHERE minute < ?", (cutoff,)).rowcount:
+                    # Reports say a window reaches before it only once rows were really lost.
+                    db.execute(
+                        "INSERT INTO meta VALUES ('minutes_deleted_before', ?) ON CONFLICT(key) "
+                        "DO UPDATE SET value = max(value, excluded.value)",
+                        (cutoff,),
+                    )
                 db.execute(
                     "DELETE FROM hours WHERE hour < ?", (now_unix_s - self.hourly_retention_s,)
                 )

@@ -133,12 +133,12 @@ def window(db: sqlite3.Connection, since_unix_s: float, until_unix_s: float) -> 
 
 
 def window_notes(db: sqlite3.Connection, since_unix_s: float) -> list[str]:
-    """What the window cannot answer exactly: minutes already past their retention."""
-    oldest = db.execute("SELECT min(minute) FROM minutes").fetchone()[0]
-    if oldest is not None and since_unix_s % 3600 and since_unix_s < oldest:
+    """What the window cannot answer exactly: minutes retention has deleted."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'minutes_deleted_before'").fetchone()
+    if row is not None and since_unix_s % 3600 and since_unix_s < row[0]:
         return [
             "per-minute rows before "
-            + datetime.fromtimestamp(oldest, UTC).isoformat(timespec="minutes")
+            + datetime.fromtimestamp(row[0], UTC).isoformat(timespec="minutes")
             + " are no longer kept (ledger.minutely_retention_s): the report starts at the "
             "first whole hour after --since"
         ]

@@ -375,3 +375,21 @@ def test_embodied_grams_are_kept_per_job_and_component_across_reopen(tmp_path: P
     ).fetchall()
     reopened.ledger.close()
     assert minutes == [(60, 5_500_000_000), (120, 5_500_000_000)]
+
+
+def test_a_report_notes_lost_minutes_only_once_retention_has_deleted_some(tmp_path: Path) -> None:
+    """Seen on a real GPU node: `report --since 1h` on a ledger a minute old said the minutes
+    before it were 'no longer kept' when there had never been any."""
+    from agent.reports import window_notes
+
+    path = tmp_path / "ledger.db"
+    accounts = book(path, minutely_retention_s=3600)
+    base = 1_699_999_980
+    for t in (0, 30, 61, 2830):  # the last tick is in the next hour: rollup and retention ran
+        tick(accounts, base + t, force=False)
+    assert window_notes(sqlite3.connect(path), base - 3600) == []  # nothing was ever deleted
+    tick(accounts, base + 3 * 3600)  # now the first minutes are past their retention
+    accounts.ledger.close()
+    (note,) = window_notes(sqlite3.connect(path), base - 3600)
+    assert "no longer kept" in note
+    assert window_notes(sqlite3.connect(path), base + 3 * 3600 - 60) == []  # inside retention
