@@ -249,9 +249,10 @@ def _ledger(config: Path | None, ledger: Path | None):
     from agent.ledger import LedgerError
     from agent.reports import open_read_only
 
-    cfg = _config(config)
+    # --ledger needs no configuration: loading it (pydantic) would be most of a report's time.
+    path = ledger if ledger is not None else _config(config).ledger.path
     try:
-        return open_read_only(ledger or cfg.ledger.path)
+        return open_read_only(path)
     except LedgerError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -102,10 +102,16 @@ class WindowRow:
     carbon_g: float
 
 
-def window(db: sqlite3.Connection, since_unix_s: float, until_unix_s: float) -> list[WindowRow]:
-    """Each job's sums per series over [since, until), from the coarsest level that answers
-    exactly: whole hours already rolled up from `hours`, the partial hours at either edge (and
-    the hours not rolled up yet) from `minutes`. A month is a few hundred rows per job."""
+def window(
+    db: sqlite3.Connection,
+    since_unix_s: float,
+    until_unix_s: float,
+    measures: tuple[str, ...] | None = None,
+) -> list[WindowRow]:
+    """Each job's sums per series (of `measures` only, if given) over [since, until), from the
+    coarsest level that answers exactly: whole hours already rolled up from `hours`, the partial
+    hours at either edge (and the hours not rolled up yet) from `minutes`. A month is a few
+    hundred rows per job."""
     hours_until = db.execute("SELECT value FROM meta WHERE key = 'hours_until'").fetchone()[0]
     first_hour = math.ceil(since_unix_s / 3600) * 3600
     last_hour = min(until_unix_s // 3600 * 3600, hours_until)
@@ -122,12 +128,13 @@ def window(db: sqlite3.Connection, since_unix_s: float, until_unix_s: float) -> 
         f"SELECT job, series, amount, carbon_ng FROM {table} WHERE {column} >= ? AND {column} < ?"
         for table, column, _, _ in parts
     )
+    only = f"AND s.measure IN ({', '.join('?' * len(measures))})" if measures else ""
     rows = db.execute(
         "SELECT j.job_key, j.user, j.scheduler, j.first_seen_unix_s, j.last_seen_unix_s, "
         "s.measure, s.a, s.b, s.c, sum(w.amount), sum(w.carbon_ng) "
         f"FROM ({union}) w JOIN jobs j ON j.id = w.job JOIN series s ON s.id = w.series "
-        "WHERE j.id != 0 GROUP BY w.job, w.series",
-        [bound for *_, start, end in parts for bound in (start, end)],
+        f"WHERE j.id != 0 {only} GROUP BY w.job, w.series",
+        [*(bound for *_, start, end in parts for bound in (start, end)), *(measures or ())],
     )
     return [WindowRow(*fields, amount / MICRO, grams / NANO) for *fields, amount, grams in rows]
 
@@ -152,9 +159,7 @@ def report(
     groups: dict[str, dict] = defaultdict(
         lambda: {"energy_j": 0.0, "active_j": 0.0, "idle_j": 0.0, "jobs": set()}
     )
-    for row in window(db, since_unix_s, until_unix_s):
-        if row.measure != "energy":
-            continue
+    for row in window(db, since_unix_s, until_unix_s, ("energy",)):
         entry = groups[_group(row, group_by)]
         entry["energy_j"] += row.amount
         entry[f"{row.c}_j"] += row.amount
