@@ -2,15 +2,7 @@
 # Where the agent's CPU goes on a real GPU: NVML call costs (wall and CPU) idle and under load,
 # and the agent's CPU per thread idle, beside a busy GPU process, and with a job reporting work
 # ten times a second. Writes $OUT/costs.txt. Never changes MIG mode, clocks or power limits.
-set -u
-OUT=${OUT:?set OUT to a folder}
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
-W=/tmp/ww && mkdir -p $W/bin
-export PYTHONPATH=$REPO:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-printf '#!/bin/sh\nexec python3 -c "import sys; sys.argv[0]=\\"wattwise\\"; from agent.cli import main; main()" "$@"\n' >$W/bin/wattwise
-chmod +x $W/bin/wattwise && export PATH=$W/bin:$PATH
-export WATTWISE_LEDGER__PATH=$W/ledger.db WATTWISE_WORK__SOCKET_PATH=$W/ww.sock
-export WATTWISE_LISTEN=127.0.0.1:9877 WATTWISE_INTERVAL_S=1
+source "$(dirname "$0")/agent_env.sh"
 C=$OUT/costs.txt
 threads() { for t in /proc/$AGENT/task/*; do echo "${t##*/} $(awk '{print $14 + $15}' $t/stat)"; done; }
 window() {  # agent CPU per thread over $2 seconds, ms/s

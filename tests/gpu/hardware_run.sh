@@ -5,15 +5,7 @@
 #   info.txt (machine, probe, once, tests/gpu, NVML call costs, non-root access, jobs, report),
 #   trace.jsonl (NVML at 10 Hz), loads.jsonl, metrics.txt, agent.log
 # Never changes MIG mode, clocks or power limits.
-set -u
-OUT=${OUT:?set OUT to a folder}
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
-W=/tmp/ww && mkdir -p $W/bin
-export PYTHONPATH=$REPO:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-printf '#!/bin/sh\nexec python3 -c "import sys; sys.argv[0]=\\"wattwise\\"; from agent.cli import main; main()" "$@"\n' >$W/bin/wattwise
-chmod +x $W/bin/wattwise && export PATH=$W/bin:$PATH
-export WATTWISE_LEDGER__PATH=$W/ledger.db WATTWISE_WORK__SOCKET_PATH=$W/ww.sock
-export WATTWISE_LISTEN=127.0.0.1:9877 WATTWISE_INTERVAL_S=1
+source "$(dirname "$0")/agent_env.sh"
 I=$OUT/info.txt
 section() { printf '\n===== %s =====\n' "$*" >>$I; }
 run() { section "$*"; timeout 120 "$@" >>$I 2>&1; echo "[exit $?]" >>$I; }
