@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-scale probe clean
+.PHONY: run test lint bench bench-scale probe docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ bench: $(STAMP)  ## every cost target of issue 12 (tick, 30-day ledger, scrape, 
 
 bench-scale: $(STAMP)  ## tick CPU time with 20,000 idle cgroups, and with up to 20,000 jobs (minutes)
 	$(BIN)/python benchmarks/bench_scale.py
+
+docs: $(STAMP)  ## regenerate docs/configuration.md and docs/metrics.md from the code
+	$(BIN)/python docs/generate.py
 
 probe: $(STAMP)
 	$(BIN)/wattwise probe --config config/wattwise.yaml

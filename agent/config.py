@@ -241,7 +241,10 @@ class EmbodiedConfig(_Section):
 class MeterConfig(_Section):
     """A power or energy meter: its kind, then the fields that kind needs."""
 
-    kind: Literal["prometheus", "redfish", "ipmi", "json"]
+    kind: Literal["prometheus", "redfish", "ipmi", "json"] = Field(
+        description="How the meter is read: Prometheus' query API, a Redfish resource, an IPMI "
+        "DCMI command, or a JSON file or URL."
+    )
     url: str | None = Field(
         None,
         description="prometheus: the API base URL; redfish: the resource URL; json: a URL.",

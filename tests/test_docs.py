@@ -1,0 +1,57 @@
+"""The generated references (docs/configuration.md, docs/metrics.md) are current, and complete
+against what the code really does: every key of the loaded configuration, and every family the
+whole chain and the exporter put on /metrics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.config import Config
+from tests.conftest import GOLDEN, ROOT
+
+DOCS = ROOT / "docs"
+
+
+def test_the_generated_references_are_current() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DOCS / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + " (run: make docs)"
+
+
+def _leaf_keys(values: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, value in values.items():
+        if isinstance(value, dict) and value and name != "gpu_embodied_g":
+            keys |= _leaf_keys(value, f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+def test_every_configuration_key_is_in_the_reference() -> None:
+    documented = set(re.findall(r"^\| `([^`]+)` \|", (DOCS / "configuration.md").read_text(), re.M))
+    loaded = _leaf_keys(Config().model_dump(mode="json"))
+    assert loaded - documented == set()
+
+
+def _families(exposition: Path) -> set[str]:
+    names = re.findall(r"^# TYPE (\S+)", exposition.read_text(), re.M)
+    return {name.removesuffix("_total") for name in names}
+
+
+def test_every_family_on_metrics_is_in_the_reference() -> None:
+    text = (DOCS / "metrics.md").read_text()
+    documented = {
+        name.removesuffix("_total")
+        for name in re.findall(r"^\| `(wattwise_[a-z_]+)` \|", text, re.M)
+    }
+    shown = _families(GOLDEN / "once.prom") | _families(GOLDEN / "metrics.prom")
+    assert len(shown) > 30
+    assert shown - documented == set()
