@@ -1,3 +1,3 @@
-from agent.cli import main
+from wattwise.cli import main
 
 main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from agent.model import CounterKey, CounterReading, DomainEnergy
+from wattwise.model import CounterKey, CounterReading, DomainEnergy
 
 UJ_PER_J = 1_000_000
 

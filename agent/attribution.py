@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from agent.model import DomainEnergy, JobEnergy, UnattributedEnergy
+from wattwise.model import DomainEnergy, JobEnergy, UnattributedEnergy
 
 RESERVED = "reserved"
 UNATTRIBUTED = "unattributed"

@@ -10,7 +10,7 @@ import logging
 import math
 from collections import OrderedDict
 
-from agent.errors import WattwiseError
+from wattwise.errors import WattwiseError
 
 U64_MAX = 2**64 - 1
 

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from agent.errors import ConfigError
+from wattwise.errors import ConfigError
 
 DEFAULT_PORT = 9877
 
@@ -171,7 +171,7 @@ class CarbonConfig(_Section):
     @field_validator("zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from agent.carbon.table import ANNUAL_AVERAGES
+        from wattwise.carbon.table import ANNUAL_AVERAGES
 
         if value.upper() not in ANNUAL_AVERAGES:
             choices = ", ".join(sorted(ANNUAL_AVERAGES))

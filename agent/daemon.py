@@ -7,30 +7,32 @@ import time
 from fnmatch import fnmatch
 from typing import TYPE_CHECKING, Protocol
 
-from agent.accounting import EnergyAccounts
-from agent.attribution import attribute_tick, finite_only
-from agent.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
-from agent.carbon.file import FileProvider
-from agent.carbon.grid import GridIntensity
-from agent.carbon.intensity import Intensity, ProviderError
-from agent.carbon.operational import grams_per_joule
-from agent.carbon.pue_feed import CONFIG, FacilityPue
-from agent.carbon.table import StaticProvider, TableProvider
-from agent.clock import SYSTEM, Clock
-from agent.config import Config
-from agent.jobs.accounts import Accounts
-from agent.jobs.cgroups import KUBERNETES, JobRef
-from agent.jobs.metadata import JobMeta
-from agent.jobs.tracker import JobTracker
-from agent.ledger import JobSeen, Ledger, LedgerError, LedgerUnavailable, probe_ledger
-from agent.listen import (
+from wattwise.accounting import EnergyAccounts
+from wattwise.attribution import attribute_tick, finite_only
+from wattwise.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
+from wattwise.carbon.file import FileProvider
+from wattwise.carbon.grid import GridIntensity
+from wattwise.carbon.intensity import Intensity, ProviderError
+from wattwise.carbon.operational import grams_per_joule
+from wattwise.carbon.pue_feed import CONFIG, FacilityPue
+from wattwise.carbon.table import StaticProvider, TableProvider
+from wattwise.clock import SYSTEM, Clock
+from wattwise.config import Config
+from wattwise.exporters.exposition import Exposition
+from wattwise.exporters.prometheus import SnapshotCollector
+from wattwise.jobs.accounts import Accounts
+from wattwise.jobs.cgroups import KUBERNETES, JobRef
+from wattwise.jobs.metadata import JobMeta
+from wattwise.jobs.tracker import JobTracker
+from wattwise.ledger import JobSeen, Ledger, LedgerError, LedgerUnavailable, probe_ledger
+from wattwise.listen import (
     MAX_CONNECTIONS,
     bind_tcp,
     descriptor_budget,
     metrics_routes,
     serve_http,
 )
-from agent.model import (
+from wattwise.model import (
     ESTIMATE,
     CarbonStatus,
     DomainEnergy,
@@ -39,19 +41,17 @@ from agent.model import (
     Snapshot,
     SourceReadout,
 )
-from agent.service import Service
-from agent.signals import stop_requested
-from agent.sources.estimate import EstimateSource
-from agent.sources.nvml import NvmlSource
-from agent.sources.rapl import RaplSource
-from agent.work import WorkCounts, WorkServer
-from exporters.exposition import Exposition
-from exporters.prometheus import SnapshotCollector
+from wattwise.service import Service
+from wattwise.signals import stop_requested
+from wattwise.sources.estimate import EstimateSource
+from wattwise.sources.nvml import NvmlSource
+from wattwise.sources.rapl import RaplSource
+from wattwise.work import WorkCounts, WorkServer
 
 if TYPE_CHECKING:  # each imported where it is used: only what is configured is loaded
-    from agent.jobs.kubelet import PodNames
-    from agent.wall_power import PlatformPower
-    from agent.work_scrape import Endpoint, WorkScraper
+    from wattwise.jobs.kubelet import PodNames
+    from wattwise.wall_power import PlatformPower
+    from wattwise.work_scrape import Endpoint, WorkScraper
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Agent:
         self.work_scraper: WorkScraper | None = None
         self._bad_annotations: dict[str, str] = {}
         if config.platform is not None:
-            from agent.wall_power import PlatformPower
+            from wattwise.wall_power import PlatformPower
 
             self.platform = PlatformPower(config.platform, config.platform_interval_s)
             self.platform.start()
@@ -132,7 +132,7 @@ class Agent:
         config = self.config
         jobs = config.jobs
         if jobs.kubelet_url:
-            from agent.jobs.kubelet import PodNames
+            from wattwise.jobs.kubelet import PodNames
 
             token = jobs.kubelet_token_file
             self.pod_names = PodNames(
@@ -190,7 +190,7 @@ class Agent:
                 self.work_server = None
         work = config.work
         if durable and (work.targets or (work.pod_annotations and self.pod_names)):
-            from agent.work_scrape import WorkScraper
+            from wattwise.work_scrape import WorkScraper
 
             self.work_scraper = WorkScraper(
                 self.work, self._work_endpoints, work.scrape_interval_s, work.scrape_timeout_s
@@ -209,7 +209,7 @@ class Agent:
 
     def _work_endpoints(self) -> dict[str, list[Endpoint]]:
         """The endpoints to read now: work.targets by job name, and annotated pods."""
-        from agent.work_scrape import Endpoint, ScrapeError, endpoint_from_annotations
+        from wattwise.work_scrape import Endpoint, ScrapeError, endpoint_from_annotations
 
         assert self.tracker is not None
         work = self.config.work
@@ -540,19 +540,19 @@ class Agent:
 
 
 def _ukgrid():  # the HTTP providers, imported only when configured
-    from agent.carbon import ukgrid
+    from wattwise.carbon import ukgrid
 
     return ukgrid
 
 
 def _electricitymaps():
-    from agent.carbon import electricitymaps
+    from wattwise.carbon import electricitymaps
 
     return electricitymaps
 
 
 def _watttime():
-    from agent.carbon import watttime
+    from wattwise.carbon import watttime
 
     return watttime
 
@@ -600,7 +600,7 @@ def serve(config: Config) -> None:
     """Runs until SIGINT or SIGTERM; stops within one interval and restores the signal handlers."""
     web = None
     if config.web_config_file:
-        from agent.webconfig import WebConfig
+        from wattwise.webconfig import WebConfig
 
         web = WebConfig(config.web_config_file)
     limit = descriptor_budget(listeners=2)  # /metrics and the work socket

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.checks import BadNumber, number
-from agent.errors import WattwiseError
-from agent.http import HttpClient, get_json
+from wattwise.checks import BadNumber, number
+from wattwise.errors import WattwiseError
+from wattwise.http import HttpClient, get_json
 
 if TYPE_CHECKING:
-    from agent.config import MeterConfig
+    from wattwise.config import MeterConfig
 
 J_PER_KWH = 3.6e6
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from agent.errors import ConfigError
-from agent.webconfig import load_file
+from wattwise.errors import ConfigError
+from wattwise.webconfig import load_file
 
 DEFAULT_URL = "127.0.0.1:9877/metrics"
 

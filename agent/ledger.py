@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import WattwiseError
-from agent.model import Finding
+from wattwise.errors import WattwiseError
+from wattwise.model import Finding
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import h11
 
-from agent.aio import run_on_loop
-from agent.checks import Rejections
-from agent.errors import ListenError
-from agent.sources.sysfs import held_file_limit
+from wattwise.aio import run_on_loop
+from wattwise.checks import Rejections
+from wattwise.errors import ListenError
+from wattwise.sources.sysfs import held_file_limit
 
 if TYPE_CHECKING:
-    from agent.webconfig import WebConfig
+    from wattwise.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 

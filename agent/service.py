@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.model import ServiceState
+from wattwise.model import ServiceState
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from typing import Literal
 import bcrypt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from agent.config import read_yaml_mapping
-from agent.errors import ConfigError
-from agent.listen import Request, Response
+from wattwise.config import read_yaml_mapping
+from wattwise.errors import ConfigError
+from wattwise.listen import Request, Response
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from agent.checks import BadNumber, Rejections, number
-from agent.listen import MAX_CONNECTIONS, Listener, serve_unix_lines
+from wattwise.checks import BadNumber, Rejections, number
+from wattwise.listen import MAX_CONNECTIONS, Listener, serve_unix_lines
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.config import METRIC_NAME, WorkTarget
-from agent.errors import WattwiseError
-from agent.http import HttpClient
-from agent.jobs.kubelet import ANNOTATION_PREFIX
-from agent.service import Service
-from agent.work import MAX_UNITS, WorkCounts
+from wattwise.config import METRIC_NAME, WorkTarget
+from wattwise.errors import WattwiseError
+from wattwise.http import HttpClient
+from wattwise.jobs.kubelet import ANNOTATION_PREFIX
+from wattwise.service import Service
+from wattwise.work import MAX_UNITS, WorkCounts
 
 log = logging.getLogger(__name__)
 

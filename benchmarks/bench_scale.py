@@ -19,10 +19,10 @@ sys.path[:0] = [str(ROOT / "tests" / "fakes"), str(ROOT)]
 
 import pynvml  # noqa: E402  (the fake, first on the path)
 
-from agent.config import load_config  # noqa: E402
-from agent.daemon import Agent  # noqa: E402
-from agent.jobs import discovery  # noqa: E402
 from tests.fixtures.trees import h100, make_v2, proc_stat, two_socket_server  # noqa: E402
+from wattwise.config import load_config  # noqa: E402
+from wattwise.daemon import Agent  # noqa: E402
+from wattwise.jobs import discovery  # noqa: E402
 
 TICKS = 20
 NOISE = 20_000

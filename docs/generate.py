@@ -21,10 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from wattwise.config import Config
 
-from agent.config import Config  # noqa: E402  (the repository root first, then the model)
+ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 METRICS_DOC = ROOT / "docs" / "metrics.md"

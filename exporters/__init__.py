@@ -1,1 +1,1 @@
-"""Exporters render Snapshots; they never read hardware and never import agent.sources."""
+"""Exporters render Snapshots; they never read hardware and never import wattwise.sources."""

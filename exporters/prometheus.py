@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from agent import __version__
-from agent.model import ESTIMATE, NVML, RAPL, EmbodiedStatus, GpuStatus, Snapshot
+from wattwise import __version__
+from wattwise.model import ESTIMATE, NVML, RAPL, EmbodiedStatus, GpuStatus, Snapshot
 
 JOB_LABELS = ["job_id", "job_name", "scheduler"]
 

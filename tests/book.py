@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.carbon.embodied import EmbodiedSplit
-from agent.jobs.accounts import Accounts
-from agent.jobs.cgroups import JobRef
-from agent.ledger import JobSeen, Ledger
-from agent.model import JobEnergy, UnattributedEnergy
+from wattwise.carbon.embodied import EmbodiedSplit
+from wattwise.jobs.accounts import Accounts
+from wattwise.jobs.cgroups import JobRef
+from wattwise.ledger import JobSeen, Ledger
+from wattwise.model import JobEnergy, UnattributedEnergy
 
 
 def book(path: Path, **ledger: Any) -> Accounts:

@@ -13,7 +13,7 @@ SCRIPT = Path(sys.executable).parent / "wattwise"
 def command(*args: str) -> list[str]:
     if SCRIPT.exists():
         return [str(SCRIPT), *args]
-    return [sys.executable, "-m", "agent", *args]
+    return [sys.executable, "-m", "wattwise", *args]
 
 
 def wattwise(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:

@@ -12,12 +12,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from agent.clock import SteppedClock
-from agent.config import load_config
-from agent.daemon import Agent
-from agent.model import Snapshot
 from tests.fixtures.trees import add_process, h100, make_v2, proc_stat, set_energy
 from tests.fixtures.trees import two_socket_server as server
+from wattwise.clock import SteppedClock
+from wattwise.config import load_config
+from wattwise.daemon import Agent
+from wattwise.model import Snapshot
 
 POISONED = "/system.slice/slurmstepd.scope/job_12"
 NEIGHBOUR = "/system.slice/slurmstepd.scope/job_13"

@@ -3,8 +3,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.accounting import EnergyAccounts, Step, counter_delta
-from agent.model import CounterKey, CounterReading
+from wattwise.accounting import EnergyAccounts, Step, counter_delta
+from wattwise.model import CounterKey, CounterReading
 
 MAX_UJ = 262_143_328_850
 KEY = CounterKey("package", "0", "rapl")
@@ -108,7 +108,7 @@ def test_interval_energy_is_the_latest_delta_and_zero_when_first_or_down() -> No
 def test_a_zone_not_read_yet_leaves_its_source_total_out_rather_than_lower() -> None:
     """Found by test_restarts: the agent restarted while a DRAM zone read failed, and the node's
     RAPL total came back lower than before the restart (a reset to Prometheus' increase())."""
-    from agent.model import Snapshot
+    from wattwise.model import Snapshot
 
     dram = CounterKey("dram", "0", "rapl")
     accounts = EnergyAccounts()

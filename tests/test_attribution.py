@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.attribution import (
+from wattwise.attribution import (
     IDLE_POLICIES,
     RESERVED,
     UNATTRIBUTED,
@@ -93,7 +93,7 @@ def test_gpu_without_processes_is_allocated_idle_or_unattributed() -> None:
 
 
 def domain_energy(domain: str, device: str, source: str, joules: float, in_total: bool = True):
-    from agent.model import CounterKey, DomainEnergy
+    from wattwise.model import CounterKey, DomainEnergy
 
     return DomainEnergy(
         CounterKey(domain, device, source), 0.0, None, True, None, in_total, 0, 0, joules
@@ -113,7 +113,7 @@ def domain_energy(domain: str, device: str, source: str, joules: float, in_total
 def test_a_whole_tick_conserves_every_joule_of_the_node_total(
     package, dram, gpus, busy, idle, job_cpu, samples, holders
 ):
-    from agent.attribution import attribute_tick
+    from wattwise.attribution import attribute_tick
 
     domains = [
         domain_energy("package", "0", "rapl", package),

@@ -7,14 +7,14 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.carbon.embodied import (
+from wattwise.carbon.embodied import (
     GPU,
     SERVER,
     EmbodiedRates,
     gpu_embodied_g,
     split_embodied,
 )
-from agent.config import YEAR_S, EmbodiedConfig
+from wattwise.config import YEAR_S, EmbodiedConfig
 
 RATES = EmbodiedRates(server_g_per_s=1.0, gpu_g_per_s={0: 2.0, 1: 2.0, 2: 2.0, 3: 2.0})
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.carbon.file import FileProvider, read_series
-from agent.carbon.grid import GridIntensity
-from agent.carbon.intensity import MARGINAL, ProviderError
-from agent.carbon.table import StaticProvider
+from wattwise.carbon.file import FileProvider, read_series
+from wattwise.carbon.grid import GridIntensity
+from wattwise.carbon.intensity import MARGINAL, ProviderError
+from wattwise.carbon.table import StaticProvider
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z; a half-hour series starts here
 

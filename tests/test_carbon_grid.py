@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.carbon.grid import GridIntensity
-from agent.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
-from agent.carbon.table import ANNUAL_AVERAGES, StaticProvider, TableProvider
+from wattwise.carbon.grid import GridIntensity
+from wattwise.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
+from wattwise.carbon.table import ANNUAL_AVERAGES, StaticProvider, TableProvider
 
 
 class Scripted:

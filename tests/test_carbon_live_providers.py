@@ -6,13 +6,13 @@ import base64
 
 import pytest
 
-from agent.carbon.electricitymaps import ElectricityMapsProvider
-from agent.carbon.grid import GridIntensity
-from agent.carbon.intensity import ProviderError
-from agent.carbon.table import TableProvider
-from agent.carbon.watttime import WattTimeProvider
-from agent.http import HttpClient
 from tests.providers import Script, serve
+from wattwise.carbon.electricitymaps import ElectricityMapsProvider
+from wattwise.carbon.grid import GridIntensity
+from wattwise.carbon.intensity import ProviderError
+from wattwise.carbon.table import TableProvider
+from wattwise.carbon.watttime import WattTimeProvider
+from wattwise.http import HttpClient
 
 NOW = 1_795_435_500.0
 EM_LATEST = {

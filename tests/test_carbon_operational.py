@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.attribution import CpuActivity, attribute_tick
-from agent.carbon.operational import grams, grams_per_joule
 from tests.test_attribution import domain_energy
+from wattwise.attribution import CpuActivity, attribute_tick
+from wattwise.carbon.operational import grams, grams_per_joule
 
 KWH = 3.6e6
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agent.carbon.grid import GridIntensity
-from agent.carbon.intensity import ProviderError
-from agent.carbon.table import TableProvider
-from agent.carbon.ukgrid import UkGridProvider
-from agent.http import HttpClient
 from tests.providers import Script, serve
+from wattwise.carbon.grid import GridIntensity
+from wattwise.carbon.intensity import ProviderError
+from wattwise.carbon.table import TableProvider
+from wattwise.carbon.ukgrid import UkGridProvider
+from wattwise.http import HttpClient
 
 NOW = 1_795_435_500.0  # 2026-11-23T12:05Z
 

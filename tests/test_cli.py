@@ -232,7 +232,7 @@ _IMPORT_PROBE = """
 import atexit, sys
 watched = ("apscheduler", "httpx", "pynvml", "rich")
 atexit.register(lambda: print("LOADED", *[m for m in watched if m in sys.modules], file=sys.stderr))
-from agent.cli import main
+from wattwise.cli import main
 sys.argv = ["wattwise", *sys.argv[1:]]
 main()
 """

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.errors import ConfigError
+from wattwise.config import load_config
+from wattwise.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -225,7 +225,7 @@ def test_the_daemonset_has_no_more_privilege_than_it_needs() -> None:
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     config = yaml.safe_load(manifests()["configmap.yaml"]["data"]["wattwise.yaml"])
-    from agent.config import Config
+    from wattwise.config import Config
 
     loaded = Config(**config)  # the shipped config is one the agent accepts
     assert str(loaded.procfs_root) == mounts["host-proc"]["mountPath"]
@@ -309,5 +309,15 @@ def test_the_build_stage_context_builds_a_working_wheel(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-        assert "wattwise = agent.cli:main" in archive.read(entry_points).decode()
-    assert "agent/carbon/table.py" in names and "exporters/prometheus.py" in names
+        assert "wattwise = wattwise.cli:main" in archive.read(entry_points).decode()
+    # One import package: nothing named agent or exporters lands in site-packages, and every
+    # package folder of the repository is in it (a new one missing from pyproject.toml fails).
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {
+        "wattwise"
+    }
+    packaged = {str(Path(n).parent) for n in names if n.endswith("/__init__.py")}
+    folders = {
+        str(Path("wattwise") / p.parent.relative_to(DEPLOY.parent / "agent"))
+        for p in (DEPLOY.parent / "agent").rglob("__init__.py")
+    } | {"wattwise/exporters"}
+    assert packaged == {f.removesuffix("/.") for f in folders}

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.config import Config
 from tests.conftest import GOLDEN, ROOT
+from wattwise.config import Config
 
 DOCS = ROOT / "docs"
 

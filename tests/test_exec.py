@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.jobs.cgroups import classify
-from agent.jobs.exec import job_id_for
 from tests.cli import command, wattwise
 from tests.conftest import subprocess_env
+from wattwise.jobs.cgroups import classify
+from wattwise.jobs.exec import job_id_for
 
 REAL = Path("/sys/fs/cgroup")
 needs_real_cgroups = pytest.mark.skipif(
@@ -129,7 +129,7 @@ def test_item6_every_catchable_signal_reaches_the_command_and_the_wrapper_surviv
 
 @needs_real_cgroups
 def test_item6_a_cgroup_left_by_a_killed_wrapper_is_removed_and_not_a_job() -> None:
-    from agent.jobs.tracker import JobTracker
+    from wattwise.jobs.tracker import JobTracker
 
     stale = REAL / "cpuacct" / "wattwise" / "exec-old-999999999"  # no such pid
     stale.mkdir(parents=True, exist_ok=True)
@@ -147,8 +147,8 @@ def test_item6_a_cgroup_left_by_a_killed_wrapper_is_removed_and_not_a_job() -> N
 
 
 def test_item6_an_exec_cgroup_counts_as_a_job_only_while_populated(tmp_path: Path) -> None:
-    from agent.jobs.tracker import JobTracker
     from tests.fixtures.trees import make_v2, proc_stat
+    from wattwise.jobs.tracker import JobTracker
 
     make_v2(tmp_path, {"/wattwise/exec-a-1": 10, "/wattwise/exec-b-2": 10})
     (tmp_path / "wattwise/exec-a-1/cgroup.events").write_text("populated 1\nfrozen 0\n")

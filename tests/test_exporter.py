@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.model import CounterKey, DomainEnergy, GpuStatus, Snapshot, SourceStatus
-from exporters.prometheus import SnapshotCollector
 from tests.conftest import GOLDEN
+from wattwise.exporters.prometheus import SnapshotCollector
+from wattwise.model import CounterKey, DomainEnergy, GpuStatus, Snapshot, SourceStatus
 
 
 def domain(name: str, device: str, source: str, energy: float, power: float | None, **kw):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.facility import (
+from tests.providers import Script, serve
+from wattwise.facility import (
     IpmiMeter,
     JsonMeter,
     MeterError,
@@ -17,7 +18,6 @@ from agent.facility import (
     parse_dcmi,
     parse_redfish,
 )
-from tests.providers import Script, serve
 
 # Redfish shapes as in DMTF's public mockups (trimmed to the fields read).
 POWER = {

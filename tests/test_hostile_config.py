@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.errors import ConfigError
 from tests.cli import wattwise
 from tests.conftest import subprocess_env
+from wattwise.config import load_config
+from wattwise.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from types import ModuleType
 
 import pytest
 
-from agent.jobs.metadata import MAX_GPU_INDEX, MAX_GPUS, _indexes
 from tests.hostile_node import HostileNode, non_finite
+from wattwise.jobs.metadata import MAX_GPU_INDEX, MAX_GPUS, _indexes
 
 
 @pytest.mark.parametrize(

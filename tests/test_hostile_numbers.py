@@ -218,9 +218,9 @@ def test_item1_the_ledger_drops_a_non_finite_figure_and_writes_the_rest(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The last gate: a NaN that no entry check foresaw never fails the write of the others."""
-    from agent.ledger import JobSeen
-    from agent.model import JobEnergy, UnattributedEnergy
     from tests.book import book, record, totals
+    from wattwise.ledger import JobSeen
+    from wattwise.model import JobEnergy, UnattributedEnergy
 
     accounts = book(tmp_path / "ledger.db")
     jobs = [JobSeen(f"slurm:{j}", "slurm", "slurm", str(j)) for j in (12, 13)]
@@ -251,8 +251,8 @@ def test_item1_the_ledger_drops_a_non_finite_figure_and_writes_the_rest(
 
 
 def test_item1_finite_only_is_the_gate_before_the_running_totals() -> None:
-    from agent.attribution import finite_only
-    from agent.model import JobEnergy, UnattributedEnergy
+    from wattwise.attribution import finite_only
+    from wattwise.model import JobEnergy, UnattributedEnergy
 
     good = JobEnergy("slurm:13", "gpu", "nvml", "active", 3.0, 1.0)
     charged, left, dropped = finite_only(
@@ -279,8 +279,8 @@ def test_item1_finite_only_is_the_gate_before_the_running_totals() -> None:
 def test_item1_config_numbers_must_be_finite_and_in_range(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
-    from agent.config import load_config
-    from agent.errors import ConfigError
+    from wattwise.config import load_config
+    from wattwise.errors import ConfigError
 
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable.split("__")[-1].lower()):

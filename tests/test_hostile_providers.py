@@ -19,22 +19,22 @@ from pathlib import Path
 
 import pytest
 
-from agent.carbon.electricitymaps import ElectricityMapsProvider
-from agent.carbon.grid import GridIntensity
-from agent.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
-from agent.carbon.pue_feed import CONFIG, FacilityPue
-from agent.carbon.table import StaticProvider, TableProvider
-from agent.carbon.ukgrid import UkGridProvider
-from agent.carbon.watttime import WattTimeProvider
-from agent.facility import MeterError, PrometheusMeter
-from agent.http import HttpClient, HttpError
-from agent.service import Service
 from tests.cli import wattwise
 from tests.conftest import subprocess_env
 from tests.fixtures.trees import h100, two_socket_server, write_nvml_state
 from tests.providers import Script, serve
 from tests.test_e2e import DEADLINE_S
 from tests.test_e2e_jobs import Node, node  # noqa: F401
+from wattwise.carbon.electricitymaps import ElectricityMapsProvider
+from wattwise.carbon.grid import GridIntensity
+from wattwise.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
+from wattwise.carbon.pue_feed import CONFIG, FacilityPue
+from wattwise.carbon.table import StaticProvider, TableProvider
+from wattwise.carbon.ukgrid import UkGridProvider
+from wattwise.carbon.watttime import WattTimeProvider
+from wattwise.facility import MeterError, PrometheusMeter
+from wattwise.http import HttpClient, HttpError
+from wattwise.service import Service
 
 NOW = 1_795_435_500.0  # 2026-11-23T12:05Z
 UK_PERIOD = {"from": "2026-11-23T12:00Z", "to": "2026-11-23T12:30Z"}
@@ -297,8 +297,8 @@ def test_item4_a_prometheus_answer_of_any_shape_is_a_meter_failure(body: dict) -
 
 
 def test_item4_the_facility_daemon_survives_malformed_answers(tmp_path: Path) -> None:
-    from agent.config import FacilityConfig, MeterConfig
-    from agent.site import Facility
+    from wattwise.config import FacilityConfig, MeterConfig
+    from wattwise.site import Facility
 
     bad = {"status": "success", "data": {"resultType": "vector", "result": ["x"]}}
     meter = tmp_path / "meter.json"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.jobs.discovery import find_hierarchy, may_hold_jobs, scan
 from tests.fixtures.trees import make_v2
 from tests.test_cgroup_paths import CASES
+from wattwise.jobs.discovery import find_hierarchy, may_hold_jobs, scan
 
 JOB_PATHS = [(path, ref) for path, ref in CASES if ref is not None]
 

@@ -8,11 +8,11 @@ from types import ModuleType
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.config import load_config
-from agent.daemon import Agent
-from exporters.prometheus import SnapshotCollector
 from tests.fixtures.trees import add_process, h100, make_v2, proc_stat, set_energy
 from tests.fixtures.trees import two_socket_server as server
+from wattwise.config import load_config
+from wattwise.daemon import Agent
+from wattwise.exporters.prometheus import SnapshotCollector
 
 JOBS = 50
 

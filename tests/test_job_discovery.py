@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
-from agent.sources.sysfs import CounterFileError
 from tests.fixtures.trees import make_v2
+from wattwise.jobs.discovery import Hierarchy, find_hierarchy, scan
+from wattwise.sources.sysfs import CounterFileError
 
 CTR = "ab" * 32
 POD = "5b2d6f8e_1a3c_4e5f_9a8b_7c6d5e4f3a2b"

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.attribution import attribute_tick
-from agent.jobs.cgroups import classify
-from agent.jobs.metadata import _indexes, read_meta
-from agent.jobs.tracker import JobTracker
-from agent.model import CounterKey, DomainEnergy, GpuStatus
 from tests.fixtures.trees import add_process, make_v2, proc_stat
+from wattwise.attribution import attribute_tick
+from wattwise.jobs.cgroups import classify
+from wattwise.jobs.metadata import _indexes, read_meta
+from wattwise.jobs.tracker import JobTracker
+from wattwise.model import CounterKey, DomainEnergy, GpuStatus
 
 SLURM_ENV = {
     "SLURM_JOB_ID": "4242",

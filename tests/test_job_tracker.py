@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.jobs.tracker import JobTracker
-from agent.model import GpuProcess, GpuStatus
 from tests.fixtures.trees import add_process, make_v2, proc_stat
+from wattwise.jobs.tracker import JobTracker
+from wattwise.model import GpuProcess, GpuStatus
 
 STEP = "/system.slice/slurmstepd.scope/job_12/step_0"
 CTR = "cd" * 32
@@ -90,7 +90,7 @@ def test_a_reused_pid_is_looked_up_again(trees: tuple[Path, Path]) -> None:
 def test_a_gpu_process_listed_tick_after_tick_is_looked_up_once_a_minute(trees) -> None:
     """Its /proc files are read when it first appears; then only every GPU_PID_RECHECK_S, which
     also bounds how long a pid reused between two listings could be charged to the old job."""
-    from agent.jobs.tracker import GPU_PID_RECHECK_S
+    from wattwise.jobs.tracker import GPU_PID_RECHECK_S
 
     cgroups, procfs = trees
     now = [1000.0]
@@ -105,7 +105,7 @@ def test_a_gpu_process_listed_tick_after_tick_is_looked_up_once_a_minute(trees) 
 
 
 def test_a_gpu_process_outside_every_job_is_not_looked_up_every_tick(trees) -> None:
-    from agent.jobs.tracker import GPU_PID_RECHECK_S
+    from wattwise.jobs.tracker import GPU_PID_RECHECK_S
 
     cgroups, procfs = trees
     now = [1000.0]
@@ -128,7 +128,7 @@ def test_no_cgroup_tree_means_no_jobs(tmp_path: Path) -> None:
 def test_a_job_born_and_gone_between_two_ticks_is_charged_as_system(trees) -> None:
     """The documented, bounded loss: its CPU time (at most one interval) is busy time outside
     every job seen, so its energy is `system`, never lost."""
-    from agent.attribution import split_cpu
+    from wattwise.attribution import split_cpu
 
     cgroups, procfs = trees
     tracker = JobTracker(cgroups, procfs, ALL)

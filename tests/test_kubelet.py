@@ -12,9 +12,9 @@ from typing import ClassVar
 
 import pytest
 
-from agent.jobs.kubelet import PodNames
-from agent.jobs.tracker import JobTracker
 from tests.fixtures.trees import make_v2, proc_stat
+from wattwise.jobs.kubelet import PodNames
+from wattwise.jobs.tracker import JobTracker
 
 UID = "5b2d6f8e-1a3c-4e5f-9a8b-7c6d5e4f3a2b"
 POD_LIST = {

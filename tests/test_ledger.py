@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.carbon.embodied import EmbodiedSplit
-from agent.jobs.accounts import Accounts
-from agent.ledger import SCHEMA_VERSION, JobSeen, Ledger, LedgerError
-from agent.model import JobEnergy, UnattributedEnergy
 from tests.book import book, record, totals
+from wattwise.carbon.embodied import EmbodiedSplit
+from wattwise.jobs.accounts import Accounts
+from wattwise.ledger import SCHEMA_VERSION, JobSeen, Ledger, LedgerError
+from wattwise.model import JobEnergy, UnattributedEnergy
 
 JOB = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")
 FIXTURES = Path(__file__).parent / "fixtures" / "ledgers"
@@ -380,7 +380,7 @@ def test_embodied_grams_are_kept_per_job_and_component_across_reopen(tmp_path: P
 def test_a_report_notes_lost_minutes_only_once_retention_has_deleted_some(tmp_path: Path) -> None:
     """Seen on a real GPU node: `report --since 1h` on a ledger a minute old said the minutes
     before it were 'no longer kept' when there had never been any."""
-    from agent.reports import window_notes
+    from wattwise.reports import window_notes
 
     path = tmp_path / "ledger.db"
     accounts = book(path, minutely_retention_s=3600)

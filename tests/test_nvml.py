@@ -5,9 +5,9 @@ from types import ModuleType
 
 import pytest
 
-from agent.accounting import EnergyAccounts
-from agent.sources.nvml import NvmlSource, PowerIntegrator, _Gpu
 from tests.fixtures.trees import h100, pascal
+from wattwise.accounting import EnergyAccounts
+from wattwise.sources.nvml import NvmlSource, PowerIntegrator, _Gpu
 
 
 def by_index(readout):
@@ -35,7 +35,7 @@ def test_volta_gpus_read_the_energy_counter_and_gauges(fake_nvml: ModuleType) ->
 def test_gauges_are_read_every_few_seconds_energy_and_processes_every_tick(
     fake_nvml: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.sources import nvml
+    from wattwise.sources import nvml
 
     gpu = h100(0, energy_mj=1_000, pids=[7])
     fake_nvml.configure({"gpus": [gpu]})

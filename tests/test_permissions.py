@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.sources.rapl import RaplSource
 from tests.fixtures.trees import two_socket_server
+from wattwise.sources.rapl import RaplSource
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 

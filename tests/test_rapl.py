@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.accounting import EnergyAccounts
-from agent.sources.rapl import RaplSource, discover_zones, split_zone_name
 from tests.fixtures.trees import (
     PACKAGE_MAX_UJ,
     add_zone,
@@ -13,6 +11,8 @@ from tests.fixtures.trees import (
     set_energy,
     two_socket_server,
 )
+from wattwise.accounting import EnergyAccounts
+from wattwise.sources.rapl import RaplSource, discover_zones, split_zone_name
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_node_total_does_not_add_subzones_on_top_of_their_package(tmp_path: Path
         set_energy(tmp_path, f"intel-rapl:{socket}:0", 8_500_000)  # core +8 J, inside package
         set_energy(tmp_path, f"intel-rapl:{socket}:2", 2_200_000)  # dram +2 J
     domains = accounts.update(source.read().counters)
-    from agent.model import Snapshot
+    from wattwise.model import Snapshot
 
     snap = Snapshot(0.0, 1.0, 0.0, domains, (), ())
     (total,) = snap.node_totals
@@ -131,7 +131,7 @@ def test_a_held_counter_file_is_read_with_one_pread_and_opened_again_after_an_er
 ) -> None:
     import os
 
-    from agent.sources.sysfs import CounterFileError, HeldFile
+    from wattwise.sources.sysfs import CounterFileError, HeldFile
 
     counter = tmp_path / "energy_uj"
     counter.write_text("100\n")

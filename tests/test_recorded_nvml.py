@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from agent.clock import SteppedClock
-from agent.config import load_config
-from agent.daemon import Agent
-from agent.model import Snapshot
 from tests.fixtures.trees import add_process, make_v2, proc_stat
 from tests.fixtures.trees import two_socket_server as server
+from wattwise.clock import SteppedClock
+from wattwise.config import load_config
+from wattwise.daemon import Agent
+from wattwise.model import Snapshot
 
 TRACE = Path(__file__).parent / "fixtures" / "recorded" / "h200-two-loads-time-sliced.jsonl"
 INFER, TRAIN = "exec:infer-b-579", "exec:train-a-679"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.carbon.embodied import EmbodiedSplit
-from agent.ledger import JobSeen
-from agent.model import JobEnergy
 from tests.book import book, record
 from tests.cli import wattwise
 from tests.conftest import subprocess_env
+from wattwise.carbon.embodied import EmbodiedSplit
+from wattwise.ledger import JobSeen
+from wattwise.model import JobEnergy
 
 T0 = 1_800_000_000  # a whole minute
 ALICE = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")

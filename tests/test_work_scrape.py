@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from agent.jobs.kubelet import PodNames
-from agent.work import WorkCounts
-from agent.work_scrape import (
+from tests.providers import Script, serve
+from tests.test_e2e import DEADLINE_S
+from tests.test_e2e_jobs import Node, node  # noqa: F401
+from wattwise.jobs.kubelet import PodNames
+from wattwise.work import WorkCounts
+from wattwise.work_scrape import (
     Endpoint,
     ScrapeError,
     WorkScraper,
     counter_series,
     endpoint_from_annotations,
 )
-from tests.providers import Script, serve
-from tests.test_e2e import DEADLINE_S
-from tests.test_e2e_jobs import Node, node  # noqa: F401
 
 UNITS = ("tokens", "samples")
 

@@ -7,7 +7,7 @@ datetime and emissionFactorType.
 
 from __future__ import annotations
 
-from agent.carbon.intensity import (
+from wattwise.carbon.intensity import (
     ANY_G,
     AVERAGE,
     DIRECT,
@@ -15,8 +15,8 @@ from agent.carbon.intensity import (
     Intensity,
     ProviderError,
 )
-from agent.checks import BadNumber, number
-from agent.http import HttpClient, get_json, parse_time
+from wattwise.checks import BadNumber, number
+from wattwise.http import HttpClient, get_json, parse_time
 
 
 class ElectricityMapsProvider:

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.attribution import CpuActivity
+from wattwise.attribution import CpuActivity
 
 SERVER, GPU = "server", "gpu"
 

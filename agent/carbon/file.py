@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
+from wattwise.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.errors import WattwiseError
+from wattwise.errors import WattwiseError
 
 # Above any real grid (coal plants emit about 1,000 g/kWh); a larger value is a unit error.
 MAX_PLAUSIBLE_G_PER_KWH = 2000.0

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
-from agent.checks import BadNumber, number
-from agent.errors import WattwiseError
-from agent.http import HttpClient
-from agent.service import Service
+from wattwise.checks import BadNumber, number
+from wattwise.errors import WattwiseError
+from wattwise.http import HttpClient
+from wattwise.service import Service
 
 log = logging.getLogger(__name__)
 

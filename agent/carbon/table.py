@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 
-from agent.carbon.intensity import AVERAGE, LIFECYCLE, Intensity
+from wattwise.carbon.intensity import AVERAGE, LIFECYCLE, Intensity
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.carbon.intensity import (
+from wattwise.carbon.intensity import (
     ANY_G,
     AVERAGE,
     DIRECT,
     Intensity,
     ProviderError,
 )
-from agent.checks import BadNumber, number
-from agent.http import HttpClient, get_json, parse_time
+from wattwise.checks import BadNumber, number
+from wattwise.http import HttpClient, get_json, parse_time
 
 STALE_S = 3600.0  # a half-hour period that ended more than an hour ago is not "now"
 

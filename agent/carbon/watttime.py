@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.carbon.intensity import (
+from wattwise.carbon.intensity import (
     ANY_G,
     DIRECT,
     LBS_PER_MWH_TO_G_PER_KWH,
@@ -18,8 +18,8 @@ from agent.carbon.intensity import (
     Intensity,
     ProviderError,
 )
-from agent.checks import BadNumber, number
-from agent.http import HttpClient, get_json, parse_time
+from wattwise.checks import BadNumber, number
+from wattwise.http import HttpClient, get_json, parse_time
 
 TOKEN_LIFETIME_S = 30 * 60
 RENEW_BEFORE_S = 60

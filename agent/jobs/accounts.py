@@ -19,11 +19,11 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 
-from agent.carbon.embodied import EmbodiedSplit
-from agent.checks import Rejections
-from agent.jobs.cgroups import JobRef
-from agent.ledger import NODE, Batch, JobSeen, Ledger, LedgerError, SeriesKey, Sums
-from agent.model import EmbodiedStatus, JobEnergy, JobView, UnattributedEnergy
+from wattwise.carbon.embodied import EmbodiedSplit
+from wattwise.checks import Rejections
+from wattwise.jobs.cgroups import JobRef
+from wattwise.ledger import NODE, Batch, JobSeen, Ledger, LedgerError, SeriesKey, Sums
+from wattwise.model import EmbodiedStatus, JobEnergy, JobView, UnattributedEnergy
 
 log = logging.getLogger(__name__)
 

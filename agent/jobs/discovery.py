@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.jobs.cgroups import JobRef, classify
-from agent.sources.sysfs import CounterFileError, parse_uint, read_bytes
+from wattwise.jobs.cgroups import JobRef, classify
+from wattwise.sources.sysfs import CounterFileError, parse_uint, read_bytes
 
 V1_CPU_CONTROLLERS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.jobs.discovery import find_hierarchy
+from wattwise.jobs.discovery import find_hierarchy
 
 
 def job_id_for(name: str, pid: int) -> str:

@@ -13,8 +13,8 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.checks import BadNumber, parse_number
-from agent.jobs.cgroups import SLURM, JobRef
+from wattwise.checks import BadNumber, parse_number
+from wattwise.jobs.cgroups import SLURM, JobRef
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,19 @@ from pathlib import Path
 
 import psutil
 
-from agent.attribution import CpuActivity
-from agent.checks import U64_MAX, Rejections, number
-from agent.jobs.cgroups import EXEC, KUBERNETES, JobRef, classify
-from agent.jobs.discovery import Hierarchy, find_hierarchy, scan
-from agent.jobs.metadata import JobMeta, first_pid, read_meta
-from agent.model import GpuStatus
-from agent.sources.sysfs import CounterFileError, HeldFile, held_file_limit, read_bytes, read_text
+from wattwise.attribution import CpuActivity
+from wattwise.checks import U64_MAX, Rejections, number
+from wattwise.jobs.cgroups import EXEC, KUBERNETES, JobRef, classify
+from wattwise.jobs.discovery import Hierarchy, find_hierarchy, scan
+from wattwise.jobs.metadata import JobMeta, first_pid, read_meta
+from wattwise.model import GpuStatus
+from wattwise.sources.sysfs import (
+    CounterFileError,
+    HeldFile,
+    held_file_limit,
+    read_bytes,
+    read_text,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import psutil
 
-from agent.checks import Rejections, number
-from agent.config import EstimateConfig
-from agent.model import ESTIMATE, CounterKey, CounterReading, Finding, SourceReadout, SourceStatus
+from wattwise.checks import Rejections, number
+from wattwise.config import EstimateConfig
+from wattwise.model import (
+    ESTIMATE,
+    CounterKey,
+    CounterReading,
+    Finding,
+    SourceReadout,
+    SourceStatus,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
-from agent.checks import U64_MAX, BadNumber, Rejections, number
-from agent.model import (
+from wattwise.checks import U64_MAX, BadNumber, Rejections, number
+from wattwise.model import (
     NVML,
     NVML_POWER,
     CounterKey,
@@ -29,7 +29,7 @@ from agent.model import (
     SourceReadout,
     SourceStatus,
 )
-from agent.service import Service
+from wattwise.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agent.model import RAPL, CounterKey, CounterReading, Finding, SourceReadout, SourceStatus
-from agent.sources.sysfs import (
+from wattwise.model import RAPL, CounterKey, CounterReading, Finding, SourceReadout, SourceStatus
+from wattwise.sources.sysfs import (
     CounterFileError,
     HeldFile,
     parse_uint,

@@ -8,7 +8,7 @@ import os
 import resource
 from pathlib import Path
 
-from agent.checks import U64_MAX
+from wattwise.checks import U64_MAX
 
 
 class CounterFileError(Exception):

@@ -24,8 +24,8 @@ pytestmark = [
 
 
 def test_agent_energy_equals_the_nvml_counter_delta() -> None:
-    from agent.accounting import EnergyAccounts
-    from agent.sources.nvml import NvmlSource
+    from wattwise.accounting import EnergyAccounts
+    from wattwise.sources.nvml import NvmlSource
 
     source, accounts = NvmlSource(power_poll_hz=10), EnergyAccounts()
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from agent.client import WorkReportError, report_work
+from wattwise.client import WorkReportError, report_work
 
 
 def main() -> None:
