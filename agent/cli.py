@@ -15,9 +15,9 @@ import typer
 from wattwise.errors import ConfigError, ListenError
 
 if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
+    from wattwise.accounts.reports import JobSummary
     from wattwise.config import Config
     from wattwise.model import Finding
-    from wattwise.reports import JobSummary
 
 # Plain help text: rendering it with rich would cost ~150 ms on every `--help`.
 app = typer.Typer(
@@ -109,7 +109,7 @@ def run(
 
     SIGINT (Ctrl-C) or SIGTERM stops it within one interval.
     """
-    from wattwise.daemon import serve
+    from wattwise.app.daemon import serve
 
     cfg = _config(
         config,
@@ -144,7 +144,7 @@ def facility(
 
     Node agents take their PUE from it with carbon.pue_url. SIGINT or SIGTERM stops it.
     """
-    from wattwise.site import serve_facility
+    from wattwise.facility.daemon import serve_facility
 
     cfg = _config(
         config, facility={"listen": listen} if listen else None, web_config_file=web_config_file
@@ -169,7 +169,7 @@ def probe(
     cgroup_root: CgroupOption = None,
 ) -> None:
     """List every energy source looked for, what was found, and how to fix each problem."""
-    from wattwise.daemon import Agent
+    from wattwise.app.daemon import Agent
 
     cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root, cgroup_root=cgroup_root)
     _logging(cfg)
@@ -211,7 +211,7 @@ def once(
     """Take two readings INTERVAL seconds apart and print what /metrics would serve."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from wattwise.daemon import Agent
+    from wattwise.app.daemon import Agent
     from wattwise.exporters.prometheus import SnapshotCollector
 
     if output_format not in ("prom", "json"):
@@ -246,8 +246,8 @@ LedgerOption = Annotated[
 
 
 def _ledger(config: Path | None, ledger: Path | None):
-    from wattwise.ledger import LedgerError
-    from wattwise.reports import open_read_only
+    from wattwise.accounts.ledger import LedgerError
+    from wattwise.accounts.reports import open_read_only
 
     # --ledger needs no configuration: loading it (pydantic) would be most of a report's time.
     path = ledger if ledger is not None else _config(config).ledger.path
@@ -291,7 +291,7 @@ def jobs_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Running jobs (with --all, finished ones too) from the ledger: energy, duration, power."""
-    from wattwise.reports import jobs
+    from wattwise.accounts.reports import jobs
 
     found = jobs(_ledger(config, ledger), include_ended)
     if as_json:
@@ -324,7 +324,7 @@ def job_show(
     ledger: LedgerOption = None,
 ) -> None:
     """One job's account from the ledger, as JSON."""
-    from wattwise.reports import jobs
+    from wattwise.accounts.reports import jobs
 
     found = jobs(_ledger(config, ledger), include_ended=True, job_key=job)
     if not found:
@@ -378,7 +378,7 @@ def report_command(
     per-minute ledger series."""
     import csv
 
-    from wattwise.reports import GROUPS, parse_time, report, sci_report, window_notes
+    from wattwise.accounts.reports import GROUPS, parse_time, report, sci_report, window_notes
 
     if group_by not in GROUPS or output_format not in ("table", "csv", "json"):
         typer.echo(
@@ -435,9 +435,9 @@ def work_command(
     performance per watt: wattwise work --units tokens 512.
 
     From inside a job it is charged to that job; root, or the job's own user, may name one
-    with --job. Python code can call wattwise.client.report_work instead.
+    with --job. Python code can call wattwise.work.client.report_work instead.
     """
-    from wattwise.client import WorkReportError, report_work
+    from wattwise.work.client import WorkReportError, report_work
 
     path = socket_path or _config(config).work.socket_path
     try:
@@ -538,7 +538,7 @@ def health_command(
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    from wattwise.health import client_settings
+    from wattwise.app.health import client_settings
 
     try:
         target, verify, auth = client_settings(

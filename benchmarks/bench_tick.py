@@ -59,9 +59,9 @@ PROMETHEUS_HEADERS = {
 def _agent(node: BenchNode, ledger: Path, start_unix_s: float, step_s: float):
     import pynvml  # the fake, first on the path
 
+    from wattwise.app.daemon import Agent
     from wattwise.clock import SteppedClock
     from wattwise.config import load_config
-    from wattwise.daemon import Agent
 
     pynvml.configure({"gpus": node.gpus})
     clock = SteppedClock(start_unix_s, step_s)
@@ -153,7 +153,7 @@ def _scrape(agent, clock, node: BenchNode) -> dict:
     """CPU the serving threads spend on a scrape: the process's CPU less this (client) thread's."""
     from wattwise.exporters.exposition import Exposition
     from wattwise.exporters.prometheus import SnapshotCollector
-    from wattwise.listen import bind_tcp, metrics_routes, serve_http
+    from wattwise.net.listen import bind_tcp, metrics_routes, serve_http
 
     exposition = Exposition(
         lambda: agent.latest, lambda snapshot: SnapshotCollector(lambda: snapshot)

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from wattwise.accounts.ledger import JobSeen, Ledger
+from wattwise.accounts.totals import Accounts
 from wattwise.carbon.embodied import EmbodiedSplit
-from wattwise.jobs.accounts import Accounts
 from wattwise.jobs.cgroups import JobRef
-from wattwise.ledger import JobSeen, Ledger
 from wattwise.model import JobEnergy, UnattributedEnergy
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from tests.fixtures.trees import add_process, h100, make_v2, proc_stat, set_energy
 from tests.fixtures.trees import two_socket_server as server
+from wattwise.app.daemon import Agent
 from wattwise.clock import SteppedClock
 from wattwise.config import load_config
-from wattwise.daemon import Agent
 from wattwise.model import Snapshot
 
 POISONED = "/system.slice/slurmstepd.scope/job_12"

@@ -12,7 +12,7 @@ from wattwise.carbon.grid import GridIntensity
 from wattwise.carbon.intensity import ProviderError
 from wattwise.carbon.table import TableProvider
 from wattwise.carbon.watttime import WattTimeProvider
-from wattwise.http import HttpClient
+from wattwise.net.http import HttpClient
 
 NOW = 1_795_435_500.0
 EM_LATEST = {

@@ -9,7 +9,7 @@ from wattwise.carbon.grid import GridIntensity
 from wattwise.carbon.intensity import ProviderError
 from wattwise.carbon.table import TableProvider
 from wattwise.carbon.ukgrid import UkGridProvider
-from wattwise.http import HttpClient
+from wattwise.net.http import HttpClient
 
 NOW = 1_795_435_500.0  # 2026-11-23T12:05Z
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.providers import Script, serve
-from wattwise.facility import (
+from wattwise.facility.meters import (
     IpmiMeter,
     JsonMeter,
     MeterError,

@@ -19,8 +19,8 @@ import pytest
 
 from tests.test_e2e import DEADLINE_S, Agent
 from tests.test_e2e_jobs import Node, node  # noqa: F401
-from wattwise.client import report_work
-from wattwise.listen import ConnectionPool
+from wattwise.net.listen import ConnectionPool
+from wattwise.work.client import report_work
 
 IDLE = 2_000
 
@@ -153,7 +153,7 @@ def test_a_kept_alive_connection_answers_scrape_after_scrape(
     """Prometheus keeps its connection open between scrapes: every one must be answered on it,
     and answering marks the connection as the most recently active (it was closed with an
     'unexpected error' after its first answer)."""
-    from wattwise.listen import Request, Response, bind_tcp, serve_http
+    from wattwise.net.listen import Request, Response, bind_tcp, serve_http
 
     async def page(_request: Request) -> Response:
         return Response(200, b"wattwise_up 1\n", (("Content-Type", "text/plain"),))

@@ -16,8 +16,15 @@ import pytest
 from tests.book import book, record, totals
 from tests.hostile_node import HostileNode, exported_energy_j
 from tests.test_ledger import fill, tick, tiny_disk  # noqa: F401
-from wattwise.jobs.accounts import Accounts
-from wattwise.ledger import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, JobSeen, Ledger, LedgerError
+from wattwise.accounts.ledger import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    JobSeen,
+    Ledger,
+    LedgerError,
+)
+from wattwise.accounts.totals import Accounts
 from wattwise.model import JobEnergy
 
 
@@ -201,7 +208,7 @@ def test_item5_a_full_disk_at_start_says_so_and_the_ledger_opens_once_there_is_r
 def test_item5_held_per_minute_detail_is_bounded_while_the_totals_are_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("wattwise.jobs.accounts.MAX_PENDING_MINUTES", 50)
+    monkeypatch.setattr("wattwise.accounts.totals.MAX_PENDING_MINUTES", 50)
     path = tmp_path / "no-such-dir-yet" / "ledger.db"
     now = [0.0]
     (tmp_path / "no-such-dir-yet").write_text("a file where the directory should be")
@@ -267,7 +274,7 @@ class LockedReads:
 def test_item5_a_lock_while_the_totals_are_read_suspends_the_ledger_it_does_not_refuse_it(
     tmp_path: Path,
 ) -> None:
-    from wattwise.ledger import LedgerUnavailable
+    from wattwise.accounts.ledger import LedgerUnavailable
 
     path = tmp_path / "ledger.db"
     now = [0.0]

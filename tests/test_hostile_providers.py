@@ -25,6 +25,7 @@ from tests.fixtures.trees import h100, two_socket_server, write_nvml_state
 from tests.providers import Script, serve
 from tests.test_e2e import DEADLINE_S
 from tests.test_e2e_jobs import Node, node  # noqa: F401
+from wattwise.app.service import Service
 from wattwise.carbon.electricitymaps import ElectricityMapsProvider
 from wattwise.carbon.grid import GridIntensity
 from wattwise.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
@@ -32,9 +33,8 @@ from wattwise.carbon.pue_feed import CONFIG, FacilityPue
 from wattwise.carbon.table import StaticProvider, TableProvider
 from wattwise.carbon.ukgrid import UkGridProvider
 from wattwise.carbon.watttime import WattTimeProvider
-from wattwise.facility import MeterError, PrometheusMeter
-from wattwise.http import HttpClient, HttpError
-from wattwise.service import Service
+from wattwise.facility.meters import MeterError, PrometheusMeter
+from wattwise.net.http import HttpClient, HttpError
 
 NOW = 1_795_435_500.0  # 2026-11-23T12:05Z
 UK_PERIOD = {"from": "2026-11-23T12:00Z", "to": "2026-11-23T12:30Z"}
@@ -298,7 +298,7 @@ def test_item4_a_prometheus_answer_of_any_shape_is_a_meter_failure(body: dict) -
 
 def test_item4_the_facility_daemon_survives_malformed_answers(tmp_path: Path) -> None:
     from wattwise.config import FacilityConfig, MeterConfig
-    from wattwise.site import Facility
+    from wattwise.facility.daemon import Facility
 
     bad = {"status": "success", "data": {"resultType": "vector", "result": ["x"]}}
     meter = tmp_path / "meter.json"

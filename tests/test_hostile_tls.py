@@ -21,7 +21,7 @@ from tests.test_e2e import DEADLINE_S, Agent
 from tests.test_e2e_jobs import Node, node  # noqa: F401
 from tests.test_facility_e2e import start, stop
 from wattwise.errors import ConfigError
-from wattwise.webconfig import WebConfig, parse_duration
+from wattwise.net.webconfig import WebConfig, parse_duration
 
 PASSWORD = "correct horse battery staple"
 
@@ -302,7 +302,7 @@ def test_item9_go_durations() -> None:
 def test_item9_the_rate_limit_answers_429(pki: Pki) -> None:
     import asyncio
 
-    from wattwise.listen import Request
+    from wattwise.net.listen import Request
 
     path = pki.dir / "web.yml"
     path.write_text("rate_limit: {interval: 1h, burst: 2}\n")
@@ -317,7 +317,7 @@ def test_item9_evicting_a_connection_in_its_handshake_leaves_the_listener_whole(
     behind, and the next connection that reused its descriptor was never read."""
     import socket
 
-    from wattwise.listen import bind_tcp, metrics_routes, serve_http
+    from wattwise.net.listen import bind_tcp, metrics_routes, serve_http
 
     class Page:
         def render(self, accept: str = "", accept_encoding: str = "") -> tuple[bytes, str, bool]:
@@ -345,7 +345,7 @@ def test_item9_evicting_a_connection_in_its_handshake_leaves_the_listener_whole(
 def test_item9_a_flood_of_wrong_passwords_never_delays_a_known_good_one(pki: Pki) -> None:
     import asyncio
 
-    from wattwise.listen import Request
+    from wattwise.net.listen import Request
 
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()  # ~0.25 s
     path = pki.dir / "web.yml"
@@ -375,7 +375,7 @@ def test_item9_a_password_longer_than_72_bytes_is_compared_as_bcrypt_does(pki: P
     import asyncio
     import base64
 
-    from wattwise.listen import Request
+    from wattwise.net.listen import Request
 
     long_password = "x" * 100
     hashed = bcrypt.hashpw(long_password[:72].encode(), bcrypt.gensalt(rounds=4)).decode()

@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.trees import add_process, h100, make_v2, proc_stat, set_energy
 from tests.fixtures.trees import two_socket_server as server
+from wattwise.app.daemon import Agent
 from wattwise.config import load_config
-from wattwise.daemon import Agent
 from wattwise.exporters.prometheus import SnapshotCollector
 
 JOBS = 50

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.book import book, record, totals
+from wattwise.accounts.ledger import SCHEMA_VERSION, JobSeen, Ledger, LedgerError
+from wattwise.accounts.totals import Accounts
 from wattwise.carbon.embodied import EmbodiedSplit
-from wattwise.jobs.accounts import Accounts
-from wattwise.ledger import SCHEMA_VERSION, JobSeen, Ledger, LedgerError
 from wattwise.model import JobEnergy, UnattributedEnergy
 
 JOB = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")
@@ -380,7 +380,7 @@ def test_embodied_grams_are_kept_per_job_and_component_across_reopen(tmp_path: P
 def test_a_report_notes_lost_minutes_only_once_retention_has_deleted_some(tmp_path: Path) -> None:
     """Seen on a real GPU node: `report --since 1h` on a ledger a minute old said the minutes
     before it were 'no longer kept' when there had never been any."""
-    from wattwise.reports import window_notes
+    from wattwise.accounts.reports import window_notes
 
     path = tmp_path / "ledger.db"
     accounts = book(path, minutely_retention_s=3600)

@@ -16,9 +16,9 @@ import pytest
 
 from tests.fixtures.trees import add_process, make_v2, proc_stat
 from tests.fixtures.trees import two_socket_server as server
+from wattwise.app.daemon import Agent
 from wattwise.clock import SteppedClock
 from wattwise.config import load_config
-from wattwise.daemon import Agent
 from wattwise.model import Snapshot
 
 TRACE = Path(__file__).parent / "fixtures" / "recorded" / "h200-two-loads-time-sliced.jsonl"

@@ -12,8 +12,8 @@ import pytest
 from tests.book import book, record
 from tests.cli import wattwise
 from tests.conftest import subprocess_env
+from wattwise.accounts.ledger import JobSeen
 from wattwise.carbon.embodied import EmbodiedSplit
-from wattwise.ledger import JobSeen
 from wattwise.model import JobEnergy
 
 T0 = 1_800_000_000  # a whole minute

@@ -21,7 +21,7 @@ from tests.conftest import subprocess_env
 from tests.fixtures.trees import add_process, h100, write_nvml_state
 from tests.test_e2e import DEADLINE_S
 from tests.test_e2e_jobs import STEP, Node, job_energy, node  # noqa: F401
-from wattwise.client import WorkReportError, report_work
+from wattwise.work.client import WorkReportError, report_work
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 

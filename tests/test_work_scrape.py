@@ -13,8 +13,8 @@ from tests.providers import Script, serve
 from tests.test_e2e import DEADLINE_S
 from tests.test_e2e_jobs import Node, node  # noqa: F401
 from wattwise.jobs.kubelet import PodNames
-from wattwise.work import WorkCounts
-from wattwise.work_scrape import (
+from wattwise.work.api import WorkCounts
+from wattwise.work.scrape import (
     Endpoint,
     ScrapeError,
     WorkScraper,

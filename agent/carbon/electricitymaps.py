@@ -16,7 +16,7 @@ from wattwise.carbon.intensity import (
     ProviderError,
 )
 from wattwise.checks import BadNumber, number
-from wattwise.http import HttpClient, get_json, parse_time
+from wattwise.net.http import HttpClient, get_json, parse_time
 
 
 class ElectricityMapsProvider:

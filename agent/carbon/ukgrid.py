@@ -18,7 +18,7 @@ from wattwise.carbon.intensity import (
     ProviderError,
 )
 from wattwise.checks import BadNumber, number
-from wattwise.http import HttpClient, get_json, parse_time
+from wattwise.net.http import HttpClient, get_json, parse_time
 
 STALE_S = 3600.0  # a half-hour period that ended more than an hour ago is not "now"
 

@@ -19,7 +19,7 @@ from wattwise.carbon.intensity import (
     ProviderError,
 )
 from wattwise.checks import BadNumber, number
-from wattwise.http import HttpClient, get_json, parse_time
+from wattwise.net.http import HttpClient, get_json, parse_time
 
 TOKEN_LIFETIME_S = 30 * 60
 RENEW_BEFORE_S = 60

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from wattwise.client import WorkReportError, report_work
+from wattwise.work.client import WorkReportError, report_work
 
 
 def main() -> None:

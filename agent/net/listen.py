@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import h11
 
-from wattwise.aio import run_on_loop
 from wattwise.checks import Rejections
 from wattwise.errors import ListenError
+from wattwise.net.aio import run_on_loop
 from wattwise.sources.sysfs import held_file_limit
 
 if TYPE_CHECKING:
-    from wattwise.webconfig import WebConfig
+    from wattwise.net.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 

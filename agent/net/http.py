@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from wattwise.aio import run_on_loop
 from wattwise.errors import WattwiseError
+from wattwise.net.aio import run_on_loop
 
 DEFAULT_DEADLINE_S = 10.0
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024

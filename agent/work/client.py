@@ -1,6 +1,6 @@
 """Report a job's work to the local wattwise agent, from Python:
 
-from wattwise.client import report_work
+from wattwise.work.client import report_work
 report_work("tokens", add=512)          # inside the job: the job is found from this process
 report_work("samples", total=step * batch)   # or a cumulative counter; resets are handled
 """

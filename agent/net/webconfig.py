@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from wattwise.config import read_yaml_mapping
 from wattwise.errors import ConfigError
-from wattwise.listen import Request, Response
+from wattwise.net.listen import Request, Response
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from wattwise.checks import BadNumber, Rejections, number
-from wattwise.listen import MAX_CONNECTIONS, Listener, serve_unix_lines
+from wattwise.net.listen import MAX_CONNECTIONS, Listener, serve_unix_lines
 
 log = logging.getLogger(__name__)
 

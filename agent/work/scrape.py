@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from wattwise.app.service import Service
 from wattwise.config import METRIC_NAME, WorkTarget
 from wattwise.errors import WattwiseError
-from wattwise.http import HttpClient
 from wattwise.jobs.kubelet import ANNOTATION_PREFIX
-from wattwise.service import Service
-from wattwise.work import MAX_UNITS, WorkCounts
+from wattwise.net.http import HttpClient
+from wattwise.work.api import MAX_UNITS, WorkCounts
 
 log = logging.getLogger(__name__)
 

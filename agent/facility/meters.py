@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from wattwise.checks import BadNumber, number
 from wattwise.errors import WattwiseError
-from wattwise.http import HttpClient, get_json
+from wattwise.net.http import HttpClient, get_json
 
 if TYPE_CHECKING:
     from wattwise.config import MeterConfig

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from wattwise.ledger import MICRO, NANO, SCHEMA_VERSION, LedgerError
+from wattwise.accounts.ledger import MICRO, NANO, SCHEMA_VERSION, LedgerError
 
 GROUPS = ("job", "user", "scheduler")
 

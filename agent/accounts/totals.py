@@ -19,10 +19,10 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 
+from wattwise.accounts.ledger import NODE, Batch, JobSeen, Ledger, LedgerError, SeriesKey, Sums
 from wattwise.carbon.embodied import EmbodiedSplit
 from wattwise.checks import Rejections
 from wattwise.jobs.cgroups import JobRef
-from wattwise.ledger import NODE, Batch, JobSeen, Ledger, LedgerError, SeriesKey, Sums
 from wattwise.model import EmbodiedStatus, JobEnergy, JobView, UnattributedEnergy
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,10 @@ from fnmatch import fnmatch
 from typing import TYPE_CHECKING, Protocol
 
 from wattwise.accounting import EnergyAccounts
+from wattwise.accounts.ledger import JobSeen, Ledger, LedgerError, LedgerUnavailable, probe_ledger
+from wattwise.accounts.totals import Accounts
+from wattwise.app.service import Service
+from wattwise.app.signals import stop_requested
 from wattwise.attribution import attribute_tick, finite_only
 from wattwise.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
 from wattwise.carbon.file import FileProvider
@@ -20,18 +24,9 @@ from wattwise.clock import SYSTEM, Clock
 from wattwise.config import Config
 from wattwise.exporters.exposition import Exposition
 from wattwise.exporters.prometheus import SnapshotCollector
-from wattwise.jobs.accounts import Accounts
 from wattwise.jobs.cgroups import KUBERNETES, JobRef
 from wattwise.jobs.metadata import JobMeta
 from wattwise.jobs.tracker import JobTracker
-from wattwise.ledger import JobSeen, Ledger, LedgerError, LedgerUnavailable, probe_ledger
-from wattwise.listen import (
-    MAX_CONNECTIONS,
-    bind_tcp,
-    descriptor_budget,
-    metrics_routes,
-    serve_http,
-)
 from wattwise.model import (
     ESTIMATE,
     CarbonStatus,
@@ -41,17 +36,22 @@ from wattwise.model import (
     Snapshot,
     SourceReadout,
 )
-from wattwise.service import Service
-from wattwise.signals import stop_requested
+from wattwise.net.listen import (
+    MAX_CONNECTIONS,
+    bind_tcp,
+    descriptor_budget,
+    metrics_routes,
+    serve_http,
+)
 from wattwise.sources.estimate import EstimateSource
 from wattwise.sources.nvml import NvmlSource
 from wattwise.sources.rapl import RaplSource
-from wattwise.work import WorkCounts, WorkServer
+from wattwise.work.api import WorkCounts, WorkServer
 
 if TYPE_CHECKING:  # each imported where it is used: only what is configured is loaded
+    from wattwise.facility.bmc import PlatformPower
     from wattwise.jobs.kubelet import PodNames
-    from wattwise.wall_power import PlatformPower
-    from wattwise.work_scrape import Endpoint, WorkScraper
+    from wattwise.work.scrape import Endpoint, WorkScraper
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Agent:
         self.work_scraper: WorkScraper | None = None
         self._bad_annotations: dict[str, str] = {}
         if config.platform is not None:
-            from wattwise.wall_power import PlatformPower
+            from wattwise.facility.bmc import PlatformPower
 
             self.platform = PlatformPower(config.platform, config.platform_interval_s)
             self.platform.start()
@@ -190,7 +190,7 @@ class Agent:
                 self.work_server = None
         work = config.work
         if durable and (work.targets or (work.pod_annotations and self.pod_names)):
-            from wattwise.work_scrape import WorkScraper
+            from wattwise.work.scrape import WorkScraper
 
             self.work_scraper = WorkScraper(
                 self.work, self._work_endpoints, work.scrape_interval_s, work.scrape_timeout_s
@@ -209,7 +209,7 @@ class Agent:
 
     def _work_endpoints(self) -> dict[str, list[Endpoint]]:
         """The endpoints to read now: work.targets by job name, and annotated pods."""
-        from wattwise.work_scrape import Endpoint, ScrapeError, endpoint_from_annotations
+        from wattwise.work.scrape import Endpoint, ScrapeError, endpoint_from_annotations
 
         assert self.tracker is not None
         work = self.config.work
@@ -600,7 +600,7 @@ def serve(config: Config) -> None:
     """Runs until SIGINT or SIGTERM; stops within one interval and restores the signal handlers."""
     web = None
     if config.web_config_file:
-        from wattwise.webconfig import WebConfig
+        from wattwise.net.webconfig import WebConfig
 
         web = WebConfig(config.web_config_file)
     limit = descriptor_budget(listeners=2)  # /metrics and the work socket

@@ -1,0 +1,1 @@
+"""Running per-job totals, the durable ledger, and the reports read from it."""

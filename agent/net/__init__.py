@@ -1,0 +1,1 @@
+"""Network plumbing shared by both daemons: the asyncio loop, listeners, outgoing HTTP, TLS."""

@@ -1,0 +1,1 @@
+"""Performance per watt: the work API, the scraper of jobs' own counters, the client."""
