@@ -25,7 +25,6 @@ from tests.fixtures.trees import h100, two_socket_server, write_nvml_state
 from tests.providers import Script, serve
 from tests.test_e2e import DEADLINE_S
 from tests.test_e2e_jobs import Node, node  # noqa: F401
-from wattwise.app.service import Service
 from wattwise.carbon.electricitymaps import ElectricityMapsProvider
 from wattwise.carbon.grid import GridIntensity
 from wattwise.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
@@ -35,6 +34,7 @@ from wattwise.carbon.ukgrid import UkGridProvider
 from wattwise.carbon.watttime import WattTimeProvider
 from wattwise.facility.meters import MeterError, PrometheusMeter
 from wattwise.net.http import HttpClient, HttpError
+from wattwise.service import Service
 
 NOW = 1_795_435_500.0  # 2026-11-23T12:05Z
 UK_PERIOD = {"from": "2026-11-23T12:00Z", "to": "2026-11-23T12:30Z"}

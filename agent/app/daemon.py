@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Protocol
 from wattwise.accounting import EnergyAccounts
 from wattwise.accounts.ledger import JobSeen, Ledger, LedgerError, LedgerUnavailable, probe_ledger
 from wattwise.accounts.totals import Accounts
-from wattwise.app.service import Service
-from wattwise.app.signals import stop_requested
 from wattwise.attribution import attribute_tick, finite_only
 from wattwise.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
 from wattwise.carbon.file import FileProvider
@@ -43,6 +41,8 @@ from wattwise.net.listen import (
     metrics_routes,
     serve_http,
 )
+from wattwise.service import Service
+from wattwise.signals import stop_requested
 from wattwise.sources.estimate import EstimateSource
 from wattwise.sources.nvml import NvmlSource
 from wattwise.sources.rapl import RaplSource

@@ -17,8 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from wattwise.app.service import Service
 from wattwise.carbon.intensity import Intensity, Provider, ProviderError, checked
+from wattwise.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
-from wattwise.app.service import Service
 from wattwise.checks import BadNumber, number
 from wattwise.errors import WattwiseError
 from wattwise.net.http import HttpClient
+from wattwise.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
-from wattwise.app.service import Service
 from wattwise.facility.meters import MeterError, MeterReading, build_meter
+from wattwise.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from wattwise.app.signals import stop_requested
 from wattwise.config import PUE_WINDOWS_S, FacilityConfig, parse_listen
 from wattwise.errors import ConfigError
 from wattwise.exporters.exposition import Exposition
@@ -21,6 +20,7 @@ from wattwise.facility.meters import MeterError, MeterReading, build_meter
 from wattwise.facility.pue import CATEGORIES, PueTracker, PueWindow
 from wattwise.net.listen import bind_tcp, descriptor_budget, metrics_routes, serve_http
 from wattwise.net.webconfig import WebConfig
+from wattwise.signals import stop_requested
 
 log = logging.getLogger(__name__)
 

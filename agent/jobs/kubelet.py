@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from wattwise.app.service import Service
 from wattwise.errors import WattwiseError
 from wattwise.net.http import HttpClient, get_json
+from wattwise.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
-from wattwise.app.service import Service
 from wattwise.checks import U64_MAX, BadNumber, Rejections, number
 from wattwise.model import (
     NVML,
@@ -30,6 +29,7 @@ from wattwise.model import (
     SourceReadout,
     SourceStatus,
 )
+from wattwise.service import Service
 
 log = logging.getLogger(__name__)
 

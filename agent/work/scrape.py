@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from wattwise.app.service import Service
 from wattwise.config import METRIC_NAME, WorkTarget
 from wattwise.errors import WattwiseError
 from wattwise.jobs.kubelet import ANNOTATION_PREFIX
 from wattwise.net.http import HttpClient
+from wattwise.service import Service
 from wattwise.work.api import MAX_UNITS, WorkCounts
 
 log = logging.getLogger(__name__)
