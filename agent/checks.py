@@ -10,13 +10,9 @@ import logging
 import math
 from collections import OrderedDict
 
-from wattwise.errors import WattwiseError
+from wattwise.errors import BadNumber
 
 U64_MAX = 2**64 - 1
-
-
-class BadNumber(WattwiseError):
-    """A number from outside that is not usable; the message names its origin."""
 
 
 def number(value: object, origin: str, low: float = 0.0, high: float = 1e18) -> float:

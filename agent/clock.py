@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +31,12 @@ class SteppedClock:
     @property
     def clock(self) -> Clock:
         return Clock(wall=lambda: self.now, monotonic=lambda: self.now)
+
+
+def unix_s_from_iso(text: str) -> float:
+    """ISO 8601 ('2026-11-23T12:00Z', '...+00:00') to unix seconds; a time without an offset is
+    UTC. Raises ValueError."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

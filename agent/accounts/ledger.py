@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wattwise.errors import WattwiseError
+from wattwise.errors import LedgerError, LedgerUnavailable
 from wattwise.model import Finding
 
 log = logging.getLogger(__name__)
@@ -255,15 +255,6 @@ TABLES_BY_VERSION = {
     4: _V3_TABLES | {"job_work", "job_work_minutely"},
     5: frozenset({"jobs", "series", "totals", "minutes", "hours", "meta"}),
 }
-
-
-class LedgerError(WattwiseError):
-    """The ledger file cannot be used; the message says which file and what to do."""
-
-
-class LedgerUnavailable(LedgerError):
-    """The file could not be read just now (a lock held elsewhere); suspend() and it is tried
-    again, like a file that could not be opened."""
 
 
 class _Transient(Exception):

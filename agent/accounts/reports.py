@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from wattwise.accounts.ledger import MICRO, NANO, SCHEMA_VERSION, LedgerError
+from wattwise.clock import unix_s_from_iso
+from wattwise.model import J_PER_KWH
 
 GROUPS = ("job", "user", "scheduler")
 
@@ -207,7 +209,7 @@ def sci_report(
             )
             / 3600
         )
-        energy_kwh = entry["energy_j"] / 3.6e6
+        energy_kwh = entry["energy_j"] / J_PER_KWH
         total_g = entry["operational_g"] + entry["embodied_g"]
         rows.append(
             {
@@ -253,11 +255,8 @@ def parse_time(text: str, now_unix_s: float) -> float:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(text)
+        return unix_s_from_iso(text)
     except ValueError:
         raise ValueError(
             f"{text!r} is not a time: use 2026-11-01T00:00, 24h or unix seconds"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()

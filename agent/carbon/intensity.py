@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from wattwise.errors import WattwiseError
+from wattwise.errors import ProviderError
 
 # Above any real grid (coal plants emit about 1,000 g/kWh); a larger value is a unit error.
 MAX_PLAUSIBLE_G_PER_KWH = 2000.0
@@ -16,10 +16,6 @@ LBS_PER_MWH_TO_G_PER_KWH = 0.45359237  # 453.59237 g per lb, 1,000 kWh per MWh
 
 AVERAGE, MARGINAL = "average", "marginal"
 LIFECYCLE, DIRECT = "lifecycle", "direct"
-
-
-class ProviderError(WattwiseError):
-    """A provider could not give a usable value; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

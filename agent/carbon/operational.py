@@ -7,7 +7,7 @@ charges each share's grams as it splits the energy (attribution.attribute_tick).
 
 from __future__ import annotations
 
-J_PER_KWH = 3.6e6
+from wattwise.model import J_PER_KWH
 
 
 def grams_per_joule(pue_ratio: float, grams_per_kwh: float) -> float:

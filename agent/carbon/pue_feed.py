@@ -11,7 +11,7 @@ import logging
 import time
 
 from wattwise.checks import BadNumber, number
-from wattwise.errors import WattwiseError
+from wattwise.errors import FeedError
 from wattwise.net.http import HttpClient
 from wattwise.service import Service
 
@@ -21,10 +21,6 @@ REFRESH_S = 30.0
 FACILITY, CONFIG = "facility", "config"
 MAX_PUE = 5.0  # as carbon.pue_ratio: above any real data centre
 MAX_PAGE_BYTES = 1 << 20  # the facility's /metrics is a few kB
-
-
-class FeedError(WattwiseError):
-    """The facility's /metrics gave no usable PUE."""
 
 
 class FacilityPue:

@@ -23,17 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wattwise.checks import BadNumber, number
-from wattwise.errors import WattwiseError
+from wattwise.errors import MeterError
+from wattwise.model import J_PER_KWH
 from wattwise.net.http import HttpClient, get_json
 
 if TYPE_CHECKING:
     from wattwise.config import MeterConfig
-
-J_PER_KWH = 3.6e6
-
-
-class MeterError(WattwiseError):
-    """A meter gave no usable reading; the message says which meter and why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from wattwise.errors import WattwiseError
+from wattwise.errors import KubeletError
 from wattwise.net.http import HttpClient, get_json
 from wattwise.service import Service
 
@@ -22,10 +22,6 @@ log = logging.getLogger(__name__)
 ANNOTATION_PREFIX = "wattwise.io/"
 MAX_PODS_BYTES = 64 * 1024 * 1024  # a node's PodList: 110 pods take a few MB
 MAX_TOKEN_BYTES = 64 * 1024
-
-
-class KubeletError(WattwiseError):
-    """The kubelet's pods API gave no usable answer."""
 
 
 class PodNames:

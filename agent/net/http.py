@@ -17,10 +17,10 @@ import contextlib
 import json
 import ssl
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from wattwise.errors import WattwiseError
+from wattwise.clock import unix_s_from_iso
+from wattwise.errors import HttpError
 from wattwise.net.aio import run_on_loop
 
 DEFAULT_DEADLINE_S = 10.0
@@ -31,10 +31,6 @@ _HINTS = {
     403: "the API key has no access to this zone or endpoint",
     429: "rate limited by the provider: the chain asks again later",
 }
-
-
-class HttpError(WattwiseError):
-    """A request that gave no usable answer; callers usually ask for their own class."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +140,6 @@ def parse_time(value: object, error: type[Exception] = HttpError) -> float:
     if not isinstance(value, str):
         raise error(f"not a timestamp: {value!r:.40}")
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return unix_s_from_iso(value)
     except ValueError:
         raise error(f"not a timestamp: {value!r:.40}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()

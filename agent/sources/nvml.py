@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from wattwise.checks import U64_MAX, BadNumber, Rejections, number
+from wattwise.errors import VendorError
 from wattwise.model import (
     NVML,
     NVML_POWER,
@@ -85,15 +86,6 @@ def load_pynvml() -> ModuleType | str:
     except Exception as exc:  # a broken install must not stop the agent
         return f"nvidia-ml-py cannot be imported: {type(exc).__name__}: {exc}"
     return pynvml
-
-
-class VendorError(Exception):
-    """An NVML call failed, however the binding raised it; `name` is the NVML error name
-    (NVML_ERROR_NOT_SUPPORTED, ...) or, for anything else, the exception's class."""
-
-    def __init__(self, name: str, text: str) -> None:
-        super().__init__(f"{text} ({name})")
-        self.name = name
 
 
 def vendor_call(nvml: ModuleType, fn: Any, *args: Any) -> Any:

@@ -9,10 +9,7 @@ import resource
 from pathlib import Path
 
 from wattwise.checks import U64_MAX
-
-
-class CounterFileError(Exception):
-    """A counter file that could not be read or parsed; the message is the reason."""
+from wattwise.errors import CounterFileError
 
 
 def read_uint(path: Path | str) -> int:

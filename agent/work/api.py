@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from wattwise.checks import BadNumber, Rejections, number
+from wattwise.errors import WorkError
 from wattwise.net.listen import MAX_CONNECTIONS, Listener, serve_unix_lines
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,6 @@ MAX_REQUEST_BYTES = 4096
 # More than any real job reports in one go or counts in total (a billion tokens a second for
 # eleven days); a larger figure is an error or an attack, and would erode the totals' precision.
 MAX_UNITS = 1e15
-
-
-class WorkError(Exception):
-    """A request that cannot be taken; the message goes back to the caller."""
 
 
 class WorkCounts:

@@ -12,12 +12,10 @@ import socket
 import time
 from pathlib import Path
 
+from wattwise.errors import WorkReportError
+
 DEFAULT_SOCKET = Path("/run/wattwise/wattwise.sock")
 CONNECT_ATTEMPTS = 10
-
-
-class WorkReportError(Exception):
-    """The agent refused the report, or could not be reached."""
 
 
 def report_work(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from wattwise.config import METRIC_NAME, WorkTarget
-from wattwise.errors import WattwiseError
+from wattwise.errors import ScrapeError
 from wattwise.jobs.kubelet import ANNOTATION_PREFIX
 from wattwise.net.http import HttpClient
 from wattwise.service import Service
@@ -26,10 +26,6 @@ from wattwise.work.api import MAX_UNITS, WorkCounts
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a /metrics page; anything larger is not read
-
-
-class ScrapeError(WattwiseError):
-    """An endpoint or annotation that gives no usable counter; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
