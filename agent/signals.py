@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -14,12 +15,21 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def stop_requested() -> Iterator[threading.Event]:
-    """An Event that SIGINT or SIGTERM sets while inside; the previous handlers come back after."""
+    """An Event that SIGINT or SIGTERM sets while inside; a second one exits at once (a stop
+    that hangs on a stuck write can still be forced). The previous handlers come back after.
+    Only the main thread can take signals: elsewhere the Event is set by the caller alone."""
     stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("received %s again, exiting now", name)
+            os._exit(128 + signum)
+        log.info("received %s, stopping (again to exit at once)", name)
         stop.set()
 
     try:

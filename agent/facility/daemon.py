@@ -15,12 +15,11 @@ from prometheus_client.registry import Collector
 
 from wattwise.config import PUE_WINDOWS_S, FacilityConfig, parse_listen
 from wattwise.errors import ConfigError
-from wattwise.exporters.exposition import Exposition
 from wattwise.facility.meters import MeterError, MeterReading, build_meter
 from wattwise.facility.pue import CATEGORIES, PueTracker, PueWindow
-from wattwise.net.listen import bind_tcp, descriptor_budget, metrics_routes, serve_http
+from wattwise.net.listen import bind_tcp, descriptor_budget
 from wattwise.net.webconfig import WebConfig
-from wattwise.signals import stop_requested
+from wattwise.runtime import run
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,9 @@ class Facility:
         self._last_good: dict[str, MeterReading] = {}
         self._errors: dict[str, str | None] = {name: None for name in self.meters}
         self.latest: FacilitySnapshot | None = None
+
+    def close(self) -> None:
+        """Nothing is held open: each meter read is a request of its own."""
 
     def tick(self, now_unix_s: float | None = None) -> FacilitySnapshot:
         now = time.time() if now_unix_s is None else now_unix_s
@@ -193,25 +195,16 @@ class FacilityCollector(Collector):
 
 
 def serve_facility(config: FacilityConfig, web_config_file: Path | None = None) -> None:
-    """Runs until SIGINT or SIGTERM."""
+    """Runs until SIGINT or SIGTERM, on the runtime `wattwise run` uses."""
     web = WebConfig(web_config_file) if web_config_file else None
-    facility = Facility(config)
     host, port = parse_listen(config.listen)
-    sock = bind_tcp(host or "0.0.0.0", port)
-    exposition = Exposition(
-        lambda: facility.latest, lambda snapshot: FacilityCollector(lambda: snapshot)
+    sock = bind_tcp(host or "0.0.0.0", port)  # before any meter is opened
+    run(
+        sock,
+        lambda: Facility(config),
+        lambda snapshot: FacilityCollector(lambda: snapshot),
+        config.interval_s,
+        descriptor_budget(listeners=1),
+        web,
+        f"facility: serving http://{config.listen}/metrics every {config.interval_s:g} s",
     )
-    listener = serve_http(sock, metrics_routes(exposition), descriptor_budget(listeners=1), web)
-    try:
-        with stop_requested() as stop:
-            log.info(
-                "facility: serving http://%s/metrics every %g s", config.listen, config.interval_s
-            )
-            while True:
-                started = time.monotonic()
-                facility.tick()
-                if stop.wait(max(config.interval_s - (time.monotonic() - started), 0.0)):
-                    break
-    finally:
-        listener.stop()
-        log.info("stopped")
