@@ -15,11 +15,11 @@ from pathlib import Path
 from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "fakes"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "tests" / "support" / "fakes"), str(ROOT)]
 
 import pynvml  # noqa: E402  (the fake, first on the path)
 
-from tests.fixtures.trees import h100, make_v2, proc_stat, two_socket_server  # noqa: E402
+from tests.support.fixtures.trees import h100, make_v2, proc_stat, two_socket_server  # noqa: E402
 from wattwise.app.daemon import Agent  # noqa: E402
 from wattwise.config import load_config  # noqa: E402
 from wattwise.jobs import discovery  # noqa: E402

@@ -236,7 +236,7 @@ def _first_metrics(port: int, proc: subprocess.Popen, deadline_s: float = 60) ->
 
 def daemon(workdir: Path, jobs: int, seconds: float) -> dict:
     """Launch time, CPU per second and memory of `wattwise run` on a node with `jobs` jobs."""
-    from tests.cli import command, free_port
+    from tests.support.cli import command, free_port
 
     node = BenchNode(_trees(), jobs, PROCESSES if jobs else 300)
     node.build()
@@ -285,7 +285,7 @@ def daemon(workdir: Path, jobs: int, seconds: float) -> dict:
 
 
 def help_wall_s() -> float:
-    from tests.cli import command
+    from tests.support.cli import command
 
     walls = []
     for _ in range(5):
@@ -296,7 +296,7 @@ def help_wall_s() -> float:
 
 
 def report_wall_s(ledger: Path) -> float:
-    from tests.cli import command
+    from tests.support.cli import command
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATTWISE_")}
     walls = []

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKES = ROOT / "tests" / "fakes"
+FAKES = ROOT / "tests" / "support" / "fakes"
 sys.path[:0] = [str(FAKES), str(ROOT)]
 
-from tests.fixtures.trees import (  # noqa: E402
+from tests.support.fixtures.trees import (  # noqa: E402
     add_process,
     h100,
     make_v2,

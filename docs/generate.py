@@ -7,7 +7,7 @@
   from the source.
 
 `python docs/generate.py` rewrites both; `--check` exits 1 if either is stale (make test runs it
-through tests/test_docs.py).
+through tests/project/test_docs.py).
 """
 
 from __future__ import annotations

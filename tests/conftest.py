@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKES = ROOT / "tests" / "fakes"
+FAKES = ROOT / "tests" / "support" / "fakes"
 GOLDEN = ROOT / "tests" / "golden"
 
 

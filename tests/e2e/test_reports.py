@@ -1,0 +1,179 @@
+"""`wattwise jobs`, `job show` and `report` over a real ledger file, through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import subprocess_env
+from tests.support.book import book, record
+from tests.support.cli import wattwise
+from wattwise.accounts.ledger import JobSeen
+from wattwise.carbon.embodied import EmbodiedSplit
+from wattwise.model import JobEnergy
+
+T0 = 1_800_000_000  # a whole minute
+ALICE = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")
+BOB = JobSeen("kubernetes:pod-b", "kubernetes", "pod", "pod-b", "serve", "bob")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    path = tmp_path / "ledger.db"
+    accounts = book(path, minutely_retention_s=1e9)
+    for minute in range(10):  # alice: 10 minutes; bob: the last 5, then ends
+        now = T0 + 60 * minute
+        seen = [ALICE] + ([BOB] if minute >= 5 else [])
+        energy = [
+            JobEnergy("slurm:42", "gpu", "nvml", "active", 600.0),
+            JobEnergy("slurm:42", "package", "rapl", "idle", 60.0),
+        ]
+        if minute >= 5:
+            energy.append(JobEnergy("kubernetes:pod-b", "package", "rapl", "active", 120.0))
+        record(accounts, now, seen, energy)
+    record(accounts, T0 + 600, [ALICE])  # bob has ended
+    accounts.ledger.close()
+    return path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = wattwise(*args, env=subprocess_env(None))
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_jobs_lists_running_jobs_and_all_with_the_flag(ledger: Path) -> None:
+    code, out, err = run("jobs", "--ledger", str(ledger), "--json")
+    assert code == 0, err
+    (alice,) = json.loads(out)
+    assert alice["job_key"] == "slurm:42" and alice["user"] == "alice"
+    assert alice["energy_j"] == {"gpu": 6000.0, "package": 600.0}
+    assert alice["active_j"] == 6000.0 and alice["idle_j"] == 600.0
+    assert alice["duration_s"] == 600.0 and alice["mean_power_w"] == 11.0
+    code, out, _ = run("jobs", "--ledger", str(ledger), "--all")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["JOB", "STATE", "DURATION_S"]
+    assert any(line.startswith("kubernetes:pod-b") and " ended " in line for line in lines)
+
+
+def test_job_show_by_id(ledger: Path) -> None:
+    code, out, _ = run("job", "show", "pod-b", "--ledger", str(ledger))
+    (bob,) = json.loads(out)
+    assert code == 0 and bob["ended_unix_s"] == T0 + 600 and bob["energy_j"] == {"package": 600.0}
+    code, _, err = run("job", "show", "nope", "--ledger", str(ledger))
+    assert code == 1 and "no job 'nope' in the ledger" in err
+
+
+def test_report_groups_a_time_window(ledger: Path) -> None:
+    window = ["--since", str(T0 + 5 * 60), "--until", "2027-01-15T08:10:00+00:00"]
+    code, out, err = run(
+        "report", *window, "--group-by", "user", "--format", "csv", "--ledger", str(ledger)
+    )
+    assert code == 0, err
+    rows = {r["user"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert float(rows["alice"]["energy_j"]) == 5 * 660.0
+    assert float(rows["alice"]["gpu_j"]) == 5 * 600.0
+    assert float(rows["bob"]["active_j"]) == 5 * 120.0 and rows["bob"]["jobs"] == "1"
+    code, out, _ = run(
+        "report",
+        "--since",
+        str(T0),
+        "--until",
+        str(T0 + 120),
+        "--group-by",
+        "scheduler",
+        "--format",
+        "json",
+        "--ledger",
+        str(ledger),
+    )
+    data = json.loads(out)
+    assert data["rows"] == [
+        {
+            "scheduler": "slurm",
+            "energy_j": 1320.0,
+            "active_j": 1200.0,
+            "idle_j": 120.0,
+            "jobs": 1,
+            "gpu_j": 1200.0,
+            "package_j": 120.0,
+        }
+    ]
+
+
+def test_reports_say_what_is_wrong(tmp_path: Path, ledger: Path) -> None:
+    code, _, err = run("jobs", "--ledger", str(tmp_path / "absent.db"))
+    assert code == 1 and "no ledger at" in err
+    code, _, err = run("report", "--since", "last tuesday", "--ledger", str(ledger))
+    assert code == 2 and "'last tuesday' is not a time" in err
+    code, _, err = run("report", "--group-by", "team", "--ledger", str(ledger))
+    assert code == 2 and "--group-by is job, user or scheduler" in err
+
+
+def test_sci_report_gives_e_i_o_m_and_sci_per_job_hour(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    accounts = book(path, minutely_retention_s=1e9)
+    job = JobSeen("slurm:7", "slurm", "slurm", "7", "finetune", "carol")
+    for minute in range(120):  # 1 kJ a minute; the grid goes from 100 to 300 g/kWh at 1 h
+        grams_per_kwh = 100.0 if minute < 60 else 300.0
+        grams = 1000.0 / 3.6e6 * grams_per_kwh
+        embodied = EmbodiedSplit({"slurm:7": {"gpu": 0.08, "server": 0.02}}, {"gpu": 0.5})
+        record(
+            accounts,
+            T0 + 60 * minute,
+            [job],
+            [JobEnergy("slurm:7", "gpu", "nvml", "active", 1000.0, grams)],
+            embodied=embodied,
+        )
+    record(accounts, T0 + 7200, [job])
+    record(accounts, T0 + 7201)  # it has ended
+    accounts.ledger.close()
+
+    code, out, err = run(
+        "report",
+        "--sci",
+        "--since",
+        str(T0),
+        "--until",
+        str(T0 + 7200),
+        "--format",
+        "json",
+        "--ledger",
+        str(path),
+    )
+    assert code == 0, err
+    (row,) = json.loads(out)["rows"]
+    assert row["job"] == "slurm:7" and row["job_hours"] == 2.0
+    assert row["energy_j"] == pytest.approx(120_000.0)
+    assert row["operational_g"] == pytest.approx(60 / 3.6e3 * 100 + 60 / 3.6e3 * 300)
+    # Energy was even, so the effective intensity is the plain mean of the two hours.
+    assert row["intensity_g_per_kwh"] == pytest.approx(200.0)
+    assert row["embodied_g"] == pytest.approx(12.0)
+    assert row["sci_g_per_job_hour"] == pytest.approx((row["operational_g"] + 12.0) / 2)
+
+    code, out, err = run(
+        "report",
+        "--sci",
+        "--since",
+        str(T0 + 3600),
+        "--until",
+        str(T0 + 7200),
+        "--format",
+        "csv",
+        "--ledger",
+        str(path),
+    )
+    assert code == 0, err
+    (second_hour,) = csv.DictReader(io.StringIO(out))
+    assert float(second_hour["job_hours"]) == 1.0
+    assert float(second_hour["intensity_g_per_kwh"]) == pytest.approx(300.0)
+    assert float(second_hour["sci_g_per_job_hour"]) == pytest.approx(5.0 + 6.0)
+    code, out, _ = run(
+        "report", "--sci", "--since", str(T0), "--until", str(T0 + 7200), "--ledger", str(path)
+    )
+    header = out.splitlines()[0].split()
+    assert code == 0 and header[:2] == ["JOB", "JOBS"] and header[-1] == "SCI_G_PER_JOB_HOUR"

@@ -1,0 +1,244 @@
+"""A real single-node Slurm cluster (Debian's slurmctld, slurmd, munge), a real sbatch job, and
+the real `wattwise run` reading this machine's cgroups and /proc.
+
+Skipped where Slurm is not installed or cannot start; .ci/run installs it. Slurm's cgroup/v1
+plugin needs the v1 cpuacct hierarchy this machine has.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import subprocess_env
+from tests.e2e.test_run import DEADLINE_S, Agent
+from tests.support.cli import command, free_port
+
+TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "munge", "munged")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0
+    or any(shutil.which(t) is None for t in TOOLS)
+    or not Path("/sys/fs/cgroup/cpuacct/cpuacct.usage").is_file(),
+    reason="needs root, Debian's slurm packages and a v1 cpuacct hierarchy",
+)
+
+
+def wait(predicate, what: str, limit_s: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ensure_munge(cleanup: ExitStack) -> subprocess.Popen | None:
+    """A munged for the test's Slurm; the one started here (returned) is stopped when `cleanup`
+    closes, one that was already running is left alone."""
+    if subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0:
+        return None
+    key = Path("/etc/munge/munge.key")
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(os.urandom(1024))
+    shutil.chown(key, "munge", "munge")
+    key.chmod(0o400)
+    for directory in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        shutil.chown(directory, "munge", "munge")
+    # In the foreground (-F), as our own child: stopped with the fixture, never left behind.
+    munged = subprocess.Popen(
+        ["munged", "-F"],
+        user="munge",
+        group="munge",
+        extra_groups=[],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cleanup.callback(stop_process, munged)
+    wait(lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0, "munged")
+    return munged
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    for port in (6817, 6818):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.skip(f"port {port} is taken: another Slurm runs here")
+    with ExitStack() as cleanup:  # whatever fails below, every daemon started here stops
+        munged = ensure_munge(cleanup)
+        root = tmp_path_factory.mktemp("slurm")
+        host = socket.gethostname().split(".")[0]
+        conf = root / "slurm.conf"
+        conf.write_text(
+            f"ClusterName=wattwise\nSlurmctldHost={host}\nSlurmUser=root\nSlurmdUser=root\n"
+            "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup\n"
+            "JobAcctGatherType=jobacct_gather/cgroup\nSelectType=select/cons_tres\n"
+            "MpiDefault=none\nReturnToService=2\n"
+            f"StateSaveLocation={root}/ctld\nSlurmdSpoolDir={root}/d\n"
+            f"SlurmctldPidFile={root}/ctld.pid\nSlurmdPidFile={root}/d.pid\n"
+            f"SlurmctldLogFile={root}/ctld.log\nSlurmdLogFile={root}/d.log\n"
+            f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN\n"
+            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n"
+        )
+        (root / "cgroup.conf").write_text(
+            "CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nConstrainCores=no\n"
+            "ConstrainRAMSpace=no\nConstrainDevices=no\n"
+        )
+        env = {**os.environ, "SLURM_CONF": str(conf)}
+        cleanup.callback(stop_slurm, env, root)
+        subprocess.run(["slurmctld", "-f", str(conf)], env=env, check=True)
+        subprocess.run(["slurmd", "-f", str(conf)], env=env, check=True)
+        wait(
+            lambda: (
+                subprocess.run(
+                    ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True
+                ).stdout.strip()
+                == "idle"
+            ),
+            "an idle Slurm node",
+        )
+        assert munged is None or munged.poll() is None
+        yield env
+
+
+def stop_slurm(env: dict[str, str], root: Path) -> None:
+    subprocess.run(["scontrol", "shutdown"], env=env, capture_output=True, check=False)
+    for pid_file in (root / "ctld.pid", root / "d.pid"):
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            try:
+                wait(lambda p=pid: not Path(f"/proc/{p}").exists(), "Slurm to stop", 15)
+            except AssertionError:
+                os.kill(pid, signal.SIGKILL)  # it would not stop: it must not outlive the test
+
+
+def diagnose(env: dict[str, str], job_id: str) -> str:
+    """What Slurm and the cgroup tree looked like, for a failure message."""
+    parts = []
+    for cmd in (["scontrol", "show", "job", job_id], ["sinfo"]):
+        parts.append(subprocess.run(cmd, env=env, capture_output=True, text=True).stdout)
+    tree = Path("/sys/fs/cgroup/cpuacct")
+    parts.append("\n".join(str(p) for p in tree.glob("slurm*/uid_*/job_*")))
+    conf = Path(env["SLURM_CONF"]).parent
+    for log in ("ctld.log", "d.log"):
+        if (conf / log).exists():
+            parts.append((conf / log).read_text()[-2000:])
+    return "\n---\n".join(parts)
+
+
+def test_a_real_sbatch_job_is_found_named_and_charged(
+    slurm: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = subprocess_env(
+        None,
+        WATTWISE_INTERVAL_S="0.2",
+        WATTWISE_JOBS__ENABLED="true",
+        WATTWISE_NVML__ENABLED="false",
+        WATTWISE_LEDGER__PATH=str(tmp_path / "ledger.db"),
+    )
+    # No RAPL here: the CPU estimate, driven by this machine's real /proc/stat, is split.
+    process = subprocess.Popen(
+        command("run", "--listen", f"127.0.0.1:{port}", "--sysfs-root", str(tmp_path)),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    agent = Agent(process, f"http://127.0.0.1:{port}/metrics", tmp_path, tmp_path)
+    try:
+        agent.wait_for(lambda m: ("wattwise_ledger_up",) in m)
+        burn = tmp_path / "burn.py"
+        burn.write_text("import time\nend = time.time() + 6\nwhile time.time() < end:\n    pass\n")
+        submitted = subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "--job-name=wattwise-e2e",
+                f"--chdir={tmp_path}",  # its output file goes here, not into the repository
+                f"--output={tmp_path}/slurm-%j.out",
+                "--wrap",
+                f"python3 {burn}",
+            ],
+            env=slurm,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        job_id = submitted.stdout.strip().split(";")[0]
+
+        def active(m: dict) -> float:
+            return sum(
+                v
+                for k, v in m.items()
+                if k[0] == "wattwise_job_energy_joules_total"
+                and ("job_id", job_id) in k
+                and ("state", "active") in k
+            )
+
+        def state() -> str:
+            return subprocess.run(
+                ["squeue", "-h", "-j", job_id, "-o", "%T"],
+                env=slurm,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+
+        try:
+            wait(lambda: state() in ("RUNNING", "COMPLETING", ""), "the job to start", 60)
+            m = agent.wait_for(lambda m: active(m) > 0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnose(slurm, job_id)}") from None
+        labels = {
+            dict(k[1:]).get("job_name")
+            for k in m
+            if k[0] == "wattwise_job_energy_joules_total" and ("job_id", job_id) in k
+        }
+        assert labels == {"wattwise-e2e"}
+        assert ("wattwise_jobs", ("scheduler", "slurm")) in m
+        wait(
+            lambda: (
+                job_id
+                not in subprocess.run(
+                    ["squeue", "-h", "-o", "%i"], env=slurm, capture_output=True, text=True
+                ).stdout
+            ),
+            "the job to finish",
+        )
+        m = agent.wait_for(lambda m: ("wattwise_jobs", ("scheduler", "slurm")) not in m)
+        # Still exported during the grace period. One of the machine's cores busy for 6 s on the
+        # estimate is about 30 W of active power, ~180 J; a job that did not really run gets ~0.
+        assert active(m) > 50
+    finally:
+        process.terminate()
+        process.communicate(timeout=DEADLINE_S)
+    row = (
+        sqlite3.connect(tmp_path / "ledger.db")
+        .execute(
+            "SELECT name, user, ended_unix_s IS NOT NULL FROM jobs WHERE job_key = ?",
+            (f"slurm:{job_id}",),
+        )
+        .fetchone()
+    )
+    assert row == ("wattwise-e2e", "root", 1)
