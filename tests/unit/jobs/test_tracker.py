@@ -141,16 +141,16 @@ def test_a_job_born_and_gone_between_two_ticks_is_charged_as_system(trees) -> No
 
 
 def test_metadata_of_a_job_without_a_process_yet_is_retried_with_backoff(trees) -> None:
-    import time
-
     cgroups, procfs = trees
-    tracker = JobTracker(cgroups, procfs, ["slurm"])
+    now = [100.0]
+    tracker = JobTracker(cgroups, procfs, ["slurm"], clock=lambda: now[0])
     assert "slurm:12" not in tracker.observe().meta  # no process in the job yet
     (cgroups / STEP.lstrip("/") / "cgroup.procs").write_text("4242\n")
     add_process(procfs, 4242, STEP)
     (procfs / "4242" / "environ").write_bytes(b"SLURM_JOB_NAME=late\0")
-    assert "slurm:12" not in tracker.observe().meta  # not asked again at once
-    time.sleep(1.1)  # the first retry comes after 1 s
+    now[0] += 0.9
+    assert "slurm:12" not in tracker.observe().meta  # not asked again before 1 s
+    now[0] += 0.2  # the first retry comes after 1 s
     assert tracker.observe().meta["slurm:12"].name == "late"
 
 
