@@ -1,0 +1,103 @@
+"""`health` and `config check`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from wattwise.cli import (
+    WebConfigOption,
+    _config,
+    app,
+    config_app,
+)
+from wattwise.errors import ConfigError
+
+if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
+    pass
+
+
+@app.command("health")
+def health_command(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="The agent's /metrics. [default: http://127.0.0.1:9877/metrics, https:// when "
+            "the web configuration sets up TLS]"
+        ),
+    ] = None,
+    max_age_s: Annotated[
+        float, typer.Option(help="Oldest acceptable last tick, in seconds.")
+    ] = 30.0,
+    web_config_file: WebConfigOption = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="CA bundle to verify the agent's certificate; default with a web configuration: "
+            "trust the agent's own certificate (cert_file), as on the same host."
+        ),
+    ] = None,
+    cert_file: Annotated[
+        Path | None, typer.Option(help="Client certificate, where the agent requires one.")
+    ] = None,
+    key_file: Annotated[Path | None, typer.Option(help="The client certificate's key.")] = None,
+    username: Annotated[str | None, typer.Option(help="Basic auth user.")] = None,
+    password_file: Annotated[
+        Path | None, typer.Option(help="File holding the basic auth password.")
+    ] = None,
+) -> None:
+    """Exit 0 if the agent answers and its sampling loop ticked within --max-age-s, else 1 with
+    the reason: for a container HEALTHCHECK or a Kubernetes exec probe. With the agent's web
+    configuration it speaks TLS, presents a client certificate and basic auth as told."""
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from wattwise.app.health import client_settings
+
+    try:
+        target, verify, auth = client_settings(
+            url, web_config_file, ca_file, cert_file, key_file, username, password_file
+        )
+    except ConfigError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        response = httpx.get(target, timeout=5, verify=verify, auth=auth)
+        response.raise_for_status()
+        last = [
+            sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == "wattwise_last_tick_timestamp_seconds"
+        ]
+    except (httpx.HTTPError, ValueError) as exc:
+        typer.echo(f"wattwise: unhealthy: {target}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not last:
+        typer.echo(f"wattwise: unhealthy: {target} has not ticked yet", err=True)
+        raise typer.Exit(1)
+    age_s = time.time() - last[0]
+    if age_s > max_age_s:
+        typer.echo(
+            f"wattwise: unhealthy: last tick {age_s:.0f} s ago (> {max_age_s:g} s)", err=True
+        )
+        raise typer.Exit(1)
+    typer.echo(f"healthy: last tick {age_s:.1f} s ago")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="Config file to validate.")],
+) -> None:
+    """Validate a config file (with WATTWISE_* overrides) and print the effective values."""
+    import yaml
+
+    from wattwise.config import effective_values
+
+    cfg = _config(file)
+    typer.echo(f"# {file}: valid. Effective values (file < WATTWISE_* environment):")
+    typer.echo(yaml.safe_dump(effective_values(cfg), sort_keys=False), nl=False)

@@ -1,0 +1,171 @@
+"""`run`, `facility`, `probe`, `once`: the daemons and their one-shot views."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from wattwise.cli import (
+    CgroupOption,
+    ConfigOption,
+    ProcfsOption,
+    SysfsOption,
+    WebConfigOption,
+    _config,
+    _logging,
+    app,
+)
+from wattwise.errors import ConfigError, ListenError
+
+if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
+    from wattwise.model import Finding
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT for /metrics (default 0.0.0.0:9877).")
+    ] = None,
+    web_config_file: WebConfigOption = None,
+    sysfs_root: SysfsOption = None,
+    procfs_root: ProcfsOption = None,
+    cgroup_root: CgroupOption = None,
+) -> None:
+    """Run the agent in the foreground: sample every interval, serve /metrics.
+
+    SIGINT (Ctrl-C) or SIGTERM stops it within one interval.
+    """
+    from wattwise.app.daemon import serve
+
+    cfg = _config(
+        config,
+        listen=listen,
+        web_config_file=web_config_file,
+        sysfs_root=sysfs_root,
+        procfs_root=procfs_root,
+        cgroup_root=cgroup_root,
+    )
+    _logging(cfg)
+    try:
+        serve(cfg)
+    except ConfigError as exc:  # the web configuration
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ListenError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def facility(
+    config: ConfigOption = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT for the facility's /metrics (default :9878).")
+    ] = None,
+    web_config_file: WebConfigOption = None,
+) -> None:
+    """Run the site's PUE daemon (one per site): read the facility meter and the IT energy
+    (by default the node agents' counters through Prometheus) together, and serve
+    wattwise_facility_pue{window="5m|1h|24h"} on /metrics.
+
+    Node agents take their PUE from it with carbon.pue_url. SIGINT or SIGTERM stops it.
+    """
+    from wattwise.facility.daemon import serve_facility
+
+    cfg = _config(
+        config, facility={"listen": listen} if listen else None, web_config_file=web_config_file
+    )
+    _logging(cfg)
+    try:
+        serve_facility(cfg.facility, cfg.web_config_file)
+    except ConfigError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ListenError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def probe(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    sysfs_root: SysfsOption = None,
+    procfs_root: ProcfsOption = None,
+    cgroup_root: CgroupOption = None,
+) -> None:
+    """List every energy source looked for, what was found, and how to fix each problem."""
+    from wattwise.app.daemon import Agent
+
+    cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root, cgroup_root=cgroup_root)
+    _logging(cfg)
+    agent = Agent(cfg, durable=False)
+    try:
+        findings = agent.probe()
+    finally:
+        agent.close()
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(f) for f in findings], indent=2))
+        return
+    rows = [("SOURCE", "ITEM", "STATUS", "LOCATION", "DETAIL")]
+    rows += [(f.source, f.item, _status(f), f.location, f.detail) for f in findings]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for *cells, detail in rows:
+        typer.echo(
+            "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + detail
+        )
+    fixes = [f for f in findings if f.fix]
+    if fixes:
+        typer.echo("\nHow to fix:")
+        for f in fixes:
+            typer.echo(f"  {f.source} {f.item}: {f.fix}")
+
+
+@app.command()
+def once(
+    config: ConfigOption = None,
+    interval: Annotated[
+        float, typer.Option(min=0.0, help="Seconds between the two readings.")
+    ] = 1.0,
+    output_format: Annotated[
+        str, typer.Option("--format", help="prom (what /metrics serves) or json.")
+    ] = "prom",
+    sysfs_root: SysfsOption = None,
+    procfs_root: ProcfsOption = None,
+    cgroup_root: CgroupOption = None,
+) -> None:
+    """Take two readings INTERVAL seconds apart and print what /metrics would serve."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from wattwise.app.daemon import Agent
+    from wattwise.exporters.prometheus import SnapshotCollector
+
+    if output_format not in ("prom", "json"):
+        typer.echo("wattwise: --format must be prom or json", err=True)
+        raise typer.Exit(2)
+    cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root, cgroup_root=cgroup_root)
+    _logging(cfg)
+    agent = Agent(cfg, durable=False)
+    try:
+        agent.tick()
+        time.sleep(interval)
+        snapshot = agent.tick()
+    finally:
+        agent.close()
+    if output_format == "json":
+        data = dataclasses.asdict(snapshot)
+        data["node_totals"] = [dataclasses.asdict(t) for t in snapshot.node_totals]
+        typer.echo(json.dumps(data, indent=2))
+        return
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: snapshot))
+    typer.echo(generate_latest(registry).decode(), nl=False)
+
+
+def _status(finding: Finding) -> str:
+    return "ok" if finding.ok else "PROBLEM"
