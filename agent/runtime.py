@@ -7,12 +7,14 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wattwise.exporters.exposition import Exposition
 from wattwise.net.listen import metrics_routes, serve_http
-from wattwise.net.webconfig import WebConfig
 from wattwise.signals import stop_requested
+
+if TYPE_CHECKING:  # loaded only where a web configuration is given (bcrypt, ssl contexts)
+    from wattwise.net.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
