@@ -25,7 +25,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,19 @@ RETRY_MAX_S = 300.0
 MICRO = 1_000_000  # per-minute and hourly amounts are kept in millionths (uJ, work units)
 NANO = 1_000_000_000  # and grams in billionths: a job's minute is a few hundredths of a gram
 NODE = ""  # the job key of the node's own rows (unattributed energy, node totals)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taken at once (no lock upgrade later); rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 class _Transient(Exception):
@@ -253,14 +267,8 @@ class Ledger:
         db = self._db
         assert db is not None
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 self._write(db, batch)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             self._forget_ids()  # ids made in the rolled-back transaction do not exist
             problem = self._problem(exc)
@@ -338,8 +346,7 @@ class Ledger:
             return
         db = self._db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 db.execute(
                     "INSERT INTO hours SELECT minute / 3600 * 3600, job, series, sum(amount), "
                     "sum(carbon_ng) FROM minutes WHERE minute >= ? AND minute < ? "
@@ -359,11 +366,6 @@ class Ledger:
                 db.execute(
                     "DELETE FROM hours WHERE hour < ?", (now_unix_s - self.hourly_retention_s,)
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             log.warning("ledger %s: hourly rollup not done now, tried again: %s", self.path, exc)
             return
