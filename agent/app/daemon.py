@@ -106,7 +106,7 @@ class Agent:
             else None,
             platform_w=self.platform.watts(),
             platform_age_s=self.platform.age_s(),
-            work_endpoints=self.jobs.work.endpoints_state if self.jobs.on else None,
+            work_endpoints=self.jobs.work_endpoints(),
             gpu_use_j=self.jobs.gpu_use(),
             embodied=self.jobs.embodied_status(),
             services=tuple(service.state() for service in self._services()),

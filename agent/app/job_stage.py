@@ -198,6 +198,9 @@ class JobStage:
     def unattributed(self) -> tuple[tuple[str, str, str, float], ...]:
         return self.accounts.unattributed()
 
+    def work_endpoints(self) -> tuple[int, int] | None:
+        return self.work.endpoints_state
+
     def gpu_use(self) -> tuple[tuple[str, float], ...]:
         return tuple(self.accounts.gpu_use_j.items())
 
@@ -261,6 +264,9 @@ class NoJobs:
 
     def unattributed(self) -> tuple[tuple[str, str, str, float], ...]:
         return ()
+
+    def work_endpoints(self) -> None:
+        return None
 
     def gpu_use(self) -> tuple[tuple[str, float], ...]:
         return ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +23,19 @@ from wattwise.errors import ConfigError, ListenError
 
 if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
     from wattwise.model import Finding
+
+
+def _serve(daemon: Any, *args: Any) -> None:
+    """Runs a daemon until it is stopped; a bad configuration found only now (the web
+    configuration, the facility's meter) exits 2, a port that cannot be bound exits 1."""
+    try:
+        daemon(*args)
+    except ConfigError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ListenError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -51,14 +64,7 @@ def run(
         cgroup_root=cgroup_root,
     )
     _logging(cfg)
-    try:
-        serve(cfg)
-    except ConfigError as exc:  # the web configuration
-        typer.echo(f"wattwise: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except ListenError as exc:
-        typer.echo(f"wattwise: {exc}", err=True)
-        raise typer.Exit(1) from None
+    _serve(serve, cfg)
 
 
 @app.command()
@@ -81,14 +87,7 @@ def facility(
         config, facility={"listen": listen} if listen else None, web_config_file=web_config_file
     )
     _logging(cfg)
-    try:
-        serve_facility(cfg.facility, cfg.web_config_file)
-    except ConfigError as exc:
-        typer.echo(f"wattwise: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except ListenError as exc:
-        typer.echo(f"wattwise: {exc}", err=True)
-        raise typer.Exit(1) from None
+    _serve(serve_facility, cfg.facility, cfg.web_config_file)
 
 
 @app.command()
