@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from wattwise.model import DomainEnergy, JobEnergy, UnattributedEnergy
+from wattwise.model import CpuActivity, DomainEnergy, JobEnergy, UnattributedEnergy
 
 RESERVED = "reserved"
 UNATTRIBUTED = "unattributed"
@@ -42,17 +42,6 @@ class Split:
             + self.system_j
             + self.unattributed_idle_j
         )
-
-
-@dataclass(frozen=True, slots=True)
-class CpuActivity:
-    """What the node's CPUs did during one interval."""
-
-    busy_s: float  # node CPU time not idle (summed over CPUs), from /proc/stat
-    idle_s: float  # node idle CPU time (idle + iowait)
-    job_cpu_s: Mapping[str, float]  # each job's cgroup CPU time in the interval
-    reserved_cpus: Mapping[str, float]  # CPUs each job holds, where the scheduler says
-    total_cpus: int
 
 
 def split_cpu(energy_j: float, activity: CpuActivity, idle_policy: str = RESERVED) -> Split:

@@ -14,6 +14,9 @@ ESTIMATE = "estimate"
 J_PER_KWH = 3.6e6  # joules in a kilowatt-hour
 
 
+# --- counters and GPUs ----------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class CounterKey:
     """Identity of one cumulative energy counter."""
@@ -77,6 +80,65 @@ class GpuProcess:
     sm_samples: float
 
 
+# --- jobs -----------------------------------------------------------------------------------
+
+SLURM, KUBERNETES, DOCKER, PODMAN, SYSTEMD, EXEC = (
+    "slurm",
+    "kubernetes",
+    "docker",
+    "podman",
+    "systemd",
+    "exec",
+)
+# The ledger's job kinds, by scheduler.
+KIND = {
+    SLURM: "slurm",
+    KUBERNETES: "pod",
+    DOCKER: "container",
+    PODMAN: "container",
+    SYSTEMD: "service",
+    EXEC: "exec",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """A job as its cgroup path names it."""
+
+    scheduler: str  # slurm, kubernetes, docker, podman, systemd, exec
+    job_id: str  # Slurm job id or SLUID, pod UID, short container id, unit name, exec id
+    cgroup: str  # the job's top cgroup, relative to the hierarchy root
+    container: str = ""  # container id inside a pod, when the path names one
+    uid: int | None = None  # Slurm v1 paths carry the job's user id
+
+    @property
+    def kind(self) -> str:
+        return KIND[self.scheduler]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSeen:
+    """A job as the ledger's jobs table records it."""
+
+    job_key: str
+    scheduler: str
+    kind: str
+    job_id: str
+    name: str = ""
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CpuActivity:
+    """What the node's CPUs did during one interval."""
+
+    busy_s: float  # node CPU time not idle (summed over CPUs), from /proc/stat
+    idle_s: float  # node idle CPU time (idle + iowait)
+    job_cpu_s: Mapping[str, float]  # each job's cgroup CPU time in the interval
+    reserved_cpus: Mapping[str, float]  # CPUs each job holds, where the scheduler says
+    total_cpus: int
+
+
 class JobEnergy(NamedTuple):
     """Energy charged to one job in one interval. A NamedTuple, not a frozen dataclass: several
     are made per job per tick, and a tuple is made four times faster."""
@@ -100,6 +162,75 @@ class UnattributedEnergy(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class EmbodiedSplit:
+    """One interval's embodied grams: each job's by component, and what no job held."""
+
+    jobs_g: Mapping[str, Mapping[str, float]]  # job key -> component -> grams
+    unreserved_g: Mapping[str, float]  # component -> grams no job held
+
+
+# Every total the agent keeps is a series (measure, a, b, c) holding [amount, grams]:
+# ("energy", domain, source, state) per job; ("unattributed", domain, source, reason),
+# ("unreserved", component, "", "") and ("node", "operational" or "embodied", "", "") for the
+# node; and per job, one series per label of each JOB_FIGURES measure, (measure, label, "", "").
+SeriesKey = tuple[str, str, str, str]
+Sums = list[float]  # [amount, grams]
+
+# Per-job figures kept as (label, value) pairs: ledger measure -> (the JobTotals field that
+# shows it, which of its series' sums holds the value: 0 the amount, 1 the grams).
+JOB_FIGURES: dict[str, tuple[str, int]] = {
+    "embodied": ("embodied_g", 1),  # label: component (server, gpu)
+    "work": ("work_units", 0),  # label: unit (tokens, samples, ...)
+}
+
+
+class JobFigure(NamedTuple):
+    """An increment of one per-job figure of JOB_FIGURES in one interval."""
+
+    job_key: str
+    measure: str  # a key of JOB_FIGURES
+    label: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobTotals:
+    """One job's running totals: what the ledger holds, what /metrics and reports show. A new
+    per-job figure is a field here, its measure in JOB_FIGURES, the JobFigure the tick hands in,
+    and its family in the exporter; the running totals and the ledger keep it unchanged."""
+
+    energy_j: tuple[tuple[str, str, str, float], ...] = ()  # (domain, source, state, joules)
+    carbon_g: tuple[tuple[str, str, float], ...] = ()  # (domain, source, operational grams)
+    gpu_allocated_idle_j: float = 0.0  # GPU energy while held and doing nothing
+    embodied_g: tuple[tuple[str, float], ...] = ()  # (component, embodied grams)
+    work_units: tuple[tuple[str, float], ...] = ()  # (unit, units the job reported)
+
+    @classmethod
+    def of(cls, series: Mapping[SeriesKey, Sums]) -> JobTotals:
+        """A job's series, as the ledger and the running totals hold them. Operational grams
+        are summed over states, always in the same order (the exported value is reproducible)."""
+        energy: list[tuple[str, str, str, float]] = []
+        carbon: dict[tuple[str, str], float] = {}
+        figures: dict[str, list[tuple[str, float]]] = {f: [] for f, _ in JOB_FIGURES.values()}
+        allocated_idle = 0.0
+        for (measure, a, b, c), sums in sorted(series.items()):
+            if measure == "energy":
+                energy.append((a, b, c, sums[0]))
+                carbon[(a, b)] = carbon.get((a, b), 0.0) + sums[1]
+                if a == "gpu" and c == "idle":
+                    allocated_idle += sums[0]
+            elif measure in JOB_FIGURES:
+                name, column = JOB_FIGURES[measure]
+                figures[name].append((a, sums[column]))
+        return cls(
+            tuple(energy),
+            tuple((d, s, g) for (d, s), g in sorted(carbon.items())),
+            allocated_idle,
+            **{name: tuple(pairs) for name, pairs in figures.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class JobView:
     """One job as /metrics shows it: running totals that continue across agent restarts."""
 
@@ -107,15 +238,14 @@ class JobView:
     scheduler: str
     job_id: str
     name: str
-    energy_j: tuple[tuple[str, str, str, float], ...]  # (domain, source, state, joules)
     power_w: float | None  # all domains, over the last interval
-    gpu_allocated_idle_j: float  # GPU energy while held and doing nothing
     ended_unix_s: float | None
-    carbon_g: tuple[tuple[str, str, float], ...] = ()  # (domain, source, operational grams)
-    embodied_g: tuple[tuple[str, float], ...] = ()  # (component, embodied grams)
-    work_units: tuple[tuple[str, float], ...] = ()  # (unit, units the job reported)
+    totals: JobTotals
     user: str = ""
     team: str = ""  # Slurm account or Kubernetes namespace
+
+
+# --- sources, carbon, the facility, the snapshot -----------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,19 +312,14 @@ class EmbodiedStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class Totals:
-    """Running totals as the ledger holds them, so exported counters continue across restarts
-    instead of restarting at zero. Per-job maps hold only the jobs asked for."""
+class MeterReading:
+    """One read of a facility or BMC meter."""
 
-    energy_j: Mapping[tuple[str, str, str, str], float] = field(default_factory=dict)
-    carbon_g: Mapping[tuple[str, str, str, str], float] = field(default_factory=dict)
-    # (job, domain, source, state) for both maps above
-    unattributed_j: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
-    node_carbon_g: float = 0.0  # all operational grams: jobs and unattributed
-    embodied_g: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (job, component)
-    reserved_embodied_g: float = 0.0  # all embodied grams ever charged to jobs, ended ones too
-    unreserved_g: Mapping[str, float] = field(default_factory=dict)  # component -> grams
-    work_units: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (job, unit)
+    at_unix_s: float
+    power_w: float | None = None
+    energy_j: float | None = None  # a cumulative counter
+    # Per-series counters (a PromQL vector), so a reset of one series is seen as such.
+    energy_series_j: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

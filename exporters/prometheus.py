@@ -198,13 +198,13 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     for job in snapshot.jobs:
         labels = [job.job_id, job.name, job.scheduler]
         info.add_metric([*labels, job.user, job.team], 1)
-        for domain, source, state, joules in job.energy_j:
+        for domain, source, state, joules in job.totals.energy_j:
             energy.add_metric([*labels, domain, source, state], joules)
         if job.power_w is not None:
             power.add_metric(labels, job.power_w)
-        if any(domain == "gpu" for domain, *_ in job.energy_j):
-            allocated_idle.add_metric(labels, job.gpu_allocated_idle_j)
-        for unit, units in job.work_units:
+        if any(domain == "gpu" for domain, *_ in job.totals.energy_j):
+            allocated_idle.add_metric(labels, job.totals.gpu_allocated_idle_j)
+        for unit, units in job.totals.work_units:
             work.add_metric([*labels, unit], units)
         if job.ended_unix_s is None:
             counts[job.scheduler] = counts.get(job.scheduler, 0) + 1
@@ -252,10 +252,10 @@ def _carbon_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     for job in snapshot.jobs:
         labels = [job.job_id, job.name, job.scheduler]
         if carbon is not None:
-            for domain, source, grams in job.carbon_g:
+            for domain, source, grams in job.totals.carbon_g:
                 jobs.add_metric([*labels, domain, source, "operational"], grams)
         if embodied is not None:
-            for component, grams in job.embodied_g:
+            for component, grams in job.totals.embodied_g:
                 jobs.add_metric([*labels, component, "embodied", "embodied"], grams)
     yield jobs
     node = CounterMetricFamily(

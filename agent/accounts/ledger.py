@@ -38,7 +38,7 @@ from wattwise.accounts.schema import (
     TABLES_BY_VERSION,
 )
 from wattwise.errors import LedgerError, LedgerUnavailable
-from wattwise.model import Finding
+from wattwise.model import Finding, JobSeen, SeriesKey, Sums
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +64,6 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 class _Transient(Exception):
     """A problem that may pass: the file is tried again later."""
-
-
-@dataclass(frozen=True, slots=True)
-class JobSeen:
-    job_key: str
-    scheduler: str
-    kind: str
-    job_id: str
-    name: str = ""
-    user: str = ""
-
-
-# (measure, a, b, c): ("energy", domain, source, state), ("embodied", component, "", ""),
-# ("work", unit, "", ""); the node's: ("unattributed", domain, source, reason),
-# ("unreserved", component, "", ""), ("node", "operational" or "embodied", "", "").
-SeriesKey = tuple[str, str, str, str]
-Sums = list[float]  # [amount, carbon_g]
 
 
 @dataclass(slots=True)

@@ -19,11 +19,22 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 
-from wattwise.accounts.ledger import NODE, Batch, JobSeen, Ledger, LedgerError, SeriesKey, Sums
-from wattwise.carbon.embodied import EmbodiedSplit
+from wattwise.accounts.ledger import NODE, Batch, Ledger, LedgerError
 from wattwise.checks import Rejections
-from wattwise.jobs.cgroups import JobRef
-from wattwise.model import EmbodiedStatus, JobEnergy, JobView, UnattributedEnergy
+from wattwise.model import (
+    JOB_FIGURES,
+    EmbodiedSplit,
+    EmbodiedStatus,
+    JobEnergy,
+    JobFigure,
+    JobRef,
+    JobSeen,
+    JobTotals,
+    JobView,
+    SeriesKey,
+    Sums,
+    UnattributedEnergy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +79,7 @@ class Accounts:
         self._ended: dict[str, float] = {}
         self._names: dict[str, str] = {}
         self._owners: dict[str, tuple[str, str]] = {}  # job key -> (user, team)
-        self._shown: dict[str, tuple] = {}  # job key -> its totals as JobView fields
+        self._shown: dict[str, JobTotals] = {}  # job key -> its committed totals
         self._rejections = Rejections(log)
         if ledger is not None and ledger.is_open:
             self._open_at_start = ledger.open_jobs()
@@ -86,12 +97,35 @@ class Accounts:
         seen: Mapping[str, JobSeen] | None = None,
         embodied: EmbodiedSplit | None = None,
         owners: Mapping[str, tuple[str, str]] | None = None,
-        work: Mapping[tuple[str, str], float] | None = None,
+        figures: Iterable[JobFigure] = (),
     ) -> list[str]:
         """Counts one tick; returns the jobs that ended since the last one. `seen` and
         `owners` cover every job present; hand the same mapping again only when nothing in it
         changed (it is then not looked at)."""
         minute = int(now_unix_s // 60 * 60)
+        self._identify(now_unix_s, seen, owners)
+        ended = self._arrive_and_end(now_unix_s, jobs)
+        self._count_energy(charged, left, elapsed_s, minute)
+        if embodied is not None:
+            self._add_embodied(embodied, elapsed_s, minute)
+        for job, measure, label, value in figures:
+            if job not in self._refs:  # started and ended between two ticks: never a job row
+                self._rejections.reject(
+                    f"{measure} {job}",
+                    f"{measure} reported for {job}, a job no tick saw, is dropped",
+                )
+                continue
+            amount, grams = (value, 0.0) if JOB_FIGURES[measure][1] == 0 else (0.0, value)
+            self._add(job, (measure, label, "", ""), amount, grams, minute)
+        self._forget_past_grace(now_unix_s)
+        return ended
+
+    def _identify(
+        self,
+        now_unix_s: float,
+        seen: Mapping[str, JobSeen] | None,
+        owners: Mapping[str, tuple[str, str]] | None,
+    ) -> None:
         # The daemon hands the same mappings while no job's identity changed: then there is
         # nothing to look at, for any number of jobs.
         if seen is not None and seen is not self._seen_given:
@@ -107,6 +141,9 @@ class Accounts:
         if owners is not None and owners is not self._owners_given:
             self._owners_given = owners
             self._owners.update({k: v for k, v in owners.items() if any(v)})
+
+    def _arrive_and_end(self, now_unix_s: float, jobs: Mapping[str, JobRef]) -> list[str]:
+        """Takes the jobs present now; returns those that ended."""
         ended = sorted(key for key in self._refs.keys() - jobs.keys() if key not in self._ended)
         ended += sorted(self._open_at_start - jobs.keys() - self._refs.keys())
         self._open_at_start = set()
@@ -121,6 +158,16 @@ class Accounts:
         for key in self._ended.keys() & jobs.keys():  # seen again: running, not ended
             del self._ended[key]
             self._ended_unsaved.pop(key, None)
+        return ended
+
+    def _count_energy(
+        self,
+        charged: Iterable[JobEnergy],
+        left: Iterable[UnattributedEnergy],
+        elapsed_s: float,
+        minute: int,
+    ) -> None:
+        """The tick's shares: every job's, and what no job caused. Runs for every share."""
         tick_j: dict[str, float] = {}
         operational_g = 0.0
         gpu_use = self.gpu_use_j
@@ -138,21 +185,10 @@ class Accounts:
             self._add(NODE, ("unattributed", u.domain, u.source, u.reason), u.energy_j, u.carbon_g)
             operational_g += u.carbon_g
             if u.domain == "gpu":
-                self.gpu_use_j["unallocated_idle"] += u.energy_j
+                gpu_use["unallocated_idle"] += u.energy_j
         if operational_g:
             self._add(NODE, OPERATIONAL, 0.0, operational_g)
         self._power_w = {k: j / elapsed_s for k, j in tick_j.items()} if elapsed_s > 0 else {}
-        if embodied is not None:
-            self._add_embodied(embodied, elapsed_s, minute)
-        for (key, unit), units in (work or {}).items():
-            if key not in self._refs:  # started and ended between two ticks: never a job row
-                self._rejections.reject(
-                    f"work {key}", f"work reported for {key}, a job no tick saw, is dropped"
-                )
-                continue
-            self._add(key, ("work", unit, "", ""), units, 0.0, minute)
-        self._forget_past_grace(now_unix_s)
-        return ended
 
     def _add(
         self, key: str, series: SeriesKey, amount: float, grams: float, minute: int | None = None
@@ -320,29 +356,27 @@ class Accounts:
         views = []
         if self._order is None:
             self._order = sorted(self._refs)
+        shown, names, owners, power_w = self._shown, self._names, self._owners, self._power_w
         for key in self._order:
             ref = self._refs[key]
-            shown = self._shown.get(key)
-            if shown is None:
-                shown = self._shown[key] = _totals_as_shown(self._committed.get(key, {}))
-            energy_j, carbon_g, embodied_g, work_units, allocated_idle_j = shown
-            owner = self._owners.get(key, ("", ""))
+            totals = shown.get(key)
+            if totals is None:
+                totals = shown[key] = JobTotals.of(self._committed.get(key, {}))
+            user, team = owners.get(key, ("", ""))
             ended = self._ended.get(key)
-            views.append(  # positional: made for every job every tick
+            power = power_w.get(key, 0.0) if ended is None else None
+            # positional: made for every job every tick
+            views.append(
                 JobView(
                     key,
                     ref.scheduler,
                     ref.job_id,
-                    self._names.get(key, ""),
-                    energy_j,
-                    self._power_w.get(key, 0.0) if ended is None else None,
-                    allocated_idle_j,
+                    names.get(key, ""),
+                    power,
                     ended,
-                    carbon_g,
-                    embodied_g,
-                    work_units,
-                    owner[0],
-                    owner[1],
+                    totals,
+                    user,
+                    team,
                 )
             )
         return tuple(views)
@@ -387,27 +421,3 @@ def _add_to(sums_by: dict, key: object, amount: float, grams: float) -> None:
     else:
         sums[0] += amount
         sums[1] += grams
-
-
-def _totals_as_shown(rows: Mapping[SeriesKey, Sums]) -> tuple:
-    """(energy_j, carbon_g, embodied_g, work_units, gpu allocated idle J) of one job, as
-    JobView holds them; operational grams are summed over states, always in the same order."""
-    energy, carbon, embodied, work = [], {}, [], []
-    allocated_idle = 0.0
-    for (measure, a, b, c), (amount, grams) in sorted(rows.items()):
-        if measure == "energy":
-            energy.append((a, b, c, amount))
-            carbon[(a, b)] = carbon.get((a, b), 0.0) + grams
-            if a == "gpu" and c == "idle":
-                allocated_idle += amount
-        elif measure == "embodied":
-            embodied.append((a, grams))
-        elif measure == "work":
-            work.append((a, amount))
-    return (
-        tuple(energy),
-        tuple((d, s, g) for (d, s), g in sorted(carbon.items())),
-        tuple(embodied),
-        tuple(work),
-        allocated_idle,
-    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from wattwise.accounts.ledger import JobSeen, Ledger, probe_ledger
+from wattwise.accounts.ledger import Ledger, probe_ledger
 from wattwise.accounts.totals import Accounts
 from wattwise.app.work_stage import WorkStage
 from wattwise.attribution import attribute_tick, finite_only
@@ -14,10 +14,18 @@ from wattwise.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resourc
 from wattwise.clock import Clock
 from wattwise.config import Config
 from wattwise.errors import LedgerError, LedgerUnavailable
-from wattwise.jobs.cgroups import KUBERNETES, JobRef
 from wattwise.jobs.metadata import JobMeta
 from wattwise.jobs.tracker import JobTracker
-from wattwise.model import DomainEnergy, EmbodiedStatus, Finding, GpuStatus, JobView
+from wattwise.model import (
+    KUBERNETES,
+    DomainEnergy,
+    EmbodiedStatus,
+    Finding,
+    GpuStatus,
+    JobRef,
+    JobSeen,
+    JobView,
+)
 from wattwise.service import Service
 
 if TYPE_CHECKING:  # imported where it is used: only when configured
@@ -125,9 +133,9 @@ class JobStage:
                 elapsed_s, rates, activity.cpu.total_cpus, cpus_held, gpus_held
             )
         seen, owners = self._identities(activity.jobs, activity.meta)
-        work = self.work.counts.drain()  # drained every tick, so it never piles up
+        figures = self.work.counts.drain()  # drained every tick, so it never piles up
         self.accounts.apply(
-            now_unix_s, elapsed_s, activity.jobs, charged, left, seen, embodied, owners, work
+            now_unix_s, elapsed_s, activity.jobs, charged, left, seen, embodied, owners, figures
         )
         self.commit(now_unix_s)
         views = self.accounts.views()

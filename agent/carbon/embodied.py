@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from wattwise.attribution import CpuActivity
+from wattwise.model import CpuActivity, EmbodiedSplit
 
 SERVER, GPU = "server", "gpu"
 
@@ -34,12 +34,6 @@ class EmbodiedRates:
     @property
     def total_g_per_s(self) -> float:
         return self.server_g_per_s + sum(self.gpu_g_per_s.values())
-
-
-@dataclass(frozen=True, slots=True)
-class EmbodiedSplit:
-    jobs_g: Mapping[str, Mapping[str, float]]  # job key -> component -> grams
-    unreserved_g: Mapping[str, float]  # component -> grams no job held
 
 
 def split_embodied(

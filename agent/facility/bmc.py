@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
-from wattwise.facility.meters import MeterError, MeterReading, build_meter
+from wattwise.facility.meters import MeterError, build_meter
+from wattwise.model import MeterReading
 from wattwise.service import Service
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ from prometheus_client.registry import Collector
 
 from wattwise.config import PUE_WINDOWS_S, FacilityConfig, parse_listen
 from wattwise.errors import ConfigError
-from wattwise.facility.meters import MeterError, MeterReading, build_meter
+from wattwise.facility.meters import MeterError, build_meter
 from wattwise.facility.pue import CATEGORIES, PueTracker, PueWindow
+from wattwise.model import MeterReading
 from wattwise.net.listen import bind_tcp, descriptor_budget
 from wattwise.net.webconfig import WebConfig
 from wattwise.runtime import run

@@ -18,26 +18,16 @@ import re
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wattwise.checks import BadNumber, number
 from wattwise.errors import MeterError
-from wattwise.model import J_PER_KWH
+from wattwise.model import J_PER_KWH, MeterReading
 from wattwise.net.http import HttpClient, get_json
 
 if TYPE_CHECKING:
     from wattwise.config import MeterConfig
-
-
-@dataclass(frozen=True, slots=True)
-class MeterReading:
-    at_unix_s: float
-    power_w: float | None = None
-    energy_j: float | None = None  # a cumulative counter
-    # Per-series counters (a PromQL vector), so a reset of one series is seen as such.
-    energy_series_j: dict[str, float] = field(default_factory=dict)
 
 
 MAX_READING = 1e18  # watts or joules: above any facility; a larger figure is a fault

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from wattwise.facility.meters import MeterReading
+from wattwise.model import MeterReading
 
 # ISO/IEC 30134-2 categories by where IT energy is measured; component sums (RAPL + GPUs) are
 # not a category: they leave out fans and PSU losses, so the PUE they give is too high.

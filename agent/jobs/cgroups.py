@@ -8,26 +8,9 @@ whose CPU time includes every step, task and container below it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 
-SLURM, KUBERNETES, DOCKER, PODMAN, SYSTEMD, EXEC = (
-    "slurm",
-    "kubernetes",
-    "docker",
-    "podman",
-    "systemd",
-    "exec",
-)
-# The ledger's job kinds, by scheduler.
-KIND = {
-    SLURM: "slurm",
-    KUBERNETES: "pod",
-    DOCKER: "container",
-    PODMAN: "container",
-    SYSTEMD: "service",
-    EXEC: "exec",
-}
+from wattwise.model import DOCKER, EXEC, KUBERNETES, PODMAN, SLURM, SYSTEMD, JobRef
 
 _HEX64 = r"[0-9a-f]{64}"
 _POD_UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
@@ -35,19 +18,6 @@ _POD_UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f
 _SLUID = r"s[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{13}"
 _STEPD = r"(?:[^/]+_)?slurmstepd\.scope"
 _CONTAINER = rf"(?:(?:cri-containerd|crio|docker)-)?(?P<container>{_HEX64})(?:\.scope)?"
-
-
-@dataclass(frozen=True, slots=True)
-class JobRef:
-    scheduler: str  # slurm, kubernetes, docker, podman, systemd, exec
-    job_id: str  # Slurm job id or SLUID, pod UID, short container id, unit name, exec id
-    cgroup: str  # the job's top cgroup, relative to the hierarchy root
-    container: str = ""  # container id inside a pod, when the path names one
-    uid: int | None = None  # Slurm v1 paths carry the job's user id
-
-    @property
-    def kind(self) -> str:
-        return KIND[self.scheduler]
 
 
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wattwise.jobs.cgroups import JobRef, classify
+from wattwise.jobs.cgroups import classify
+from wattwise.model import JobRef
 from wattwise.sources.sysfs import CounterFileError, parse_uint, read_bytes
 
 V1_CPU_CONTROLLERS = ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wattwise.checks import BadNumber, parse_number
-from wattwise.jobs.cgroups import SLURM, JobRef
+from wattwise.model import SLURM, JobRef
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import psutil
 
-from wattwise.attribution import CpuActivity
 from wattwise.checks import U64_MAX, Rejections, number
-from wattwise.jobs.cgroups import EXEC, KUBERNETES, JobRef, classify
+from wattwise.jobs.cgroups import classify
 from wattwise.jobs.discovery import Hierarchy, find_hierarchy, scan
 from wattwise.jobs.metadata import JobMeta, first_pid, read_meta
-from wattwise.model import GpuStatus
+from wattwise.model import EXEC, KUBERNETES, CpuActivity, GpuStatus, JobRef
 from wattwise.sources.sysfs import (
     CounterFileError,
     HeldFile,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from wattwise.checks import BadNumber, Rejections, number
 from wattwise.errors import WorkError
+from wattwise.model import JobFigure
 from wattwise.net.listen import MAX_CONNECTIONS, Listener, serve_unix_lines
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,11 @@ class WorkCounts:
         with self._lock:
             return self._totals.get(job, {}).get(unit, 0.0)
 
-    def drain(self) -> dict[tuple[str, str], float]:
-        """What was added since the last drain, for the ledger."""
+    def drain(self) -> list[JobFigure]:
+        """What was added since the last drain, for the running totals and the ledger."""
         with self._lock:
-            pending, self._pending = dict(self._pending), defaultdict(float)
-        return pending
+            pending, self._pending = self._pending, defaultdict(float)
+        return [JobFigure(job, "work", unit, units) for (job, unit), units in pending.items()]
 
     def retain(self, jobs: set[str]) -> None:
         """Forgets jobs no longer shown (ended past the grace period); the ledger keeps them."""

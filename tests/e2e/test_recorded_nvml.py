@@ -35,7 +35,9 @@ def _trace() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def _gpu_energy_j(snapshot: Snapshot, states: tuple[str, ...] = ("active", "idle")):
     """Committed GPU joules per job, and the GPU's unattributed joules under ''."""
     charged = {
-        view.job_key: sum(j for d, _, state, j in view.energy_j if d == "gpu" and state in states)
+        view.job_key: sum(
+            j for d, _, state, j in view.totals.energy_j if d == "gpu" and state in states
+        )
         for view in snapshot.jobs
     }
     charged[""] = sum(j for domain, _, _, j in snapshot.unattributed_j if domain == "gpu")

@@ -12,9 +12,7 @@ import pytest
 from tests.conftest import subprocess_env
 from tests.support.book import book, record
 from tests.support.cli import wattwise
-from wattwise.accounts.ledger import JobSeen
-from wattwise.carbon.embodied import EmbodiedSplit
-from wattwise.model import JobEnergy
+from wattwise.model import EmbodiedSplit, JobEnergy, JobSeen
 
 T0 = 1_800_000_000  # a whole minute
 ALICE = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")

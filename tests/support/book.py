@@ -7,11 +7,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from wattwise.accounts.ledger import JobSeen, Ledger
+from wattwise.accounts.ledger import Ledger
 from wattwise.accounts.totals import Accounts
-from wattwise.carbon.embodied import EmbodiedSplit
-from wattwise.jobs.cgroups import JobRef
-from wattwise.model import JobEnergy, UnattributedEnergy
+from wattwise.model import EmbodiedSplit, JobEnergy, JobFigure, JobRef, JobSeen, UnattributedEnergy
 
 
 def book(path: Path, **ledger: Any) -> Accounts:
@@ -42,7 +40,7 @@ def record(
         {j.job_key: j for j in seen},
         embodied,
         None,
-        work,
+        [JobFigure(job, "work", unit, units) for (job, unit), units in (work or {}).items()],
     )
     return accounts.commit(now_unix_s, force=force)
 

@@ -115,7 +115,7 @@ class HostileNode:
 
 def exported_energy_j(snapshot: Snapshot, job_key: str) -> float:
     (view,) = [v for v in snapshot.jobs if v.job_key == job_key]
-    return sum(joules for *_, joules in view.energy_j)
+    return sum(joules for *_, joules in view.totals.energy_j)
 
 
 def non_finite(value: Any, path: str = "snapshot") -> list[str]:

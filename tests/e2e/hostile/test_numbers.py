@@ -219,8 +219,7 @@ def test_item1_the_ledger_drops_a_non_finite_figure_and_writes_the_rest(
 ) -> None:
     """The last gate: a NaN that no entry check foresaw never fails the write of the others."""
     from tests.support.book import book, record, totals
-    from wattwise.accounts.ledger import JobSeen
-    from wattwise.model import JobEnergy, UnattributedEnergy
+    from wattwise.model import JobEnergy, JobSeen, UnattributedEnergy
 
     accounts = book(tmp_path / "ledger.db")
     jobs = [JobSeen(f"slurm:{j}", "slurm", "slurm", str(j)) for j in (12, 13)]

@@ -12,10 +12,9 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.support.book import book, record, totals
-from wattwise.accounts.ledger import SCHEMA_VERSION, JobSeen, Ledger, LedgerError
+from wattwise.accounts.ledger import SCHEMA_VERSION, Ledger, LedgerError
 from wattwise.accounts.totals import Accounts
-from wattwise.carbon.embodied import EmbodiedSplit
-from wattwise.model import JobEnergy, UnattributedEnergy
+from wattwise.model import EmbodiedSplit, JobEnergy, JobSeen, UnattributedEnergy
 
 JOB = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")
 FIXTURES = ROOT / "tests" / "support" / "fixtures" / "ledgers"
@@ -76,12 +75,12 @@ def test_exported_totals_are_the_committed_ones_bit_for_bit(tmp_path: Path) -> N
 def test_only_committed_totals_are_shown(tmp_path: Path) -> None:
     accounts = Accounts(grace_s=600, ledger=Ledger(tmp_path / "ledger.db"), commit_interval_s=5)
     tick(accounts, 1_700_000_000, force=False)  # the first commit happens at once
-    shown = accounts.views()[0].energy_j
+    shown = accounts.views()[0].totals.energy_j
     for t in range(1, 5):
         tick(accounts, 1_700_000_000 + t, force=False)
-        assert accounts.views()[0].energy_j == shown  # counted, not committed yet: not shown
+        assert accounts.views()[0].totals.energy_j == shown  # counted, not committed yet: not shown
     tick(accounts, 1_700_000_005, force=False)
-    assert accounts.views()[0].energy_j != shown
+    assert accounts.views()[0].totals.energy_j != shown
     accounts.ledger.close()
 
 

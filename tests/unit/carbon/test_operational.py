@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_attribution import domain_energy
-from wattwise.attribution import CpuActivity, attribute_tick
+from wattwise.attribution import attribute_tick
 from wattwise.carbon.operational import grams, grams_per_joule
+from wattwise.model import CpuActivity
 
 KWH = 3.6e6
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wattwise.facility.meters import MeterReading
 from wattwise.facility.pue import PueTracker
+from wattwise.model import MeterReading
 
 WINDOWS = {"5m": 300.0, "1h": 3600.0}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wattwise.jobs.cgroups import JobRef, classify
+from wattwise.jobs.cgroups import classify
+from wattwise.model import JobRef
 
 CTR = "8f2c1e0d9b7a6c5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e"
 UID = "5b2d6f8e-1a3c-4e5f-9a8b-7c6d5e4f3a2b"
