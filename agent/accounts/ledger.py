@@ -8,11 +8,8 @@ retention is a range delete and a report reads only its window. Rollups and rete
 an hour, never per tick. Each write is one transaction: the caller commits every few seconds,
 and exports only what was committed, so a counter never goes backwards across a restart.
 
-A file is recognised as a ledger before anything in it is touched: wattwise's own
-application_id (or, for ledgers written before it existed, exactly the tables of their schema
-version). A foreign, damaged, empty or newer file is refused and left untouched, with a message
-that names it and what to do; a new ledger is created whole, under another name, and linked into
-place, so no half-made ledger is ever found at the path.
+The file is opened, recognised, created or migrated by `ledger_file.py`: a foreign, damaged,
+empty or newer file is refused and left untouched, with a message that names it and what to do.
 
 A problem that may pass (a lock held elsewhere, a full disk, a directory not yet there) never
 disables the ledger: the file is tried again with a backoff from one second to five minutes,
@@ -22,7 +19,6 @@ while the caller keeps what it counted in memory.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -30,15 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wattwise.accounts.schema import (
-    APPLICATION_ID,
-    CURRENT_SCHEMA,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    TABLES_BY_VERSION,
-)
+from wattwise.accounts.ledger_file import Transient, open_ledger, problem_of
 from wattwise.errors import LedgerError, LedgerUnavailable
-from wattwise.model import Finding, JobSeen, SeriesKey, Sums
+from wattwise.model import JobSeen, SeriesKey, Sums
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +50,6 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-
-
-class _Transient(Exception):
-    """A problem that may pass: the file is tried again later."""
 
 
 @dataclass(slots=True)
@@ -108,135 +94,14 @@ class Ledger:
     def _try_open(self) -> bool:
         """Opens the file if it is usable now; LedgerError if it never will be."""
         try:
-            self._db = self._open()
-        except _Transient as exc:
+            self._db = open_ledger(self.path)
+        except Transient as exc:
             self.last_error = f"{exc}; job totals are kept in memory and the file tried again"
             self._retry_s = min(max(self._retry_s * 2, RETRY_FIRST_S), RETRY_MAX_S)
             self._retry_at = self._clock() + self._retry_s
             return False
         self._retry_s = 0.0
         return True
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                self._create()
-            self._check_identity()
-            # A short busy timeout: a lock held elsewhere must not stall the tick. The ledger is
-            # opened on the main thread and written by the scheduler's worker; one tick runs at
-            # a time (max_instances=1) and close() follows the scheduler's shutdown, so the
-            # connection is never used by two threads at once.
-            db = sqlite3.connect(
-                f"file:{self.path}?mode=rw",
-                uri=True,
-                timeout=0.25,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise self._problem(exc) from None
-        except OSError as exc:
-            raise _Transient(f"cannot open ledger {self.path}: {exc.strerror or exc}") from None
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                if target == 5 and version > 0:
-                    log.warning(
-                        "ledger %s: migrating to schema 5 (once; a large file takes a while)",
-                        self.path,
-                    )
-                db.executescript(
-                    f"BEGIN; {MIGRATIONS[target - 1]}; PRAGMA user_version={target}; "
-                    f"PRAGMA application_id={APPLICATION_ID}; COMMIT;"
-                )
-            if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-                db.execute(f"PRAGMA application_id={APPLICATION_ID}")  # a ledger from before it
-        except sqlite3.Error as exc:
-            db.close()
-            raise self._problem(exc) from None
-        return db
-
-    def _create(self) -> None:
-        """A new ledger, made whole under another name and linked into place: the path never
-        holds a half-made file, which could not then be told from somebody else's."""
-        fresh = self.path.with_name(f".{self.path.name}.new-{os.getpid()}")
-        fresh.unlink(missing_ok=True)
-        try:
-            db = sqlite3.connect(fresh, isolation_level=None)
-            try:
-                db.executescript(
-                    f"BEGIN; {CURRENT_SCHEMA}; PRAGMA user_version={SCHEMA_VERSION}; "
-                    f"PRAGMA application_id={APPLICATION_ID}; COMMIT;"
-                )
-                db.execute("PRAGMA journal_mode=WAL")
-            finally:
-                db.close()
-            try:
-                os.link(fresh, self.path)  # never over a file another process made meanwhile
-            except FileExistsError:
-                pass  # that one is checked like any other file
-            except OSError:  # a filesystem without hard links: a rename, which could replace
-                if not self.path.exists():  # a file made in the instant between; unlikely
-                    os.replace(fresh, self.path)
-        finally:
-            fresh.unlink(missing_ok=True)
-
-    def _check_identity(self) -> None:
-        """Recognises the file as a wattwise ledger, reading only; LedgerError if it is not."""
-        untouched = "it was left untouched: move it aside to start a new ledger"
-        if self.path.stat().st_size == 0:
-            raise LedgerError(
-                f"ledger {self.path} is an empty file: somebody else's, or left by a wattwise "
-                f"older than 0.2 killed while creating it (this one creates a ledger whole); "
-                f"{untouched}"
-            )
-        with open(self.path, "rb") as file:
-            if file.read(16) != b"SQLite format 3\x00":
-                raise LedgerError(f"{self.path} is not an SQLite file; {untouched}")
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=0.25)
-        try:
-            app_id = reader.execute("PRAGMA application_id").fetchone()[0]
-            version = reader.execute("PRAGMA user_version").fetchone()[0]
-            tables = {
-                name
-                for (name,) in reader.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-        finally:
-            reader.close()
-        if app_id == APPLICATION_ID or (app_id == 0 and tables == TABLES_BY_VERSION.get(version)):
-            if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"ledger {self.path} has schema {version}, newer than this wattwise "
-                    f"understands ({SCHEMA_VERSION}): upgrade wattwise"
-                )
-            return
-        raise LedgerError(
-            f"{self.path} is an SQLite file but not a wattwise ledger (application_id "
-            f"{app_id}, user_version {version}, {len(tables)} tables); {untouched}"
-        )
-
-    def _problem(self, exc: sqlite3.Error) -> Exception:
-        """LedgerError for a file that will never be usable, _Transient for one that may be."""
-        name = getattr(exc, "sqlite_errorname", "") or ""
-        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc):
-            return LedgerError(
-                f"ledger {self.path} is damaged ({exc}); it was left untouched: move it aside "
-                "to start a new ledger, or restore it from a backup"
-            )
-        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
-            why = "is locked by another process (another wattwise agent, or a tool holding it)"
-        elif name.startswith("SQLITE_FULL") or "full" in str(exc):
-            why = "cannot grow: its disk is full"
-        elif name.startswith("SQLITE_READONLY"):
-            why = "is read-only here (file permissions, or a read-only mount)"
-        elif name.startswith("SQLITE_CANTOPEN"):
-            why = "cannot be opened (does its directory exist, writable by this user?)"
-        else:
-            why = f"failed: {exc}"
-        return _Transient(f"ledger {self.path} {why}")
 
     def write(self, batch: Batch) -> bool:
         """Commits a batch in one transaction; False when the file cannot be written now (then
@@ -254,7 +119,7 @@ class Ledger:
                 self._write(db, batch)
         except sqlite3.Error as exc:
             self._forget_ids()  # ids made in the rolled-back transaction do not exist
-            problem = self._problem(exc)
+            problem = problem_of(self.path, exc)
             if isinstance(problem, LedgerError):  # damaged: never written again
                 self.close_without_writing()
                 raise problem from None
@@ -361,7 +226,7 @@ class Ledger:
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
-            problem = self._problem(exc)
+            problem = problem_of(self.path, exc)
             if not isinstance(problem, LedgerError):  # a lock: the file is tried again later
                 problem = LedgerUnavailable(f"{problem}; job totals are kept in memory")
             raise problem from None
@@ -404,17 +269,3 @@ class Ledger:
             self._db = None
         self._forget_ids()
         self._hours_until = None
-
-
-def probe_ledger(path: Path) -> Finding:
-    """Whether the agent will be able to keep its ledger at `path`; writes nothing."""
-    if path.exists():
-        ok = os.access(path, os.R_OK | os.W_OK)
-        detail = "present, writable" if ok else "present but not writable by this user"
-        fix = "run as the agent's user, or fix the file's ownership"
-    else:
-        parent = next((p for p in path.parents if p.exists()), path.parent)
-        ok = os.access(parent, os.W_OK)
-        detail = "will be created" if ok else f"cannot be created: {parent} is not writable"
-        fix = "set ledger.path, or run as root"
-    return Finding("ledger", "sqlite", str(path), ok, detail, "" if ok else fix)

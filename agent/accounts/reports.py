@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from wattwise.accounts.ledger import MICRO, NANO, SCHEMA_VERSION, LedgerError
+from wattwise.accounts.ledger import MICRO, NANO, LedgerError
+from wattwise.accounts.schema import SCHEMA_VERSION
 from wattwise.clock import unix_s_from_iso
 from wattwise.model import J_PER_KWH
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from wattwise.accounts.ledger import Ledger, probe_ledger
+from wattwise.accounts.ledger import Ledger
+from wattwise.accounts.ledger_file import probe_ledger
 from wattwise.accounts.totals import Accounts
 from wattwise.app.work_stage import WorkStage
 from wattwise.attribution import attribute_tick, finite_only

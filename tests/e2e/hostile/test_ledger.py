@@ -16,16 +16,10 @@ import pytest
 from tests.support.book import book, record, totals
 from tests.support.hostile_node import HostileNode, exported_energy_j
 from tests.unit.accounts.test_ledger import fill, tick, tiny_disk  # noqa: F401
-from wattwise.accounts.ledger import (
-    APPLICATION_ID,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    JobSeen,
-    Ledger,
-    LedgerError,
-)
+from wattwise.accounts.ledger import Ledger, LedgerError
+from wattwise.accounts.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from wattwise.accounts.totals import Accounts
-from wattwise.model import JobEnergy
+from wattwise.model import JobEnergy, JobSeen
 
 
 def fingerprint(path: Path) -> tuple[bytes, list[str]]:
@@ -274,7 +268,7 @@ class LockedReads:
 def test_item5_a_lock_while_the_totals_are_read_suspends_the_ledger_it_does_not_refuse_it(
     tmp_path: Path,
 ) -> None:
-    from wattwise.accounts.ledger import LedgerUnavailable
+    from wattwise.errors import LedgerUnavailable
 
     path = tmp_path / "ledger.db"
     now = [0.0]

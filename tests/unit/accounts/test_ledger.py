@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.support.book import book, record, totals
-from wattwise.accounts.ledger import SCHEMA_VERSION, Ledger, LedgerError
+from wattwise.accounts.ledger import Ledger, LedgerError
+from wattwise.accounts.schema import SCHEMA_VERSION
 from wattwise.accounts.totals import Accounts
 from wattwise.model import EmbodiedSplit, JobEnergy, JobSeen, UnattributedEnergy
 
