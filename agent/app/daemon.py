@@ -15,7 +15,8 @@ from wattwise.clock import SYSTEM, Clock
 from wattwise.config import Config
 from wattwise.exporters.prometheus import SnapshotCollector
 from wattwise.model import ESTIMATE, DomainEnergy, Finding, Snapshot, SourceReadout
-from wattwise.net.listen import MAX_CONNECTIONS, bind_tcp, descriptor_budget
+from wattwise.net.listen import bind_tcp
+from wattwise.net.pool import MAX_CONNECTIONS, descriptor_budget
 from wattwise.runtime import run
 from wattwise.service import Service
 from wattwise.sources.estimate import EstimateSource

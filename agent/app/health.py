@@ -7,7 +7,7 @@ import ssl
 from pathlib import Path
 
 from wattwise.errors import ConfigError
-from wattwise.net.webconfig import load_file
+from wattwise.net.webconfig_file import load_file
 
 DEFAULT_URL = "127.0.0.1:9877/metrics"
 

@@ -18,7 +18,8 @@ from wattwise.errors import ConfigError
 from wattwise.facility.meters import MeterError, build_meter
 from wattwise.facility.pue import CATEGORIES, PueTracker, PueWindow
 from wattwise.model import MeterReading
-from wattwise.net.listen import bind_tcp, descriptor_budget
+from wattwise.net.listen import bind_tcp
+from wattwise.net.pool import descriptor_budget
 from wattwise.net.webconfig import WebConfig
 from wattwise.runtime import run
 

@@ -1,12 +1,11 @@
 """Listeners whose cost is bounded whatever their clients do: the HTTP endpoint (/metrics of the
-node agent and of the facility daemon) and the work API's Unix socket.
+node agent and of the facility daemon) here, and the work API's Unix socket (`unix_lines.py`)
+on the same Listener.
 
-Both run on the I/O loop (agent.aio), so a connection costs a file descriptor and a few kB, not
-a thread. Each listener holds at most `limit` connections; when a new one arrives at the limit,
-the connection idle the longest (no request in flight) is closed to make room, so a flood of
-idle connections can never lock out a real scraper, and descriptors for the tick are never
-taken (descriptor_budget). Every phase has a deadline: the TLS handshake, reading a request,
-writing the answer. HTTP is parsed by h11.
+Both run on the I/O loop (net/aio), so a connection costs a file descriptor and a few kB, not
+a thread. Each listener holds at most `limit` connections in its pool (`pool.py`), which
+closes the longest-idle one to make room. Every phase has a deadline: the TLS handshake,
+reading a request, writing the answer. HTTP is parsed by h11.
 """
 
 from __future__ import annotations
@@ -14,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import socket
 import ssl
-import struct
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,17 +25,13 @@ import h11
 from wattwise.checks import Rejections
 from wattwise.errors import ListenError
 from wattwise.net.aio import run_on_loop
-from wattwise.sources.sysfs import held_file_limit
+from wattwise.net.pool import ConnectionPool, Slot
 
 if TYPE_CHECKING:
     from wattwise.net.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-# Descriptors kept for the tick and its helpers: counter files, /proc, cgroups, the ledger,
-# NVML's device nodes, outgoing HTTP. Listeners share what is left of RLIMIT_NOFILE.
-RESERVED_FDS = 256
-MAX_CONNECTIONS = 512  # per listener: far more than the scrapers of any real deployment
 BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
 HANDSHAKE_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0  # to receive a whole request, from the connection or the last answer
@@ -49,76 +41,6 @@ ANSWER_TIMEOUT_S = 10.0  # to authenticate and render an answer
 MAX_HEADER_BYTES = 16 * 1024
 CHUNK_BYTES = 64 * 1024
 ACCEPT_RETRY_S = 0.1
-
-
-def descriptor_budget(listeners: int) -> int:
-    """Connections each listener may hold. Raises the soft RLIMIT_NOFILE to the hard limit (the
-    shipped units set LimitNOFILE), then keeps RESERVED_FDS of it for the tick, and the share
-    the tick may hold of counter files open (sysfs.held_file_limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
-    if soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (OSError, ValueError) as exc:
-            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
-    free = soft - RESERVED_FDS - held_file_limit()  # the tick's counter files are held open
-    budget = max(16, min(MAX_CONNECTIONS, free // max(listeners, 1)))
-    if budget < MAX_CONNECTIONS:
-        log.info("open-file limit %d: at most %d connections per listener", soft, budget)
-    return budget
-
-
-@dataclass(eq=False)
-class _Connection:
-    close: Callable[[], None]  # closes the socket now (evicted, or refused)
-    pool: ConnectionPool
-    busy: bool = False  # a request is being answered
-
-    def answered(self) -> None:
-        """A request was answered: no longer busy, and now the most recently active."""
-        self.busy = False
-        self.pool.touch(self)
-
-
-class ConnectionPool:
-    """The live connections of one listener, least recently active first."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.evicted = 0
-        self._live: OrderedDict[_Connection, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def admit(self, close: Callable[[], None]) -> _Connection | None:
-        """A slot for a new connection, made by closing the longest-idle one if need be; None
-        when every connection is busy (the new one is then closed)."""
-        if len(self._live) >= self.limit:
-            idle = next((c for c in self._live if not c.busy), None)
-            if idle is None:
-                close()
-                return None
-            self.release(idle)
-            idle.close()
-            self.evicted += 1
-        connection = _Connection(close, self)
-        self._live[connection] = None
-        return connection
-
-    def touch(self, connection: _Connection) -> None:
-        if connection in self._live:
-            self._live.move_to_end(connection)
-
-    def release(self, connection: _Connection) -> None:
-        self._live.pop(connection, None)
-
-    def close_all(self) -> None:
-        for connection in list(self._live):
-            connection.close()
-        self._live.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +60,7 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-ConnectionHandler = Callable[
-    [asyncio.StreamReader, asyncio.StreamWriter, _Connection], Awaitable[None]
-]
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Slot], Awaitable[None]]
 
 
 class Listener:
@@ -191,7 +111,7 @@ class Listener:
             # Let the evicted connections' tasks close their sockets before the next accept.
             await asyncio.sleep(0)
 
-    async def _connection(self, conn: socket.socket, slot: _Connection) -> None:
+    async def _connection(self, conn: socket.socket, slot: Slot) -> None:
         """One connection, from its TLS handshake to the close of its descriptor: the slot is
         held until then, so the pool's limit bounds the descriptors. Evicting it cancels this
         task, which aborts the transport (never closing a socket the loop still watches)."""
@@ -264,7 +184,7 @@ class _HttpServer:
         self.routes, self.web = routes, web
 
     async def connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: _Connection
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: Slot
     ) -> None:
         settings = self.web.current() if self.web is not None else None
         if settings is not None and settings.tls is not None:
@@ -367,52 +287,3 @@ def metrics_routes(exposition: Renderer) -> dict[str, Handler]:
         return Response(200, LANDING, (("Content-Type", "text/plain; charset=utf-8"),))
 
     return {"/metrics": metrics, "/": landing}
-
-
-# (request line, or None when it was longer than the limit; peer pid; peer uid) -> answer line
-LineHandler = Callable[[bytes | None, int, int], bytes]
-
-
-def serve_unix_lines(path: str, handle: LineHandler, limit: int, max_line: int) -> Listener:
-    """One request line and one answer line per connection on a Unix socket; the peer's pid and
-    uid come from the kernel (SO_PEERCRED). The socket file is created mode 0666: the peer's
-    credentials, not the file mode, decide what a caller may do."""
-    handlers = ThreadPoolExecutor(2, thread_name_prefix="work-api")
-
-    async def connection(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: _Connection
-    ) -> None:
-        line: bytes | None
-        async with asyncio.timeout(READ_TIMEOUT_S):
-            try:
-                line = await reader.readline()
-            except ValueError:  # longer than max_line: answered, not read further
-                line = None
-        slot.busy = True
-        pid, uid = peer_credentials(writer.get_extra_info("socket"))
-        # Off the loop: resolving a user name may ask a directory service (NSS, SSSD, LDAP).
-        async with asyncio.timeout(ANSWER_TIMEOUT_S):
-            answer = await asyncio.get_running_loop().run_in_executor(
-                handlers, handle, line, pid, uid
-            )
-        async with asyncio.timeout(WRITE_TIMEOUT_S):
-            writer.write(answer)
-            await writer.drain()
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        os.chmod(path, 0o666)
-        sock.listen(BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return Listener(sock, limit, connection, max_line).start()
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a Unix socket, from the kernel."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", raw)
-    return pid, uid

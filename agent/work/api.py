@@ -22,7 +22,9 @@ from pathlib import Path
 from wattwise.checks import BadNumber, Rejections, number
 from wattwise.errors import WorkError
 from wattwise.model import JobFigure
-from wattwise.net.listen import MAX_CONNECTIONS, Listener, serve_unix_lines
+from wattwise.net.listen import Listener
+from wattwise.net.pool import MAX_CONNECTIONS
+from wattwise.net.unix_lines import serve_unix_lines
 
 log = logging.getLogger(__name__)
 

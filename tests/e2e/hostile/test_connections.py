@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.test_jobs import Node, node  # noqa: F401
 from tests.e2e.test_run import DEADLINE_S, Agent
-from wattwise.net.listen import ConnectionPool
+from wattwise.net.pool import ConnectionPool
 from wattwise.work.client import report_work
 
 IDLE = 2_000

@@ -21,7 +21,8 @@ from tests.e2e.test_run import DEADLINE_S, Agent
 from tests.support.cli import command, free_port, wattwise
 from tests.support.prometheus import needs_prometheus, running_prometheus, wait_until_prometheus_has
 from wattwise.errors import ConfigError
-from wattwise.net.webconfig import WebConfig, parse_duration
+from wattwise.net.webconfig import WebConfig
+from wattwise.net.webconfig_file import parse_duration
 
 PASSWORD = "correct horse battery staple"
 
