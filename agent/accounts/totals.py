@@ -19,7 +19,9 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 
+from wattwise.accounts.identities import JobIdentities
 from wattwise.accounts.ledger import NODE, Batch, Ledger, LedgerError
+from wattwise.accounts.minutes import MinuteRows, add_to
 from wattwise.checks import Rejections
 from wattwise.model import (
     JOB_FIGURES,
@@ -38,9 +40,6 @@ from wattwise.model import (
 
 log = logging.getLogger(__name__)
 
-# Per-minute rows held while the ledger cannot be written (about a day of 50 jobs); beyond it
-# the outage's per-minute detail is dropped, never the totals.
-MAX_PENDING_MINUTES = 500_000
 OPERATIONAL: SeriesKey = ("node", "operational", "", "")
 EMBODIED: SeriesKey = ("node", "embodied", "", "")
 
@@ -54,16 +53,8 @@ class Accounts:
         self.commit_interval_s = commit_interval_s
         self._committed: dict[str, dict[SeriesKey, Sums]] = {NODE: {}}
         self._pending: dict[tuple[str, SeriesKey], Sums] = {}
-        # Per-minute rows: the current minute's, and closed minutes not yet written.
-        self._minute = -1
-        self._minute_rows: dict[tuple[str, SeriesKey], Sums] = {}
-        self._closed_minutes: dict[int, dict[tuple[str, SeriesKey], Sums]] = {}
-        # For the ledger's jobs table: each job as last identified, first and last seen.
-        self._jobs_seen: dict[str, JobSeen] = {}
-        self._first_seen: dict[str, float] = {}
-        self._last_seen: dict[str, float] = {}
-        self._seen_given: Mapping[str, JobSeen] | None = None
-        self._owners_given: Mapping[str, tuple[str, str]] | None = None
+        self._minutes = MinuteRows()
+        self._identities = JobIdentities()
         self._ended_unsaved: dict[str, float] = {}
         self._open_at_start: set[str] = set()  # open in the ledger: gone now means ended
         self._last_commit_s: float | None = None  # monotonic where the caller gives it
@@ -77,8 +68,6 @@ class Accounts:
         self._order: list[str] | None = None  # the keys of _refs, sorted
         self._power_w: dict[str, float] = {}
         self._ended: dict[str, float] = {}
-        self._names: dict[str, str] = {}
-        self._owners: dict[str, tuple[str, str]] = {}  # job key -> (user, team)
         self._shown: dict[str, JobTotals] = {}  # job key -> its committed totals
         self._rejections = Rejections(log)
         if ledger is not None and ledger.is_open:
@@ -103,7 +92,7 @@ class Accounts:
         `owners` cover every job present; hand the same mapping again only when nothing in it
         changed (it is then not looked at)."""
         minute = int(now_unix_s // 60 * 60)
-        self._identify(now_unix_s, seen, owners)
+        self._identities.note(now_unix_s, seen, owners)
         ended = self._arrive_and_end(now_unix_s, jobs)
         self._count_energy(charged, left, elapsed_s, minute)
         if embodied is not None:
@@ -119,28 +108,6 @@ class Accounts:
             self._add(job, (measure, label, "", ""), amount, grams, minute)
         self._forget_past_grace(now_unix_s)
         return ended
-
-    def _identify(
-        self,
-        now_unix_s: float,
-        seen: Mapping[str, JobSeen] | None,
-        owners: Mapping[str, tuple[str, str]] | None,
-    ) -> None:
-        # The daemon hands the same mappings while no job's identity changed: then there is
-        # nothing to look at, for any number of jobs.
-        if seen is not None and seen is not self._seen_given:
-            self._seen_given = seen
-            for key, job in seen.items():
-                if self._jobs_seen.get(key) is not job:
-                    self._jobs_seen[key] = job
-                    self._first_seen.setdefault(key, now_unix_s)
-                    if job.name:
-                        self._names[key] = job.name
-        if seen:
-            self._last_seen.update(dict.fromkeys(seen, now_unix_s))
-        if owners is not None and owners is not self._owners_given:
-            self._owners_given = owners
-            self._owners.update({k: v for k, v in owners.items() if any(v)})
 
     def _arrive_and_end(self, now_unix_s: float, jobs: Mapping[str, JobRef]) -> list[str]:
         """Takes the jobs present now; returns those that ended."""
@@ -207,22 +174,9 @@ class Accounts:
     ) -> None:
         """Adds to the pending totals and, with a `minute`, to that minute's row (the node's
         own series keep no per-minute history). Runs for every share of every tick."""
-        _add_to(self._pending, row, amount, grams)
-        if minute is None:
-            return
-        if minute != self._minute:  # a new minute: the last one's rows are closed
-            self._close_minute()
-            self._minute = minute
-        _add_to(self._minute_rows, row, amount, grams)
-
-    def _close_minute(self) -> None:
-        """Hands the current minute's rows to the next commit, added to any rows of the same
-        minute still unwritten (a wall clock stepped back can come to a minute twice)."""
-        if self._minute_rows:
-            closed = self._closed_minutes.setdefault(self._minute, {})
-            for row, (amount, grams) in self._minute_rows.items():
-                _add_to(closed, row, amount, grams)
-        self._minute, self._minute_rows = -1, {}
+        add_to(self._pending, row, amount, grams)
+        if minute is not None:
+            self._minutes.add(row, amount, grams, minute)
 
     def _resume(self, arrived: Iterable[str]) -> None:
         """Jobs new to this process that the ledger may know (one that ended and came back,
@@ -265,12 +219,7 @@ class Accounts:
                 self._order = None
                 self._committed.pop(key, None)
                 self._shown.pop(key, None)
-                self._names.pop(key, None)
-                self._owners.pop(key, None)
-                self._jobs_seen.pop(key, None)  # its row is ended: never written again
-                self._first_seen.pop(key, None)
-                self._last_seen.pop(key, None)
-                self._seen_given = None
+                self._identities.forget(key)
 
     # --- committing -----------------------------------------------------------------------
 
@@ -290,24 +239,13 @@ class Accounts:
         if not force and last is not None and 0 <= now_s - last < self.commit_interval_s:
             return False
         self._last_commit_s = now_s
-        # The current minute's rows are closed once it has passed; when stopping, as they are.
-        if self._minute_rows and (force or self._minute < now_unix_s // 60 * 60):
-            self._close_minute()
-        closed = {
-            (minute, key, series): sums
-            for minute, rows in self._closed_minutes.items()
-            for (key, series), sums in rows.items()
-        }
-        seen = {  # running, or ended since the last commit: an ended job's row stays ended
-            key: (job, self._first_seen[key], self._last_seen.get(key, self._first_seen[key]))
-            for key, job in self._jobs_seen.items()
-            if key not in self._ended or key in self._ended_unsaved
-        }
+        closed = self._minutes.closed(now_unix_s, force)
+        seen = self._identities.rows(self._ended, self._ended_unsaved)
         batch = Batch(dict(self._pending), closed, seen, dict(self._ended_unsaved))
         if not self.ledger.write(batch):
-            self._bound_minutes()
+            self._minutes.not_written()
             return False
-        self._closed_minutes = {}
+        self._minutes.written()
         self._ended_unsaved = {}
         if self.ledger.just_opened:  # opened late: its totals include everything counted
             self.ledger.just_opened = False
@@ -324,7 +262,7 @@ class Accounts:
         for (key, series), (amount, grams) in self._pending.items():
             if key != NODE and key not in self._refs:
                 continue  # past its grace period: in the ledger, no longer shown
-            _add_to(self._committed.setdefault(key, {}), series, amount, grams)
+            add_to(self._committed.setdefault(key, {}), series, amount, grams)
             self._shown.pop(key, None)
         self._pending = {}
 
@@ -340,23 +278,14 @@ class Accounts:
         self._committed = {NODE: {}, **self.ledger.load(jobs)}
         self._shown = {}
 
-    def _bound_minutes(self) -> None:
-        held = sum(len(rows) for rows in self._closed_minutes.values())
-        if held > MAX_PENDING_MINUTES:
-            log.error(
-                "ledger unwritable for long: the per-minute detail held in memory is dropped "
-                "(%d rows), the totals are kept",
-                held,
-            )
-            self._closed_minutes = {}
-
     # --- what /metrics shows --------------------------------------------------------------
 
     def views(self) -> tuple[JobView, ...]:
         views = []
         if self._order is None:
             self._order = sorted(self._refs)
-        shown, names, owners, power_w = self._shown, self._names, self._owners, self._power_w
+        shown, power_w = self._shown, self._power_w
+        names, owners = self._identities.names, self._identities.owners
         for key in self._order:
             ref = self._refs[key]
             totals = shown.get(key)
@@ -410,14 +339,3 @@ class Accounts:
             for series, sums in rows.items()
             if series[0] == "work"
         }
-
-
-def _add_to(sums_by: dict, key: object, amount: float, grams: float) -> None:
-    """Adds to a running [amount, grams] pair as the ledger's upsert does: a new row starts at
-    the increment, an existing one adds it (the same floating-point operations)."""
-    sums = sums_by.get(key)
-    if sums is None:
-        sums_by[key] = [amount, grams]
-    else:
-        sums[0] += amount
-        sums[1] += grams

@@ -202,7 +202,7 @@ def test_item5_a_full_disk_at_start_says_so_and_the_ledger_opens_once_there_is_r
 def test_item5_held_per_minute_detail_is_bounded_while_the_totals_are_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("wattwise.accounts.totals.MAX_PENDING_MINUTES", 50)
+    monkeypatch.setattr("wattwise.accounts.minutes.MAX_PENDING_MINUTES", 50)
     path = tmp_path / "no-such-dir-yet" / "ledger.db"
     now = [0.0]
     (tmp_path / "no-such-dir-yet").write_text("a file where the directory should be")
@@ -213,7 +213,7 @@ def test_item5_held_per_minute_detail_is_bounded_while_the_totals_are_not(
     for minute in range(100):
         energy = [JobEnergy("slurm:1", "gpu", "nvml", "active", 1.0)]
         record(accounts, 1_700_000_000 + 60 * minute, [job], energy)
-    assert sum(len(rows) for rows in accounts._closed_minutes.values()) <= 50
+    assert sum(len(rows) for rows in accounts._minutes._closed.values()) <= 50
     (tmp_path / "no-such-dir-yet").unlink()
     now[0] = 1000.0
     assert record(accounts, 1_700_006_000, [job])
