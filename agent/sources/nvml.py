@@ -1,19 +1,16 @@
 """GPU energy and state through NVML. The only module that imports pynvml (nvidia-ml-py).
 
 Energy comes from nvmlDeviceGetTotalEnergyConsumption (millijoules since the driver loaded; Volta
-and newer). GPUs without it have their power polled on a thread of its own and integrated, with
-source="nvml_power". On A100/H100 the power reading averages 25 ms of every 100 ms, so polled
-energy is an approximation; the counter is always preferred.
+and newer). GPUs without it have their power polled and integrated (`nvml_power.py`, source
+"nvml_power"); the counter is always preferred. Every call goes through `nvml_calls.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
@@ -31,50 +28,27 @@ from wattwise.model import (
     SourceStatus,
 )
 from wattwise.service import Service
+from wattwise.sources.nvml_calls import (
+    GAUGE_CALLS,
+    GAUGE_RANGES,
+    GONE,
+    INIT_FIXES,
+    vendor_call,
+    vendor_text,
+    vendor_whole,
+)
+from wattwise.sources.nvml_power import PowerIntegrator
 
 log = logging.getLogger(__name__)
 
 UJ_PER_MJ = 1000
 PID_MAX = 1 << 22  # PID_MAX_LIMIT on 64-bit Linux
 
-# What a GPU can plausibly report; anything outside is a driver or binding fault, and the
-# figure is left out rather than exported.
-GAUGE_RANGES = {
-    "power_w": (0.0, 1e5),
-    "power_limit_w": (0.0, 1e5),
-    "utilization_ratio": (0.0, 1.0),
-    "memory_used_bytes": (0.0, 2.0**50),
-    "memory_total_bytes": (0.0, 2.0**50),
-    "temperature_celsius": (-100.0, 300.0),
-    "sm_clock_hz": (0.0, 1e11),
-}
 
 # Gauges (power, temperature, clocks, memory, utilisation) are read this often, energy and
 # processes every tick: the gauges are only exported, and Prometheus scrapes every 15 s or more,
 # while each NVML call is a driver round trip.
 GAUGES_EVERY_S = 5.0
-# (gauge, NVML call, the pynvml constant it takes, to SI units); no call: from the memory info.
-_GAUGE_CALLS: tuple[tuple[str, str, str, Any], ...] = (
-    ("power_w", "nvmlDeviceGetPowerUsage", "", lambda mw: mw / 1000.0),
-    ("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", "", lambda mw: mw / 1000.0),
-    ("utilization_ratio", "nvmlDeviceGetUtilizationRates", "", lambda rates: rates.gpu / 100.0),
-    ("memory_used_bytes", "", "", lambda info: info.used),
-    ("memory_total_bytes", "", "", lambda info: info.total),
-    ("temperature_celsius", "nvmlDeviceGetTemperature", "NVML_TEMPERATURE_GPU", lambda c: c),
-    ("sm_clock_hz", "nvmlDeviceGetClockInfo", "NVML_CLOCK_SM", lambda mhz: mhz * 1e6),
-)
-
-# Error codes after which a GPU is gone until the driver or the node is reset.
-_GONE = {"NVML_ERROR_GPU_IS_LOST", "NVML_ERROR_GPU_NOT_FOUND", "NVML_ERROR_RESET_REQUIRED"}
-
-_INIT_FIXES = {
-    "NVML_ERROR_LIBRARY_NOT_FOUND": "no NVIDIA driver on this machine (libnvidia-ml.so.1 not "
-    "found); in a container, run it with the NVIDIA container toolkit",
-    "NVML_ERROR_DRIVER_NOT_LOADED": "the NVIDIA kernel module is not loaded: check `nvidia-smi`",
-    "NVML_ERROR_NO_PERMISSION": "no permission on /dev/nvidia*: run as root or in the video group",
-    "NVML_ERROR_LIB_RM_VERSION_MISMATCH": "driver library and kernel module differ: reboot or "
-    "reload the nvidia module after a driver upgrade",
-}
 
 
 def load_pynvml() -> ModuleType | str:
@@ -86,17 +60,6 @@ def load_pynvml() -> ModuleType | str:
     except Exception as exc:  # a broken install must not stop the agent
         return f"nvidia-ml-py cannot be imported: {type(exc).__name__}: {exc}"
     return pynvml
-
-
-def vendor_call(nvml: ModuleType, fn: Any, *args: Any) -> Any:
-    """The one way NVML is called: no exception the binding raises (NVMLLibraryMismatchError on
-    an old driver, a ctypes fault) can escape a read; it costs that one figure."""
-    try:
-        return fn(*args)
-    except nvml.NVMLError as exc:
-        raise VendorError(_error_name(nvml, exc), str(exc)) from None
-    except Exception as exc:
-        raise VendorError(type(exc).__name__, str(exc)) from None
 
 
 @dataclass(slots=True)
@@ -123,59 +86,6 @@ class _Gpu:
         return self.counter_key
 
 
-@dataclass(slots=True)
-class _Integral:
-    energy_uj: float = 0.0
-    last_power_w: float | None = None
-    last_monotonic_s: float = 0.0
-    error: str | None = None
-
-
-class PowerIntegrator:
-    """Polls the power of counter-less GPUs and integrates it (trapezoids) into microjoules."""
-
-    def __init__(self, nvml: ModuleType, gpus: list[_Gpu], poll_hz: float) -> None:
-        self._nvml = nvml
-        self._gpus = gpus
-        self._period_s = 1.0 / poll_hz
-        self._lock = threading.Lock()
-        self._integrals = {gpu.index: _Integral() for gpu in gpus}
-        self.service = Service("nvml-power-poll", self.poll_once, self._period_s)
-
-    def start(self) -> None:
-        self.poll_once()
-        self.service.start()
-
-    def poll_once(self) -> None:
-        for gpu in self._gpus:
-            try:
-                milliwatts = vendor_call(self._nvml, self._nvml.nvmlDeviceGetPowerUsage, gpu.handle)
-                power_w = number(milliwatts, f"NVML power of GPU {gpu.index}", 0, 1e8) / 1000.0
-                error = None
-            except (VendorError, BadNumber) as exc:
-                power_w, error = None, f"power reading failed: {exc}"
-            now = time.monotonic()
-            with self._lock:
-                integral = self._integrals[gpu.index]
-                if power_w is not None and integral.last_power_w is not None:
-                    dt = now - integral.last_monotonic_s
-                    integral.energy_uj += (power_w + integral.last_power_w) / 2 * dt * 1e6
-                # A failed poll leaves a gap that is not integrated (nothing is known of it).
-                integral.last_power_w = power_w
-                integral.last_monotonic_s = now
-                integral.error = error
-
-    def energy_uj(self, index: int) -> tuple[int | None, str | None]:
-        with self._lock:
-            integral = self._integrals[index]
-            if integral.error:
-                return None, integral.error
-            return int(integral.energy_uj), None
-
-    def stop(self) -> None:
-        self.service.stop()
-
-
 class NvmlSource:
     name = NVML
 
@@ -196,10 +106,10 @@ class NvmlSource:
             vendor_call(loaded, loaded.nvmlInit)
         except VendorError as exc:
             self.problem = f"NVML did not start: {exc}"
-            self.fix = _INIT_FIXES.get(exc.name, "")
+            self.fix = INIT_FIXES.get(exc.name, "")
             self._nvml = None
             return
-        self.driver_version = _text(self._call(loaded.nvmlSystemGetDriverVersion) or "")
+        self.driver_version = vendor_text(self._call(loaded.nvmlSystemGetDriverVersion) or "")
         self._gpus = self._enumerate()
         counterless = [gpu for gpu in self._gpus if not gpu.has_energy_counter and not gpu.broken]
         if counterless:
@@ -223,8 +133,8 @@ class NvmlSource:
         for index in range(count):
             try:
                 handle = vendor_call(nvml, nvml.nvmlDeviceGetHandleByIndex, index)
-                uuid = _text(vendor_call(nvml, nvml.nvmlDeviceGetUUID, handle))
-                model = _text(vendor_call(nvml, nvml.nvmlDeviceGetName, handle))
+                uuid = vendor_text(vendor_call(nvml, nvml.nvmlDeviceGetUUID, handle))
+                model = vendor_text(vendor_call(nvml, nvml.nvmlDeviceGetName, handle))
             except VendorError as exc:
                 gpus.append(_Gpu(index, None, "", "", True, str(exc)))
                 continue
@@ -260,7 +170,9 @@ class NvmlSource:
             try:
                 read = nvml.nvmlDeviceGetTotalEnergyConsumption
                 origin = f"NVML energy counter of GPU {gpu.index}"
-                raw_uj = _whole(vendor_call(nvml, read, gpu.handle), origin, U64_MAX) * UJ_PER_MJ
+                raw_uj = (
+                    vendor_whole(vendor_call(nvml, read, gpu.handle), origin, U64_MAX) * UJ_PER_MJ
+                )
             except (VendorError, BadNumber) as exc:
                 error = f"energy counter: {exc}"
         elif error is None and self._integrator is not None:
@@ -296,10 +208,10 @@ class NvmlSource:
         try:
             memory = vendor_call(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
         except VendorError as exc:
-            if exc.name in _GONE:
+            if exc.name in GONE:
                 return str(exc)
             memory = None
-        for name, call, constant, to_si in _GAUGE_CALLS:
+        for name, call, constant, to_si in GAUGE_CALLS:
             origin = f"NVML {name} of GPU {gpu.index}"
             try:
                 if call:
@@ -313,7 +225,7 @@ class NvmlSource:
                 values[name] = number(to_si(answer), origin, low, high)
                 self._bad_values.accept(origin)
             except VendorError as exc:
-                if exc.name in _GONE:
+                if exc.name in GONE:
                     return str(exc)
             except BadNumber as exc:
                 self._bad_values.reject(origin, str(exc))
@@ -349,7 +261,7 @@ class NvmlSource:
             try:
                 pid = int(number(sample.pid, origin, 1, PID_MAX))
                 utilisation = number(sample.smUtil, origin, 0, 100)
-                stamp = _whole(sample.timeStamp, origin, 2**63)
+                stamp = vendor_whole(sample.timeStamp, origin, 2**63)
             except (BadNumber, AttributeError) as exc:
                 self._bad_values.reject(origin, f"{origin}: {exc}; that sample is skipped")
                 continue
@@ -385,26 +297,3 @@ class NvmlSource:
             with contextlib.suppress(VendorError):
                 vendor_call(self._nvml, self._nvml.nvmlShutdown)
             self._nvml = None
-
-
-def _error_name(nvml: ModuleType, exc: Exception) -> str:
-    value = getattr(exc, "value", None)
-    return _error_names(nvml).get(value, f"NVML error {value}")
-
-
-@lru_cache(maxsize=4)
-def _error_names(nvml: ModuleType) -> dict[int, str]:
-    return {getattr(nvml, n): n for n in dir(nvml) if n.startswith("NVML_ERROR_")}
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value if isinstance(value, str) else ""
-
-
-def _whole(value: object, origin: str, high: float) -> int:
-    """A counter or timestamp from NVML: a whole number within [0, high], kept exact."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high:
-        return value
-    return int(number(value, origin, 0, high))

@@ -7,7 +7,8 @@ import pytest
 
 from tests.support.fixtures.trees import h100, pascal
 from wattwise.accounting import EnergyAccounts
-from wattwise.sources.nvml import NvmlSource, PowerIntegrator, _Gpu
+from wattwise.sources.nvml import NvmlSource, _Gpu
+from wattwise.sources.nvml_power import PowerIntegrator
 
 
 def by_index(readout):
