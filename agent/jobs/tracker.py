@@ -9,7 +9,6 @@ baseline. A job that starts and ends between two ticks is never seen: its CPU ti
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,8 +17,8 @@ from pathlib import Path
 import psutil
 
 from wattwise.checks import U64_MAX, Rejections, number
-from wattwise.jobs.cgroups import classify
 from wattwise.jobs.discovery import Hierarchy, find_hierarchy, scan
+from wattwise.jobs.gpu_processes import GpuProcesses, gpu_holders, job_from_proc, job_key
 from wattwise.jobs.metadata import JobMeta, first_pid, read_meta
 from wattwise.model import EXEC, KUBERNETES, CpuActivity, GpuStatus, JobRef
 from wattwise.sources.sysfs import (
@@ -34,14 +33,7 @@ log = logging.getLogger(__name__)
 
 
 META_RETRY_MAX_S = 60.0
-# A GPU process listed tick after tick is the same process: its job is looked up when it first
-# appears and again this often, in case its pid was reused between two listings.
-GPU_PID_RECHECK_S = 60.0
 PROC_STAT_MAX_S = U64_MAX / 100  # /proc/stat counts u64 ticks of 1/100 s
-
-
-def job_key(ref: JobRef) -> str:
-    return f"{ref.scheduler}:{ref.job_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +64,7 @@ class JobTracker:
             log.warning("no cgroup hierarchy under %s: energy is not charged to jobs", cgroup_root)
         self._cpu_s: dict[str, float] = {}  # job cgroup -> last CPU seconds
         self._node_times: tuple[float, float] | None = None
-        self._gpu_pids: dict[int, JobRef | None] = {}  # pid listed last tick -> its job
-        self._gpu_pids_checked_s = -math.inf
+        self._gpu_processes = GpuProcesses(procfs_root, self.schedulers)
         # job cgroup -> (key, its CPU counter: kept open up to a share of the open-file limit)
         self._counters: dict[str, tuple[str, HeldFile | str]] = {}
         self._held_limit, self._held = held_file_limit(), 0
@@ -86,6 +77,30 @@ class JobTracker:
 
     def observe(self, gpus: Iterable[GpuStatus] = ()) -> JobActivity:
         now = self.clock()
+        refs = self._refresh_jobs(now)
+        job_cpu = self._job_cpu(refs)
+        busy_s, idle_s = self._node_delta()
+        self._first = False
+        keys = {
+            cg: self._counters[cg][0] if cg in self._counters else job_key(r)
+            for cg, r in refs.items()
+        }
+        jobs = {keys[cg]: r for cg, r in refs.items()}
+        meta = {keys[cg]: m for cg, m in self._meta.items()}
+        if self.pod_name is not None:  # names can arrive later than the pod: asked every tick
+            for cg, ref in refs.items():
+                name = self.pod_name(ref.job_id) if ref.scheduler == KUBERNETES else None
+                if name:
+                    meta[keys[cg]] = self._pod_meta(cg, name)
+        reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
+        gpus = tuple(gpus)
+        cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
+        gpu_jobs = self._gpu_processes.jobs(gpus, jobs, self._refs, now)
+        holders = gpu_holders(gpus, meta, self._bad_values)
+        return JobActivity(jobs, cpu, gpu_jobs, meta, holders)
+
+    def _refresh_jobs(self, now: float) -> dict[str, JobRef]:
+        """The job cgroups present now, by cgroup; what was kept of jobs gone is forgotten."""
         found = scan(self.hierarchy) if self.hierarchy is not None else {}
         found = {
             cg: r
@@ -103,6 +118,10 @@ class JobTracker:
             self._meta_retry = {cg: r for cg, r in self._meta_retry.items() if cg in refs}
             self._named = {cg: n for cg, n in self._named.items() if cg in refs}
             self._forget_counters(refs)  # a job gone: its descriptor is closed this tick
+        return refs
+
+    def _job_cpu(self, refs: Mapping[str, JobRef]) -> dict[str, float]:
+        """Each job's CPU seconds since the last tick, by job key."""
         job_cpu: dict[str, float] = {}
         seen: dict[str, float] = {}
         last = self._cpu_s
@@ -132,24 +151,7 @@ class JobTracker:
                 delta = now_s  # started since the last tick: all of it is this interval's
             job_cpu[key] = job_cpu.get(key, 0.0) + delta
         self._cpu_s = seen
-        busy_s, idle_s = self._node_delta()
-        self._first = False
-        keys = {
-            cg: self._counters[cg][0] if cg in self._counters else job_key(r)
-            for cg, r in refs.items()
-        }
-        jobs = {keys[cg]: r for cg, r in refs.items()}
-        meta = {keys[cg]: m for cg, m in self._meta.items()}
-        if self.pod_name is not None:  # names can arrive later than the pod: asked every tick
-            for cg, ref in refs.items():
-                name = self.pod_name(ref.job_id) if ref.scheduler == KUBERNETES else None
-                if name:
-                    meta[keys[cg]] = self._pod_meta(cg, name)
-        reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
-        gpus = tuple(gpus)
-        cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
-        gpu_jobs = self._gpu_jobs(gpus, jobs, now)
-        return JobActivity(jobs, cpu, gpu_jobs, meta, self._holders(gpus, meta))
+        return job_cpu
 
     def _pod_meta(self, cgroup: str, name: str) -> JobMeta:
         """A pod's metadata with the kubelet's name for it: the same object while neither
@@ -179,29 +181,6 @@ class JobTracker:
     def close(self) -> None:
         self._forget_counters({})
 
-    def _holders(self, gpus: tuple[GpuStatus, ...], meta: dict[str, JobMeta]) -> dict[int, str]:
-        """GPU index -> the job that holds it, from what each job's environment claims. Claims
-        count only for GPUs that exist; a GPU that several jobs claim has no holder (a job
-        cannot take over another's GPU by naming it)."""
-        by_uuid = {g.uuid: g.index for g in gpus}
-        present = set(by_uuid.values())
-        claims: dict[int, set[str]] = {}
-        for key, m in meta.items():
-            for index in (*m.gpus, *(by_uuid.get(u, -1) for u in m.gpu_uuids)):
-                if index in present:
-                    claims.setdefault(index, set()).add(key)
-        holders = {}
-        for index, keys in claims.items():
-            if len(keys) == 1:
-                holders[index] = next(iter(keys))
-            else:
-                self._bad_values.reject(
-                    f"GPU {index} claims",
-                    f"GPU {index} is claimed by {', '.join(sorted(keys))}: no holder, its idle "
-                    "energy stays unattributed",
-                )
-        return holders
-
     def _populated(self, cgroup: str) -> bool:
         """Whether a cgroup holds a process now. An exec job's cgroup that is empty is over,
         even if its wrapper could not remove it (killed with SIGKILL)."""
@@ -214,7 +193,7 @@ class JobTracker:
 
     def job_of_pid(self, pid: int) -> str | None:
         """The key of the job process `pid` runs in, as the tick knows it; None if none."""
-        ref = _job_from_proc(self.procfs_root, pid)
+        ref = job_from_proc(self.procfs_root, pid)
         if ref is None or ref.scheduler not in self.schedulers:
             return None
         return job_key(self._refs.get(ref.cgroup, ref))
@@ -284,53 +263,3 @@ class JobTracker:
         if previous is None:
             return 0.0, 0.0
         return max(total - idle - previous[0], 0.0), max(idle - previous[1], 0.0)
-
-    def _gpu_jobs(
-        self, gpus: Iterable[GpuStatus], jobs: dict[str, JobRef], now: float
-    ) -> dict[int, dict[str, float]]:
-        recheck = now - self._gpu_pids_checked_s >= GPU_PID_RECHECK_S
-        if recheck:
-            self._gpu_pids_checked_s = now
-        cached, listed = self._gpu_pids, {}
-        result: dict[int, dict[str, float]] = {}
-        for gpu in gpus:
-            per_job: dict[str, float] = {}
-            for process in gpu.processes:
-                pid = process.pid
-                if pid in listed:
-                    ref = listed[pid]
-                elif pid in cached and not recheck:
-                    ref = listed[pid] = cached[pid]
-                else:  # new since the last tick: one read of /proc/<pid>/cgroup
-                    ref = _job_from_proc(self.procfs_root, pid)
-                    if ref is UNREADABLE:
-                        continue  # exited since NVML listed it: asked again if listed again
-                    listed[pid] = ref
-                if ref is None:
-                    continue  # not in any job
-                if ref.scheduler not in self.schedulers:
-                    continue
-                ref = self._refs.get(ref.cgroup, ref)  # the key the cgroup walk gave it
-                key = job_key(ref)
-                jobs.setdefault(key, ref)  # a GPU job the cgroup walk did not reach
-                per_job[key] = per_job.get(key, 0.0) + process.sm_samples
-            if per_job:
-                result[gpu.index] = per_job
-        self._gpu_pids = listed
-        return result
-
-
-UNREADABLE = JobRef("", "", "")  # a process whose /proc/<pid>/cgroup could not be read
-
-
-def _job_from_proc(procfs_root: Path, pid: int) -> JobRef | None:
-    """The job a process is in, None when it is in none, UNREADABLE when it cannot be told."""
-    try:
-        lines = read_bytes(f"{procfs_root}/{pid}/cgroup", 65536).decode(errors="replace")
-    except CounterFileError:
-        return UNREADABLE  # exited, or not ours to read
-    for line in lines.splitlines():  # "0::/path" on v2, "4:cpu,cpuacct:/path" on v1
-        ref = classify(line.split(":", 2)[-1])
-        if ref is not None:
-            return ref
-    return None

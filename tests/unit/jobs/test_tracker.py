@@ -90,7 +90,7 @@ def test_a_reused_pid_is_looked_up_again(trees: tuple[Path, Path]) -> None:
 def test_a_gpu_process_listed_tick_after_tick_is_looked_up_once_a_minute(trees) -> None:
     """Its /proc files are read when it first appears; then only every GPU_PID_RECHECK_S, which
     also bounds how long a pid reused between two listings could be charged to the old job."""
-    from wattwise.jobs.tracker import GPU_PID_RECHECK_S
+    from wattwise.jobs.gpu_processes import GPU_PID_RECHECK_S
 
     cgroups, procfs = trees
     now = [1000.0]
@@ -105,7 +105,7 @@ def test_a_gpu_process_listed_tick_after_tick_is_looked_up_once_a_minute(trees) 
 
 
 def test_a_gpu_process_outside_every_job_is_not_looked_up_every_tick(trees) -> None:
-    from wattwise.jobs.tracker import GPU_PID_RECHECK_S
+    from wattwise.jobs.gpu_processes import GPU_PID_RECHECK_S
 
     cgroups, procfs = trees
     now = [1000.0]

@@ -1,0 +1,112 @@
+"""Which job each GPU process runs in (from /proc/<pid>/cgroup), and which job holds each GPU
+(from what the jobs' environments claim)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+
+from wattwise.checks import Rejections
+from wattwise.jobs.cgroups import classify
+from wattwise.jobs.metadata import JobMeta
+from wattwise.model import GpuStatus, JobRef
+from wattwise.sources.sysfs import CounterFileError, read_bytes
+
+# A GPU process listed tick after tick is the same process: its job is looked up when it first
+# appears and again this often, in case its pid was reused between two listings.
+GPU_PID_RECHECK_S = 60.0
+
+
+def job_key(ref: JobRef) -> str:
+    return f"{ref.scheduler}:{ref.job_id}"
+
+
+class GpuProcesses:
+    def __init__(self, procfs_root: Path, schedulers: Collection[str]) -> None:
+        self.procfs_root = procfs_root
+        self.schedulers = schedulers
+        self._pids: dict[int, JobRef | None] = {}  # pid listed last tick -> its job
+        self._checked_s = -math.inf
+
+    def jobs(
+        self,
+        gpus: Iterable[GpuStatus],
+        jobs: dict[str, JobRef],
+        by_cgroup: Mapping[str, JobRef],
+        now: float,
+    ) -> dict[int, dict[str, float]]:
+        """GPU index -> job key -> SM samples of its processes. A GPU job the cgroup walk did
+        not reach is added to `jobs`."""
+        recheck = now - self._checked_s >= GPU_PID_RECHECK_S
+        if recheck:
+            self._checked_s = now
+        cached, listed = self._pids, {}
+        result: dict[int, dict[str, float]] = {}
+        for gpu in gpus:
+            per_job: dict[str, float] = {}
+            for process in gpu.processes:
+                pid = process.pid
+                if pid in listed:
+                    ref = listed[pid]
+                elif pid in cached and not recheck:
+                    ref = listed[pid] = cached[pid]
+                else:  # new since the last tick: one read of /proc/<pid>/cgroup
+                    ref = job_from_proc(self.procfs_root, pid)
+                    if ref is UNREADABLE:
+                        continue  # exited since NVML listed it: asked again if listed again
+                    listed[pid] = ref
+                if ref is None:
+                    continue  # not in any job
+                if ref.scheduler not in self.schedulers:
+                    continue
+                ref = by_cgroup.get(ref.cgroup, ref)  # the key the cgroup walk gave it
+                key = job_key(ref)
+                jobs.setdefault(key, ref)  # a GPU job the cgroup walk did not reach
+                per_job[key] = per_job.get(key, 0.0) + process.sm_samples
+            if per_job:
+                result[gpu.index] = per_job
+        self._pids = listed
+        return result
+
+
+def gpu_holders(
+    gpus: tuple[GpuStatus, ...], meta: Mapping[str, JobMeta], rejections: Rejections
+) -> dict[int, str]:
+    """GPU index -> the job that holds it, from what each job's environment claims. Claims
+    count only for GPUs that exist; a GPU that several jobs claim has no holder (a job
+    cannot take over another's GPU by naming it)."""
+    by_uuid = {g.uuid: g.index for g in gpus}
+    present = set(by_uuid.values())
+    claims: dict[int, set[str]] = {}
+    for key, m in meta.items():
+        for index in (*m.gpus, *(by_uuid.get(u, -1) for u in m.gpu_uuids)):
+            if index in present:
+                claims.setdefault(index, set()).add(key)
+    holders = {}
+    for index, keys in claims.items():
+        if len(keys) == 1:
+            holders[index] = next(iter(keys))
+        else:
+            rejections.reject(
+                f"GPU {index} claims",
+                f"GPU {index} is claimed by {', '.join(sorted(keys))}: no holder, its idle "
+                "energy stays unattributed",
+            )
+    return holders
+
+
+UNREADABLE = JobRef("", "", "")  # a process whose /proc/<pid>/cgroup could not be read
+
+
+def job_from_proc(procfs_root: Path, pid: int) -> JobRef | None:
+    """The job a process is in, None when it is in none, UNREADABLE when it cannot be told."""
+    try:
+        lines = read_bytes(f"{procfs_root}/{pid}/cgroup", 65536).decode(errors="replace")
+    except CounterFileError:
+        return UNREADABLE  # exited, or not ours to read
+    for line in lines.splitlines():  # "0::/path" on v2, "4:cpu,cpuacct:/path" on v1
+        ref = classify(line.split(":", 2)[-1])
+        if ref is not None:
+            return ref
+    return None
