@@ -323,6 +323,43 @@ class MeterReading:
 
 
 @dataclass(frozen=True, slots=True)
+class PueWindow:
+    """PUE over one window, or why it is not valid."""
+
+    window_s: float
+    span_s: float  # how much of the window has data
+    facility_j: float
+    it_j: float
+    ratio: float | None  # None when not valid
+    problem: str | None  # why not valid
+
+
+@dataclass(frozen=True, slots=True)
+class MeterState:
+    """A facility meter as its last read left it."""
+
+    name: str  # facility or it
+    up: bool  # the last read succeeded
+    error: str | None
+    age_s: float | None  # since the last good reading; None before the first
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FacilitySnapshot:
+    """Everything one facility tick learned; rendered by exporters/facility.py."""
+
+    facility_j: float
+    it_j: float
+    facility_w: float | None
+    it_w: float | None
+    windows: tuple[tuple[str, PueWindow], ...]
+    meters: tuple[MeterState, ...]
+    it_measured_at: str
+    pue_category: str  # ISO/IEC 30134-2: PUE1, PUE2, PUE3 or none
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceState:
     """A background service (carbon intensity, the facility's PUE, ...) as its last step left it."""
 

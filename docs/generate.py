@@ -2,9 +2,9 @@
 
 - docs/configuration.md, from the pydantic model (agent/config.py): every key, its type, default,
   environment variable and description;
-- docs/metrics.md, from the metric families the exporters build (exporters/ and the facility
-  daemon, agent/facility/daemon.py): every family's exposed name, type, labels and HELP text, read
-  from the source.
+- docs/metrics.md, from the metric families the exporters build (exporters/prometheus.py for
+  the node agent, exporters/facility.py for the facility daemon): every family's exposed name,
+  type, labels and HELP text, read from the source.
 
 `python docs/generate.py` rewrites both; `--check` exits 1 if either is stale (make test runs it
 through tests/project/test_docs.py).
@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
-# The modules that build metric families: the node agent's exporter and the facility daemon.
+# The modules that build metric families: the node agent's and the facility daemon's exporters.
 EXPORTERS = {"wattwise run": [ROOT / "exporters" / "prometheus.py"],
-             "wattwise facility": [ROOT / "agent" / "facility" / "daemon.py"]}  # fmt: skip
+             "wattwise facility": [ROOT / "exporters" / "facility.py"]}  # fmt: skip
 FAMILY_TYPES = {"CounterMetricFamily": "counter", "GaugeMetricFamily": "gauge"}
 
 

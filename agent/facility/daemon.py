@@ -6,44 +6,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from wattwise.config import PUE_WINDOWS_S, FacilityConfig, parse_listen
 from wattwise.errors import ConfigError
+from wattwise.exporters.facility import FacilityCollector
 from wattwise.facility.meters import MeterError, build_meter
-from wattwise.facility.pue import CATEGORIES, PueTracker, PueWindow
-from wattwise.model import MeterReading
+from wattwise.facility.pue import CATEGORIES, PueTracker
+from wattwise.model import FacilitySnapshot, MeterReading, MeterState, PueWindow
 from wattwise.net.listen import bind_tcp
 from wattwise.net.pool import descriptor_budget
 from wattwise.net.webconfig import WebConfig
 from wattwise.runtime import run
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class MeterState:
-    name: str  # facility or it
-    up: bool  # the last read succeeded
-    error: str | None
-    age_s: float | None  # since the last good reading; None before the first
-    stale: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FacilitySnapshot:
-    facility_j: float
-    it_j: float
-    facility_w: float | None
-    it_w: float | None
-    windows: tuple[tuple[str, PueWindow], ...]
-    meters: tuple[MeterState, ...]
-    it_measured_at: str
 
 
 class Facility:
@@ -94,6 +70,7 @@ class Facility:
             tuple(windows),
             tuple(self._meter_states(now)),
             self.config.it_measured_at,
+            CATEGORIES[self.config.it_measured_at],
         )
         self.latest = snapshot
         return snapshot
@@ -116,84 +93,6 @@ class Facility:
             else:
                 log.info("%s meter answers again", name)
             self._errors[name] = error
-
-
-class FacilityCollector(Collector):
-    def __init__(self, latest) -> None:
-        self._latest = latest
-
-    def collect(self) -> Iterator[Metric]:
-        snap: FacilitySnapshot | None = self._latest()
-        if snap is None:
-            return
-        energy = CounterMetricFamily(
-            "wattwise_facility_energy",
-            "Energy over the spans where both meters were read: scope facility (the meter) or "
-            "it (IT equipment)",
-            labels=["scope"],
-            unit="joules",
-        )
-        energy.add_metric(["facility"], snap.facility_j)
-        energy.add_metric(["it"], snap.it_j)
-        yield energy
-        power = GaugeMetricFamily(
-            "wattwise_facility_power_watts",
-            "Mean power since the previous reading",
-            labels=["scope"],
-        )
-        for scope, watts in (("facility", snap.facility_w), ("it", snap.it_w)):
-            if watts is not None:
-                power.add_metric([scope], watts)
-        yield power
-        pue = GaugeMetricFamily(
-            "wattwise_facility_pue",
-            "PUE = facility energy / IT energy over the window; absent while not valid",
-            labels=["window"],
-        )
-        valid = GaugeMetricFamily(
-            "wattwise_facility_pue_valid",
-            "1 if the window's PUE is exported; 0 when there is too little data, no IT energy, "
-            "IT above facility (PUE < 1: a meter is wrong) or a stale meter",
-            labels=["window"],
-        )
-        span = GaugeMetricFamily(
-            "wattwise_facility_pue_span_seconds",
-            "How much of the window has readings",
-            labels=["window"],
-        )
-        for name, window in snap.windows:
-            if window.ratio is not None:
-                pue.add_metric([name], window.ratio)
-            valid.add_metric([name], 1 if window.ratio is not None else 0)
-            span.add_metric([name], window.span_s)
-        yield from (pue, valid, span)
-        category = GaugeMetricFamily(
-            "wattwise_facility_pue_category_info",
-            "ISO/IEC 30134-2 category implied by where IT energy is measured (none: component "
-            "sums, which leave out fans and PSU losses)",
-            labels=["category", "it_measured_at"],
-        )
-        category.add_metric([CATEGORIES[snap.it_measured_at], snap.it_measured_at], 1)
-        yield category
-        up = GaugeMetricFamily(
-            "wattwise_facility_meter_up", "1 if the meter's last read succeeded", labels=["meter"]
-        )
-        age = GaugeMetricFamily(
-            "wattwise_facility_meter_age_seconds",
-            "Age of the meter's last good reading",
-            labels=["meter"],
-        )
-        stale = GaugeMetricFamily(
-            "wattwise_facility_meter_stale",
-            "1 once the meter has been silent longer than facility.stale_after_s",
-            labels=["meter"],
-        )
-        for state in snap.meters:
-            up.add_metric([state.name], 1 if state.up else 0)
-            if state.age_s is not None:
-                age.add_metric([state.name], state.age_s)
-            stale.add_metric([state.name], 1 if state.stale else 0)
-        yield from (up, age, stale)
 
 
 def serve_facility(config: FacilityConfig, web_config_file: Path | None = None) -> None:

@@ -10,9 +10,8 @@ again from the next good pair, so a window never compares a meter's gap with the
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
-from wattwise.model import MeterReading
+from wattwise.model import MeterReading, PueWindow
 
 # ISO/IEC 30134-2 categories by where IT energy is measured; component sums (RAPL + GPUs) are
 # not a category: they leave out fans and PSU losses, so the PUE they give is too high.
@@ -22,16 +21,6 @@ CATEGORIES = {
     "it_equipment_input": "PUE3",
     "components": "none",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class PueWindow:
-    window_s: float
-    span_s: float  # how much of the window has data
-    facility_j: float
-    it_j: float
-    ratio: float | None  # None when not valid
-    problem: str | None  # why not valid
 
 
 def _counter_delta(previous: float, current: float) -> float:
