@@ -12,7 +12,15 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from wattwise import __version__
-from wattwise.model import ESTIMATE, NVML, RAPL, EmbodiedStatus, GpuStatus, Snapshot
+from wattwise.model import (
+    ESTIMATE,
+    NVML,
+    RAPL,
+    CarbonStatus,
+    EmbodiedStatus,
+    GpuStatus,
+    Snapshot,
+)
 
 JOB_LABELS = ["job_id", "job_name", "scheduler"]
 
@@ -50,6 +58,17 @@ class SnapshotCollector:
 
 def render(snapshot: Snapshot) -> Iterator[Metric]:
     every = f"sampled every {snapshot.interval_s:g} s"
+    yield from _domain_families(snapshot, every)
+    yield from _gpu_families(snapshot.gpus, every)
+    yield from _job_families(snapshot, every)
+    yield from _node_use_families(snapshot, every)
+    yield from _carbon_families(snapshot, every)
+    yield from _platform_families(snapshot)
+    yield from _work_endpoint_families(snapshot)
+    yield from _tick_families(snapshot)
+
+
+def _domain_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     energy = CounterMetricFamily(
         "wattwise_node_energy",
         f"Energy per domain since the first reading, from wrap-corrected counters; {every}",
@@ -107,12 +126,8 @@ def render(snapshot: Snapshot) -> Iterator[Metric]:
             total_power.add_metric([total.source], total.power_w)
     yield from (total_energy, total_power)
 
-    yield from _gpu_families(snapshot.gpus, every)
-    yield from _job_families(snapshot, every)
-    yield from _carbon_families(snapshot, every)
-    yield from _platform_families(snapshot)
-    yield from _work_endpoint_families(snapshot)
 
+def _tick_families(snapshot: Snapshot) -> Iterator[Metric]:
     source_up = GaugeMetricFamily(
         "wattwise_source_up", "1 if the source delivered data in the last tick", labels=["source"]
     )
@@ -210,6 +225,10 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
             counts[job.scheduler] = counts.get(job.scheduler, 0) + 1
     for scheduler, count in sorted(counts.items()):
         running.add_metric([scheduler], count)
+    yield from (energy, power, allocated_idle, running, work, info)
+
+
+def _node_use_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     unattributed = CounterMetricFamily(
         "wattwise_unattributed_energy",
         "Energy no job caused: reason system (busy outside every job) or idle; jobs + "
@@ -228,7 +247,7 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     )
     for state, joules in snapshot.gpu_use_j:
         gpu.add_metric([state], joules)
-    yield from (energy, power, allocated_idle, running, work, info, unattributed, gpu)
+    yield from (unattributed, gpu)
     if snapshot.ledger_up is not None:
         yield GaugeMetricFamily(
             "wattwise_ledger_up",
@@ -273,8 +292,11 @@ def _carbon_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     yield node
     if embodied is not None:
         yield from _embodied_families(embodied, every)
-    if carbon is None:
-        return
+    if carbon is not None:
+        yield from _intensity_families(carbon)
+
+
+def _intensity_families(carbon: CarbonStatus) -> Iterator[Metric]:
     intensity = GaugeMetricFamily(
         "wattwise_grid_carbon_intensity_grams_per_kwh",
         "Grid carbon intensity used for the last interval, gCO2e per kWh; signal is average or "
