@@ -69,3 +69,8 @@ class WorkError(WattwiseError):
 
 class WorkReportError(WattwiseError):
     """The agent refused the report, or could not be reached."""
+
+
+class Unhealthy(WattwiseError):
+    """The agent did not answer, or its sampling loop has not ticked recently; the message says
+    which."""

@@ -1,12 +1,14 @@
-"""How `wattwise health` reaches an agent served with a web configuration: the URL's scheme,
-which certificate to trust, the client certificate and basic auth to present."""
+"""How `wattwise health` reaches an agent, also one served with a web configuration (the URL's
+scheme, which certificate to trust, the client certificate and basic auth to present), and how
+long ago it last ticked."""
 
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 
-from wattwise.errors import ConfigError
+from wattwise.errors import ConfigError, Unhealthy
 from wattwise.net.webconfig_file import load_file
 
 DEFAULT_URL = "127.0.0.1:9877/metrics"
@@ -53,3 +55,27 @@ def client_settings(
             raise ConfigError(f"cannot read {password_file}: {exc.strerror}") from None
         auth = (username, password)
     return target, verify, auth
+
+
+def last_tick_age_s(
+    target: str, verify: bool | ssl.SSLContext, auth: tuple[str, str] | None
+) -> float:
+    """Seconds since the agent at `target` last ticked, from its own
+    wattwise_last_tick_timestamp_seconds; Unhealthy when it cannot be told."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        response = httpx.get(target, timeout=5, verify=verify, auth=auth)
+        response.raise_for_status()
+        last = [
+            sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == "wattwise_last_tick_timestamp_seconds"
+        ]
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Unhealthy(f"{target}: {exc}") from None
+    if not last:
+        raise Unhealthy(f"{target} has not ticked yet")
+    return time.time() - last[0]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -14,10 +13,7 @@ from wattwise.cli import (
     app,
     config_app,
 )
-from wattwise.errors import ConfigError
-
-if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
-    pass
+from wattwise.errors import ConfigError, Unhealthy
 
 
 @app.command("health")
@@ -53,10 +49,7 @@ def health_command(
     the reason: for a container HEALTHCHECK or a Kubernetes exec probe. With the agent's web
     configuration it speaks TLS, presents a client certificate and basic auth as told."""
 
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from wattwise.app.health import client_settings
+    from wattwise.app.health import client_settings, last_tick_age_s
 
     try:
         target, verify, auth = client_settings(
@@ -66,21 +59,10 @@ def health_command(
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
-        response = httpx.get(target, timeout=5, verify=verify, auth=auth)
-        response.raise_for_status()
-        last = [
-            sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples
-            if sample.name == "wattwise_last_tick_timestamp_seconds"
-        ]
-    except (httpx.HTTPError, ValueError) as exc:
-        typer.echo(f"wattwise: unhealthy: {target}: {exc}", err=True)
+        age_s = last_tick_age_s(target, verify, auth)
+    except Unhealthy as exc:
+        typer.echo(f"wattwise: unhealthy: {exc}", err=True)
         raise typer.Exit(1) from None
-    if not last:
-        typer.echo(f"wattwise: unhealthy: {target} has not ticked yet", err=True)
-        raise typer.Exit(1)
-    age_s = time.time() - last[0]
     if age_s > max_age_s:
         typer.echo(
             f"wattwise: unhealthy: last tick {age_s:.0f} s ago (> {max_age_s:g} s)", err=True
