@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict
 
 from wattwise.errors import BadNumber
+from wattwise.statelog import ProblemLog
 
 U64_MAX = 2**64 - 1
 
@@ -49,28 +49,14 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
-class Rejections:
-    """Logs each origin's rejected value once, until that origin gives a good value again, so a
-    value that stays bad (a sensor returning NaN every tick) is one log line, not one a tick.
-    Remembers a bounded number of origins."""
+class Rejections(ProblemLog):
+    """Logs each origin's rejected value once, until that origin gives a good value again."""
 
     def __init__(self, logger: logging.Logger, limit: int = 1024) -> None:
-        self._log = logger
-        self._limit = limit
-        self._seen: OrderedDict[str, str] = OrderedDict()
+        super().__init__(logger, "%s gives usable values again", limit)
 
     def reject(self, origin: str, why: str, once: bool = False) -> None:
-        """Logs `why` unless this origin's last rejection said the same; with `once`, unless
-        this origin was rejected at all since it last gave a good value (for callers who could
-        vary their message to flood the log)."""
-        if self._seen.get(origin) == why or (once and origin in self._seen):
-            return
-        self._log.warning("rejected %s", why)
-        self._seen[origin] = why
-        self._seen.move_to_end(origin)
-        while len(self._seen) > self._limit:
-            self._seen.popitem(last=False)
+        self.problem(origin, f"rejected {why}", once)
 
     def accept(self, origin: str) -> None:
-        if self._seen.pop(origin, None) is not None:
-            self._log.info("%s gives usable values again", origin)
+        self.clear(origin)

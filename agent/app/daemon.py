@@ -22,6 +22,7 @@ from wattwise.service import Service
 from wattwise.sources.estimate import EstimateSource
 from wattwise.sources.nvml import NvmlSource
 from wattwise.sources.rapl import RaplSource
+from wattwise.statelog import ProblemLog
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Agent:
         self._open_sources()
         self.accounts = EnergyAccounts()
         self.latest: Snapshot | None = None
-        self._down: dict[str, str] = {}
+        self._down = ProblemLog(log, "%s is up again")
         self.carbon = CarbonStage(config) if config.carbon.enabled else NoCarbon()
         self.platform = _platform(config)
         on_disk = durable and config.ledger.enabled
@@ -146,12 +147,10 @@ class Agent:
     def _log_changes(self, domains: tuple[DomainEnergy, ...]) -> None:
         for domain in domains:
             name = f"{domain.key.source} {domain.key.domain}-{domain.key.device}"
-            if not domain.up and self._down.get(name) != domain.error:
-                log.warning("%s is down: %s", name, domain.error)
-                self._down[name] = domain.error or ""
-            elif domain.up and name in self._down:
-                log.info("%s is up again", name)
-                del self._down[name]
+            if domain.up:
+                self._down.clear(name)
+            else:
+                self._down.problem(name, f"{name} is down: {domain.error}")
 
     def probe(self) -> list[Finding]:
         findings = [f for source in self.sources for f in source.probe()] + self._skipped

@@ -13,8 +13,10 @@ import time
 from wattwise.facility.meters import MeterError, build_meter
 from wattwise.model import MeterReading
 from wattwise.service import Service
+from wattwise.statelog import ProblemLog
 
 log = logging.getLogger(__name__)
+PLATFORM = "node platform power"  # what the log calls it
 
 
 class PlatformPower:
@@ -24,6 +26,7 @@ class PlatformPower:
         self.latest: MeterReading | None = None
         self._previous: MeterReading | None = None
         self.error: str | None = None
+        self._problems = ProblemLog(log, "%s is read again")
         self.service: Service | None = None
 
     def watts(self) -> float | None:
@@ -46,12 +49,10 @@ class PlatformPower:
         try:
             reading = self.meter.read()
         except MeterError as exc:
-            if str(exc) != self.error:
-                log.warning("node platform power unavailable: %s", exc)
             self.error = str(exc)
+            self._problems.problem(PLATFORM, f"{PLATFORM} unavailable: {exc}")
             return
-        if self.error:
-            log.info("node platform power is read again")
+        self._problems.clear(PLATFORM)
         self.error = None
         self._previous, self.latest = self.latest, reading
 

@@ -18,6 +18,7 @@ from wattwise.net.listen import bind_tcp
 from wattwise.net.pool import descriptor_budget
 from wattwise.net.webconfig import WebConfig
 from wattwise.runtime import run
+from wattwise.statelog import ProblemLog
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Facility:
         self.tracker = PueTracker(PUE_WINDOWS_S, config.stale_after_s)
         self._last_good: dict[str, MeterReading] = {}
         self._errors: dict[str, str | None] = {name: None for name in self.meters}
+        self._problems = ProblemLog(log, "%s meter answers again")
         self.latest: FacilitySnapshot | None = None
 
     def close(self) -> None:
@@ -87,12 +89,11 @@ class Facility:
         return states
 
     def _note(self, name: str, error: str | None) -> None:
-        if error != self._errors[name]:
-            if error:
-                log.warning("%s meter failed: %s", name, error)
-            else:
-                log.info("%s meter answers again", name)
-            self._errors[name] = error
+        self._errors[name] = error
+        if error:
+            self._problems.problem(name, f"{name} meter failed: {error}")
+        else:
+            self._problems.clear(name)
 
 
 def serve_facility(config: FacilityConfig, web_config_file: Path | None = None) -> None:

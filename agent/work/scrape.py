@@ -21,6 +21,7 @@ from wattwise.errors import ScrapeError
 from wattwise.jobs.kubelet import ANNOTATION_PREFIX
 from wattwise.net.http import HttpClient
 from wattwise.service import Service
+from wattwise.statelog import ProblemLog
 from wattwise.work.api import MAX_UNITS, WorkCounts
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class WorkScraper:
     ) -> None:
         self.counts, self.endpoints, self.interval_s = counts, endpoints, interval_s
         self._http = HttpClient(deadline_s=timeout_s, max_bytes=MAX_BODY_BYTES)
-        self._errors: dict[tuple[str, str], str] = {}  # (job, url) -> the last failure
+        self._problems = ProblemLog(log, "work counter of %s is read again")
         self.state = (0, 0)  # endpoints (read, failed) at the last pass: one tuple, never torn
         self.service = Service("work-scrape", self.scrape_once, interval_s, interval_s)
 
@@ -110,31 +111,25 @@ class WorkScraper:
         read: set[tuple[str, str]] = set()
         for job, endpoints in self.endpoints().items():
             for endpoint in endpoints:
+                origin = f"{job} at {endpoint.url}"
                 try:
                     page = self._get(endpoint.url)
                     series = counter_series(page, endpoint.metric, endpoint.labels)
-                except ScrapeError as exc:
-                    errors[(job, endpoint.url)] = str(exc)
-                    continue
                 except Exception as exc:  # a page the parser chokes on costs that page only
-                    errors[(job, endpoint.url)] = f"unreadable page: {type(exc).__name__}: {exc}"
+                    why = str(exc)
+                    if not isinstance(exc, ScrapeError):
+                        why = f"unreadable page: {type(exc).__name__}: {exc}"
+                    errors[(job, endpoint.url)] = why
+                    self._problems.problem(origin, f"work counter of {job} not read: {why}")
                     continue
+                self._problems.clear(origin)
                 read.add((job, endpoint.url))
                 for name, value in series.items():
                     self.counts.report_total(job, endpoint.unit, value, f"{endpoint.url} {name}")
-        self._log_changes(errors, read)
         self.state = (len(read), len(errors))
 
     def _get(self, url: str) -> str:
         return self._http.get(url, error=ScrapeError).text
-
-    def _log_changes(self, errors: dict[tuple[str, str], str], read: set[tuple[str, str]]) -> None:
-        for (job, url), error in errors.items():
-            if self._errors.get((job, url)) != error:
-                log.warning("work counter of %s not read: %s", job, error)
-        for job, url in self._errors.keys() & read:
-            log.info("work counter of %s at %s is read again", job, url)
-        self._errors = errors
 
     def start(self) -> None:
         self.service.start()
