@@ -245,6 +245,32 @@ class JobView:
     team: str = ""  # Slurm account or Kubernetes namespace
 
 
+@dataclass
+class JobSummary:
+    """One job as the ledger recorded it: `wattwise jobs` and `job show`."""
+
+    job_key: str
+    scheduler: str
+    kind: str
+    job_id: str
+    name: str
+    user: str
+    first_seen_unix_s: float
+    last_seen_unix_s: float
+    ended_unix_s: float | None
+    energy_j: dict[str, float] = field(default_factory=dict)  # domain -> joules
+    active_j: float = 0.0
+    idle_j: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return max(self.last_seen_unix_s - self.first_seen_unix_s, 0.0)
+
+    @property
+    def mean_power_w(self) -> float | None:
+        return (self.active_j + self.idle_j) / self.duration_s if self.duration_s > 0 else None
+
+
 # --- sources, carbon, the facility, the snapshot -----------------------------------------------
 
 

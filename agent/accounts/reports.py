@@ -5,40 +5,16 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from wattwise.accounts.ledger import MICRO, NANO, LedgerError
 from wattwise.accounts.schema import SCHEMA_VERSION
 from wattwise.clock import unix_s_from_iso
-from wattwise.model import J_PER_KWH
+from wattwise.model import J_PER_KWH, JobSummary
 
 GROUPS = ("job", "user", "scheduler")
-
-
-@dataclass
-class JobSummary:
-    job_key: str
-    scheduler: str
-    kind: str
-    job_id: str
-    name: str
-    user: str
-    first_seen_unix_s: float
-    last_seen_unix_s: float
-    ended_unix_s: float | None
-    energy_j: dict[str, float] = field(default_factory=dict)  # domain -> joules
-    active_j: float = 0.0
-    idle_j: float = 0.0
-
-    @property
-    def duration_s(self) -> float:
-        return max(self.last_seen_unix_s - self.first_seen_unix_s, 0.0)
-
-    @property
-    def mean_power_w(self) -> float | None:
-        return (self.active_j + self.idle_j) / self.duration_s if self.duration_s > 0 else None
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -20,9 +18,6 @@ from wattwise.cli import (
     app,
 )
 from wattwise.errors import ConfigError, ListenError
-
-if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
-    from wattwise.model import Finding
 
 
 def _serve(daemon: Any, *args: Any) -> None:
@@ -100,6 +95,7 @@ def probe(
 ) -> None:
     """List every energy source looked for, what was found, and how to fix each problem."""
     from wattwise.app.daemon import Agent
+    from wattwise.exporters.text import findings_json, findings_table
 
     cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root, cgroup_root=cgroup_root)
     _logging(cfg)
@@ -108,21 +104,7 @@ def probe(
         findings = agent.probe()
     finally:
         agent.close()
-    if as_json:
-        typer.echo(json.dumps([dataclasses.asdict(f) for f in findings], indent=2))
-        return
-    rows = [("SOURCE", "ITEM", "STATUS", "LOCATION", "DETAIL")]
-    rows += [(f.source, f.item, _status(f), f.location, f.detail) for f in findings]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for *cells, detail in rows:
-        typer.echo(
-            "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + detail
-        )
-    fixes = [f for f in findings if f.fix]
-    if fixes:
-        typer.echo("\nHow to fix:")
-        for f in fixes:
-            typer.echo(f"  {f.source} {f.item}: {f.fix}")
+    typer.echo(findings_json(findings) if as_json else findings_table(findings))
 
 
 @app.command()
@@ -143,6 +125,7 @@ def once(
 
     from wattwise.app.daemon import Agent
     from wattwise.exporters.prometheus import SnapshotCollector
+    from wattwise.exporters.text import snapshot_json
 
     if output_format not in ("prom", "json"):
         typer.echo("wattwise: --format must be prom or json", err=True)
@@ -157,14 +140,8 @@ def once(
     finally:
         agent.close()
     if output_format == "json":
-        data = dataclasses.asdict(snapshot)
-        data["node_totals"] = [dataclasses.asdict(t) for t in snapshot.node_totals]
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(snapshot_json(snapshot))
         return
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(lambda: snapshot))
     typer.echo(generate_latest(registry).decode(), nl=False)
-
-
-def _status(finding: Finding) -> str:
-    return "ok" if finding.ok else "PROBLEM"

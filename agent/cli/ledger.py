@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,10 +14,6 @@ from wattwise.cli import (
     app,
     job_app,
 )
-
-if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
-    from wattwise.accounts.reports import JobSummary
-
 
 LedgerOption = Annotated[
     Path | None, typer.Option("--ledger", help="Ledger file (default: ledger.path from config).")
@@ -39,31 +33,6 @@ def _ledger(config: Path | None, ledger: Path | None):
         raise typer.Exit(1) from None
 
 
-def _summary_row(job: JobSummary) -> dict[str, Any]:
-    return {
-        "job_key": job.job_key,
-        "scheduler": job.scheduler,
-        "kind": job.kind,
-        "job_id": job.job_id,
-        "name": job.name,
-        "user": job.user,
-        "first_seen_unix_s": job.first_seen_unix_s,
-        "last_seen_unix_s": job.last_seen_unix_s,
-        "ended_unix_s": job.ended_unix_s,
-        "duration_s": job.duration_s,
-        "energy_j": job.energy_j,
-        "active_j": job.active_j,
-        "idle_j": job.idle_j,
-        "mean_power_w": job.mean_power_w,
-    }
-
-
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
 @app.command("jobs")
 def jobs_command(
     config: ConfigOption = None,
@@ -73,29 +42,10 @@ def jobs_command(
 ) -> None:
     """Running jobs (with --all, finished ones too) from the ledger: energy, duration, power."""
     from wattwise.accounts.reports import jobs
+    from wattwise.exporters.text import jobs_json, jobs_table
 
     found = jobs(_ledger(config, ledger), include_ended)
-    if as_json:
-        typer.echo(json.dumps([_summary_row(j) for j in found], indent=2))
-        return
-    rows = [["JOB", "STATE", "DURATION_S", "ENERGY_J", "IDLE_J", "MEAN_W", "BY DOMAIN (J)"]]
-    for j in found:
-        domains = " ".join(f"{d}={e:.1f}" for d, e in sorted(j.energy_j.items()))
-        power = f"{j.mean_power_w:.1f}" if j.mean_power_w is not None else "-"
-        state = "ended" if j.ended_unix_s else "running"
-        total = j.active_j + j.idle_j
-        rows.append(
-            [
-                j.job_key,
-                state,
-                f"{j.duration_s:.0f}",
-                f"{total:.1f}",
-                f"{j.idle_j:.1f}",
-                power,
-                domains,
-            ]
-        )
-    _table(rows)
+    typer.echo(jobs_json(found) if as_json else jobs_table(found))
 
 
 @job_app.command("show")
@@ -106,33 +56,13 @@ def job_show(
 ) -> None:
     """One job's account from the ledger, as JSON."""
     from wattwise.accounts.reports import jobs
+    from wattwise.exporters.text import jobs_json
 
     found = jobs(_ledger(config, ledger), include_ended=True, job_key=job)
     if not found:
         typer.echo(f"wattwise: no job {job!r} in the ledger", err=True)
         raise typer.Exit(1)
-    typer.echo(json.dumps([_summary_row(j) for j in found], indent=2))
-
-
-SCI_COLUMNS = (
-    "jobs",
-    "job_hours",
-    "energy_j",
-    "energy_kwh",
-    "intensity_g_per_kwh",
-    "operational_g",
-    "embodied_g",
-    "carbon_g",
-    "sci_g_per_job_hour",
-)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
+    typer.echo(jobs_json(found))
 
 
 @app.command("report")
@@ -157,9 +87,8 @@ def report_command(
 ) -> None:
     """Energy (or, with --sci, carbon) per job, user or scheduler over a time window, from the
     per-minute ledger series."""
-    import csv
-
     from wattwise.accounts.reports import GROUPS, parse_time, report, sci_report, window_notes
+    from wattwise.exporters.text import report_columns, report_csv, report_json, report_table
 
     if group_by not in GROUPS or output_format not in ("table", "csv", "json"):
         typer.echo(
@@ -178,20 +107,10 @@ def report_command(
     for note in notes:
         typer.echo(f"wattwise: note: {note}", err=True)
     if output_format == "json":
-        window = {"since_unix_s": start, "until_unix_s": end, "notes": notes}
-        typer.echo(json.dumps({**window, "rows": rows}, indent=2))
+        typer.echo(report_json(start, end, notes, rows))
         return
-    if sci:
-        columns = [group_by, *SCI_COLUMNS]
-        columns += sorted({k for r in rows for k in r} - set(columns))  # per work unit
-    else:
-        columns = [group_by, "jobs", "energy_j", "active_j", "idle_j"]
-        columns += sorted({k for r in rows for k in r} - set(columns))
+    columns = report_columns(rows, group_by, sci)
     if output_format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return
-    table = [[c.upper() for c in columns]]
-    table += [[_cell(r.get(c)) for c in columns] for r in rows]
-    _table(table)
+        typer.echo(report_csv(rows, columns), nl=False)
+    else:
+        typer.echo(report_table(rows, columns))
