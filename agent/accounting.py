@@ -47,7 +47,7 @@ class _CounterState:
     resets: int = 0
 
 
-class EnergyAccounts:
+class EnergyCounters:
     """Per-counter state between ticks. Not thread-safe: only the tick calls it."""
 
     def __init__(self) -> None:

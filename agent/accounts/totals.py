@@ -44,7 +44,7 @@ OPERATIONAL: SeriesKey = ("node", "operational", "", "")
 EMBODIED: SeriesKey = ("node", "embodied", "", "")
 
 
-class Accounts:
+class RunningTotals:
     def __init__(
         self, grace_s: float, ledger: Ledger | None = None, commit_interval_s: float = 5.0
     ) -> None:

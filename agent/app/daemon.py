@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Protocol
 
-from wattwise.accounting import EnergyAccounts
+from wattwise.accounting import EnergyCounters
 from wattwise.app.carbon_stage import CarbonStage, NoCarbon
 from wattwise.app.job_stage import JobStage, NoJobs
 from wattwise.carbon.embodied import gpu_embodied_g
@@ -35,7 +35,7 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class NoPlatform:
+class NoPlatformPower:
     """No BMC configured: no wall power."""
 
     service = None
@@ -67,7 +67,7 @@ class Agent:
         self.sources: list[Source] = []
         self._skipped: list[Finding] = []
         self._open_sources()
-        self.accounts = EnergyAccounts()
+        self.accounts = EnergyCounters()
         self.latest: Snapshot | None = None
         self._down = ProblemLog(log, "%s is up again")
         self.carbon = CarbonStage(config) if config.carbon.enabled else NoCarbon()
@@ -190,8 +190,8 @@ class Agent:
 def _platform(config: Config):
     """This server's BMC, read on a thread of its own; imported only when configured."""
     if config.platform is None:
-        return NoPlatform()
-    from wattwise.facility.bmc import PlatformPower
+        return NoPlatformPower()
+    from wattwise.facility.platform_power import PlatformPower
 
     platform = PlatformPower(config.platform, config.platform_interval_s)
     platform.start()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from wattwise.accounts.ledger import Ledger
 from wattwise.accounts.ledger_file import probe_ledger
-from wattwise.accounts.totals import Accounts
+from wattwise.accounts.totals import RunningTotals
 from wattwise.app.work_stage import WorkStage
 from wattwise.attribution import attribute_tick, finite_only
 from wattwise.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
@@ -69,7 +69,7 @@ class JobStage:
         self._gpu_models: dict[int, str] = {}  # kept when a GPU falls off: it still exists
         self._rates: EmbodiedRates | None = None
 
-    def _open_accounts(self) -> Accounts:
+    def _open_accounts(self) -> RunningTotals:
         ledger_config, grace_s = self.config.ledger, self.config.jobs.finished_grace_s
         if self.durable:
             try:
@@ -80,7 +80,7 @@ class JobStage:
                 )
                 if not self.ledger.is_open:
                     log.warning("%s", self.ledger.last_error)
-                return Accounts(grace_s, self.ledger, ledger_config.commit_interval_s)
+                return RunningTotals(grace_s, self.ledger, ledger_config.commit_interval_s)
             except LedgerUnavailable as exc:  # locked while its totals were read: retried
                 assert self.ledger is not None
                 self.ledger.suspend(exc)
@@ -88,7 +88,7 @@ class JobStage:
             except LedgerError as exc:
                 self._refuse_ledger(exc)
         # no ledger yet, or none at all
-        return Accounts(grace_s, self.ledger, ledger_config.commit_interval_s)
+        return RunningTotals(grace_s, self.ledger, ledger_config.commit_interval_s)
 
     def _refuse_ledger(self, exc: LedgerError) -> None:
         """A ledger file that will never be usable: measure without one, saying so."""

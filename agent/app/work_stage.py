@@ -7,7 +7,7 @@ import logging
 from fnmatch import fnmatch
 from typing import TYPE_CHECKING
 
-from wattwise.accounts.totals import Accounts
+from wattwise.accounts.totals import RunningTotals
 from wattwise.config import Config
 from wattwise.jobs.tracker import JobTracker
 from wattwise.work.api import WorkCounts, WorkServer
@@ -25,7 +25,7 @@ class WorkStage:
         config: Config,
         tracker: JobTracker,
         pod_names: PodNames | None,
-        accounts: Accounts,
+        accounts: RunningTotals,
         durable: bool,
     ) -> None:
         self.config, self.tracker, self.pod_names = config, tracker, pod_names

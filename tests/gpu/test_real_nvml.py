@@ -24,10 +24,10 @@ pytestmark = [
 
 
 def test_agent_energy_equals_the_nvml_counter_delta() -> None:
-    from wattwise.accounting import EnergyAccounts
+    from wattwise.accounting import EnergyCounters
     from wattwise.sources.nvml import NvmlSource
 
-    source, accounts = NvmlSource(power_poll_hz=10), EnergyAccounts()
+    source, accounts = NvmlSource(power_poll_hz=10), EnergyCounters()
     handle = pynvml.nvmlDeviceGetHandleByIndex(0)
     try:
         raw_before = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)

@@ -1,4 +1,4 @@
-"""Recording ticks into a real ledger the way the agent does: through Accounts, which counts a
+"""Recording ticks into a real ledger the way the agent does: through RunningTotals, which counts a
 tick and commits it."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from wattwise.accounts.ledger import Ledger
-from wattwise.accounts.totals import Accounts
+from wattwise.accounts.totals import RunningTotals
 from wattwise.model import EmbodiedSplit, JobEnergy, JobFigure, JobRef, JobSeen, UnattributedEnergy
 
 
-def book(path: Path, **ledger: Any) -> Accounts:
-    """Accounts over a ledger at `path` that commit whenever asked."""
-    return Accounts(grace_s=600, ledger=Ledger(path, **ledger), commit_interval_s=0)
+def book(path: Path, **ledger: Any) -> RunningTotals:
+    """RunningTotals over a ledger at `path` that commit whenever asked."""
+    return RunningTotals(grace_s=600, ledger=Ledger(path, **ledger), commit_interval_s=0)
 
 
 def record(
-    accounts: Accounts,
+    accounts: RunningTotals,
     now_unix_s: float,
     seen: Iterable[JobSeen] = (),
     energy: Iterable[JobEnergy] = (),
@@ -45,6 +45,6 @@ def record(
     return accounts.commit(now_unix_s, force=force)
 
 
-def totals(accounts: Accounts, job_key: str) -> dict[tuple[str, str, str, str], list[float]]:
+def totals(accounts: RunningTotals, job_key: str) -> dict[tuple[str, str, str, str], list[float]]:
     """The committed totals of a job (or of the node, ''), as /metrics would show them."""
     return {series: list(sums) for series, sums in accounts._committed.get(job_key, {}).items()}

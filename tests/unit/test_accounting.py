@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wattwise.accounting import EnergyAccounts, Step, counter_delta
+from wattwise.accounting import EnergyCounters, Step, counter_delta
 from wattwise.model import CounterKey, CounterReading
 
 MAX_UJ = 262_143_328_850
@@ -23,14 +23,14 @@ def test_delta_normal_wrap_and_reset() -> None:
 
 
 def test_first_sample_exports_the_hardware_reading_exactly() -> None:
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     (domain,) = accounts.update((reading(240_422_366_267, 0.0),))
     assert domain.energy_j == 240422.366267
     assert domain.up and domain.power_w is None
 
 
 def test_wrap_keeps_rising_by_max_minus_previous_plus_current() -> None:
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     accounts.update((reading(MAX_UJ - 2_000_000, 0.0),))
     (domain,) = accounts.update((reading(1_000_000, 1.0),))
     assert domain.energy_j == (MAX_UJ - 2_000_000 + 3_000_000) / 1e6
@@ -39,7 +39,7 @@ def test_wrap_keeps_rising_by_max_minus_previous_plus_current() -> None:
 
 
 def test_reset_counts_the_new_reading_as_energy_since_the_reset() -> None:
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     accounts.update((reading(5_000_000_000, 0.0, GPU),))
     (domain,) = accounts.update((reading(2_000_000, 1.0, GPU),))
     assert domain.energy_j == 5_002.0
@@ -47,7 +47,7 @@ def test_reset_counts_the_new_reading_as_energy_since_the_reset() -> None:
 
 
 def test_garbage_marks_down_keeps_total_and_resumes_from_the_last_good_value() -> None:
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     accounts.update((reading(1_000_000, 0.0),))
     (down,) = accounts.update((reading(None, 1.0, error="energy_uj: empty file"),))
     assert not down.up and down.error == "energy_uj: empty file"
@@ -58,7 +58,7 @@ def test_garbage_marks_down_keeps_total_and_resumes_from_the_last_good_value() -
 
 
 def test_a_reading_above_the_counter_range_is_rejected() -> None:
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     accounts.update((reading(1_000_000, 0.0),))
     (domain,) = accounts.update((reading(MAX_UJ + 5, 1.0),))
     assert not domain.up and "above max_energy_range_uj" in (domain.error or "")
@@ -66,13 +66,13 @@ def test_a_reading_above_the_counter_range_is_rejected() -> None:
 
 
 def test_never_read_counter_is_down_with_its_reason() -> None:
-    (domain,) = EnergyAccounts().update((reading(None, 0.0, error="energy_uj: permission denied"),))
+    (domain,) = EnergyCounters().update((reading(None, 0.0, error="energy_uj: permission denied"),))
     assert not domain.up and domain.energy_j == 0.0
     assert domain.error == "energy_uj: permission denied"
 
 
 def test_a_counter_that_stops_being_reported_keeps_its_total() -> None:
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     accounts.update((reading(1_000_000, 0.0), reading(7_000_000, 0.0, GPU)))
     domains = accounts.update((reading(2_000_000, 1.0),))
     gpu = next(d for d in domains if d.key == GPU)
@@ -86,7 +86,7 @@ def test_a_counter_that_stops_being_reported_keeps_its_total() -> None:
 def test_wrapping_counter_total_equals_start_plus_true_increments(
     start: int, increments: list[int]
 ) -> None:
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     raw = start
     accounts.update((reading(raw, 0.0),))
     for i, increment in enumerate(increments, 1):
@@ -97,7 +97,7 @@ def test_wrapping_counter_total_equals_start_plus_true_increments(
 
 
 def test_interval_energy_is_the_latest_delta_and_zero_when_first_or_down() -> None:
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     (first,) = accounts.update((reading(1_000_000, 0.0),))
     (second,) = accounts.update((reading(3_500_000, 1.0),))
     (down,) = accounts.update((reading(None, 2.0, error="x"),))
@@ -111,7 +111,7 @@ def test_a_zone_not_read_yet_leaves_its_source_total_out_rather_than_lower() -> 
     from wattwise.model import Snapshot
 
     dram = CounterKey("dram", "0", "rapl")
-    accounts = EnergyAccounts()
+    accounts = EnergyCounters()
     first = accounts.update((reading(3_000_000, 0.0), reading(None, 0.0, dram, "empty file")))
     assert Snapshot(0.0, 1.0, 0.0, first, (), ()).node_totals == ()
     both = accounts.update((reading(4_000_000, 1.0), reading(2_000_000, 1.0, dram)))

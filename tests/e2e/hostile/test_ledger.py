@@ -18,7 +18,7 @@ from tests.support.hostile_node import HostileNode, exported_energy_j
 from tests.unit.accounts.test_ledger import fill, tick, tiny_disk  # noqa: F401
 from wattwise.accounts.ledger import Ledger, LedgerError
 from wattwise.accounts.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from wattwise.accounts.totals import Accounts
+from wattwise.accounts.totals import RunningTotals
 from wattwise.model import JobEnergy, JobSeen
 
 
@@ -186,7 +186,7 @@ def test_item5_a_full_disk_at_start_says_so_and_the_ledger_opens_once_there_is_r
     ledger = Ledger(tiny_disk / "ledger.db", clock=lambda: now[0])
     assert not ledger.is_open
     assert "full" in (ledger.last_error or "") and "another" not in (ledger.last_error or "")
-    accounts = Accounts(grace_s=600, ledger=ledger, commit_interval_s=0)
+    accounts = RunningTotals(grace_s=600, ledger=ledger, commit_interval_s=0)
     for t in range(5):  # counting goes on in memory
         assert not tick(accounts, 1_700_000_000 + t)
     filler.unlink()
@@ -208,7 +208,7 @@ def test_item5_held_per_minute_detail_is_bounded_while_the_totals_are_not(
     (tmp_path / "no-such-dir-yet").write_text("a file where the directory should be")
     ledger = Ledger(path, clock=lambda: now[0])
     assert not ledger.is_open
-    accounts = Accounts(grace_s=600, ledger=ledger, commit_interval_s=0)
+    accounts = RunningTotals(grace_s=600, ledger=ledger, commit_interval_s=0)
     job = JobSeen("slurm:1", "slurm", "slurm", "1")
     for minute in range(100):
         energy = [JobEnergy("slurm:1", "gpu", "nvml", "active", 1.0)]
@@ -273,7 +273,7 @@ def test_item5_a_lock_while_the_totals_are_read_suspends_the_ledger_it_does_not_
     path = tmp_path / "ledger.db"
     now = [0.0]
     ledger = Ledger(path, clock=lambda: now[0])
-    accounts = Accounts(grace_s=600, ledger=ledger, commit_interval_s=0)
+    accounts = RunningTotals(grace_s=600, ledger=ledger, commit_interval_s=0)
     tick(accounts, 1_700_000_000)
     ledger._db = LockedReads(ledger._db)  # type: ignore[assignment]
     with pytest.raises(LedgerUnavailable) as caught:

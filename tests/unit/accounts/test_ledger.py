@@ -14,14 +14,14 @@ from tests.conftest import ROOT
 from tests.support.book import book, record, totals
 from wattwise.accounts.ledger import Ledger, LedgerError
 from wattwise.accounts.schema import SCHEMA_VERSION
-from wattwise.accounts.totals import Accounts
+from wattwise.accounts.totals import RunningTotals
 from wattwise.model import EmbodiedSplit, JobEnergy, JobSeen, UnattributedEnergy
 
 JOB = JobSeen("slurm:42", "slurm", "slurm", "42", "train", "alice")
 FIXTURES = ROOT / "tests" / "support" / "fixtures" / "ledgers"
 
 
-def tick(accounts: Accounts, t: float, joules: float = 1.0, force: bool = True) -> bool:
+def tick(accounts: RunningTotals, t: float, joules: float = 1.0, force: bool = True) -> bool:
     return record(
         accounts,
         t,
@@ -74,7 +74,9 @@ def test_exported_totals_are_the_committed_ones_bit_for_bit(tmp_path: Path) -> N
 
 
 def test_only_committed_totals_are_shown(tmp_path: Path) -> None:
-    accounts = Accounts(grace_s=600, ledger=Ledger(tmp_path / "ledger.db"), commit_interval_s=5)
+    accounts = RunningTotals(
+        grace_s=600, ledger=Ledger(tmp_path / "ledger.db"), commit_interval_s=5
+    )
     tick(accounts, 1_700_000_000, force=False)  # the first commit happens at once
     shown = accounts.views()[0].totals.energy_j
     for t in range(1, 5):

@@ -23,7 +23,7 @@ class WithWater(JobTotals):
     water_l: tuple[tuple[str, float], ...] = ()
 
 
-def _tick(accounts: totals_module.Accounts, t: float, figures: list[JobFigure]) -> None:
+def _tick(accounts: totals_module.RunningTotals, t: float, figures: list[JobFigure]) -> None:
     accounts.apply(t, 1.0, {JOB.job_key: REF}, [], [], {JOB.job_key: JOB}, figures=figures)
     assert accounts.commit(t, force=True)
 

@@ -6,7 +6,7 @@ from types import ModuleType
 import pytest
 
 from tests.support.fixtures.trees import h100, pascal
-from wattwise.accounting import EnergyAccounts
+from wattwise.accounting import EnergyCounters
 from wattwise.sources.nvml import NvmlSource, _Gpu
 from wattwise.sources.nvml_power import PowerIntegrator
 
@@ -109,7 +109,7 @@ def test_pre_volta_source_label_and_polling_thread(fake_nvml: ModuleType) -> Non
 def test_gpu_lost_mid_run_is_down_and_the_others_keep_working(fake_nvml: ModuleType) -> None:
     gpus = [h100(0, energy_mj=1_000), h100(1, energy_mj=1_000)]
     fake_nvml.configure({"gpus": gpus})
-    source, accounts = NvmlSource(power_poll_hz=10), EnergyAccounts()
+    source, accounts = NvmlSource(power_poll_hz=10), EnergyCounters()
     accounts.update(source.read().counters)
     gpus[0]["energy_mj"] = 3_000
     gpus[1]["energy_mj"] = 1_500
@@ -128,7 +128,7 @@ def test_gpu_lost_mid_run_is_down_and_the_others_keep_working(fake_nvml: ModuleT
 def test_gpu_that_comes_back_resumes_its_counter(fake_nvml: ModuleType) -> None:
     gpus = [h100(0, energy_mj=1_000)]
     fake_nvml.configure({"gpus": gpus})
-    source, accounts = NvmlSource(power_poll_hz=10), EnergyAccounts()
+    source, accounts = NvmlSource(power_poll_hz=10), EnergyCounters()
     accounts.update(source.read().counters)
     gpus[0]["lost"] = True
     accounts.update(source.read().counters)
@@ -141,7 +141,7 @@ def test_gpu_that_comes_back_resumes_its_counter(fake_nvml: ModuleType) -> None:
 def test_driver_reload_is_a_reset_not_a_wrap(fake_nvml: ModuleType) -> None:
     gpus = [h100(0, energy_mj=9_000_000)]
     fake_nvml.configure({"gpus": gpus})
-    source, accounts = NvmlSource(power_poll_hz=10), EnergyAccounts()
+    source, accounts = NvmlSource(power_poll_hz=10), EnergyCounters()
     accounts.update(source.read().counters)
     gpus[0]["energy_mj"] = 250  # the counter restarted with the driver
     (domain,) = accounts.update(source.read().counters)

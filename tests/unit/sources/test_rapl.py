@@ -11,7 +11,7 @@ from tests.support.fixtures.trees import (
     set_energy,
     two_socket_server,
 )
-from wattwise.accounting import EnergyAccounts
+from wattwise.accounting import EnergyCounters
 from wattwise.sources.rapl import RaplSource, discover_zones, split_zone_name
 
 
@@ -63,7 +63,7 @@ def test_mmio_package_is_used_when_it_is_the_only_one(tmp_path: Path) -> None:
 
 def test_node_total_does_not_add_subzones_on_top_of_their_package(tmp_path: Path) -> None:
     two_socket_server(tmp_path)
-    source, accounts = RaplSource(tmp_path), EnergyAccounts()
+    source, accounts = RaplSource(tmp_path), EnergyCounters()
     accounts.update(source.read().counters)
     for socket in (0, 1):
         set_energy(tmp_path, f"intel-rapl:{socket}", 11_000_000)  # +10 J
