@@ -11,14 +11,13 @@ from wattwise.accounts.ledger_file import probe_ledger
 from wattwise.accounts.totals import RunningTotals
 from wattwise.app.work_stage import WorkStage
 from wattwise.attribution import attribute_tick, finite_only
-from wattwise.carbon.embodied import EmbodiedRates, gpu_embodied_g, held_resources, split_embodied
+from wattwise.carbon.embodied import EmbodiedRates, held_resources, node_rates, split_embodied
 from wattwise.clock import Clock
 from wattwise.config import Config
 from wattwise.errors import LedgerError, LedgerUnavailable
-from wattwise.jobs.metadata import JobMeta
+from wattwise.jobs.metadata import JobMeta, team_of
 from wattwise.jobs.tracker import JobTracker
 from wattwise.model import (
-    KUBERNETES,
     DomainEnergy,
     EmbodiedStatus,
     Finding,
@@ -35,13 +34,6 @@ if TYPE_CHECKING:  # imported where it is used: only when configured
 log = logging.getLogger(__name__)
 
 
-def _team(meta: JobMeta, scheduler: str) -> str:
-    """The Slurm account, else a pod's namespace: who a job's carbon is reported under."""
-    if scheduler == KUBERNETES:
-        return meta.name.partition("/")[0] if "/" in meta.name else ""
-    return meta.account
-
-
 class JobStage:
     on = True
 
@@ -49,7 +41,11 @@ class JobStage:
         """`durable=False` (probe, once): charges jobs, but opens no ledger and no socket."""
         self.config, self.clock = config, clock
         self.durable = durable
-        self.pod_names: PodNames | None = _pod_names(config) if config.jobs.kubelet_url else None
+        self.pod_names: PodNames | None = None
+        if config.jobs.kubelet_url:  # imported only where configured
+            from wattwise.jobs.kubelet import start_pod_names
+
+            self.pod_names = start_pod_names(config.jobs)
         self.tracker = JobTracker(
             config.cgroup_root,
             config.procfs_root,
@@ -155,7 +151,7 @@ class JobStage:
             entry = cache.get(key)
             if entry is None or entry[0] is not ref or entry[1] is not known:
                 name, user = (known.name, known.user) if known else ("", "")
-                owner = (user, _team(known, ref.scheduler)) if known else ("", "")
+                owner = (user, team_of(known, ref.scheduler)) if known else ("", "")
                 seen = JobSeen(key, ref.scheduler, ref.kind, ref.job_id, name, user)
                 entry, changed = (ref, known, seen, owner), True
             fresh[key] = entry
@@ -189,19 +185,10 @@ class JobStage:
             self._ledger_error = self.ledger.last_error
 
     def _embodied_rates(self, gpus: tuple[GpuStatus, ...]) -> EmbodiedRates:
-        config = self.config.embodied
         models = {g.index: g.model for g in gpus if g.model}
-        if self._rates is not None and models.items() <= self._gpu_models.items():
-            return self._rates  # the same GPUs as before: the same rates
-        self._gpu_models |= models
-        self._rates = EmbodiedRates(
-            server_g_per_s=config.server_embodied_g / config.server_lifespan_s,
-            gpu_g_per_s={
-                index: gpu_embodied_g(model, config.gpu_embodied_g, config.gpu_default_embodied_g)
-                / config.gpu_lifespan_s
-                for index, model in self._gpu_models.items()
-            },
-        )
+        if self._rates is None or not models.items() <= self._gpu_models.items():
+            self._gpu_models |= models  # the same GPUs as before: the same rates
+            self._rates = node_rates(self.config.embodied, self._gpu_models)
         return self._rates
 
     def unattributed(self) -> tuple[tuple[str, str, str, float], ...]:
@@ -296,19 +283,3 @@ class NoJobs:
 
     def close(self, last_unix_s: float | None) -> None:
         pass
-
-
-def _pod_names(config: Config) -> PodNames:
-    from wattwise.jobs.kubelet import PodNames
-
-    jobs = config.jobs
-    assert jobs.kubelet_url is not None
-    token = jobs.kubelet_token_file
-    pod_names = PodNames(
-        jobs.kubelet_url,
-        token_file=token if token and token.is_file() else None,
-        ca_file=jobs.kubelet_ca_file,
-        verify=not jobs.kubelet_insecure_skip_verify,
-    )
-    pod_names.start()
-    return pod_names

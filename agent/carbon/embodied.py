@@ -18,8 +18,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from wattwise.model import CpuActivity, EmbodiedSplit
+
+if TYPE_CHECKING:
+    from wattwise.config import EmbodiedConfig
 
 SERVER, GPU = "server", "gpu"
 
@@ -83,6 +87,18 @@ def gpu_embodied_g(model: str, by_model: Mapping[str, float], default_g: float) 
     'H100 NVL' beats 'H100'), else the default."""
     matches = [key for key in by_model if key.lower() in model.lower()]
     return by_model[max(matches, key=len)] if matches else default_g
+
+
+def node_rates(config: EmbodiedConfig, gpu_models: Mapping[int, str]) -> EmbodiedRates:
+    """The node's rates: each component's embodied grams over its lifespan."""
+    return EmbodiedRates(
+        server_g_per_s=config.server_embodied_g / config.server_lifespan_s,
+        gpu_g_per_s={
+            index: gpu_embodied_g(model, config.gpu_embodied_g, config.gpu_default_embodied_g)
+            / config.gpu_lifespan_s
+            for index, model in gpu_models.items()
+        },
+    )
 
 
 def held_resources(

@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wattwise.errors import KubeletError
 from wattwise.net.http import HttpClient, get_json
 from wattwise.service import Service
+
+if TYPE_CHECKING:
+    from wattwise.config import JobsConfig
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +113,17 @@ def _pods(body: Any) -> tuple[dict[str, str], dict[str, tuple[str, dict[str, str
     except (KeyError, TypeError, AttributeError) as exc:
         raise KubeletError(f"not a PodList ({type(exc).__name__}: {exc})") from None
     return names, annotated
+
+
+def start_pod_names(config: JobsConfig) -> PodNames:
+    """The kubelet's pod names as the jobs section configures them, refreshed from now on."""
+    assert config.kubelet_url is not None
+    token = config.kubelet_token_file
+    pod_names = PodNames(
+        config.kubelet_url,
+        token_file=token if token and token.is_file() else None,
+        ca_file=config.kubelet_ca_file,
+        verify=not config.kubelet_insecure_skip_verify,
+    )
+    pod_names.start()
+    return pod_names

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wattwise.checks import BadNumber, parse_number
-from wattwise.model import SLURM, JobRef
+from wattwise.model import KUBERNETES, SLURM, JobRef
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +142,10 @@ def _cpus(text: str | None, origin: str) -> float | None:
         log.warning("job metadata: %s; the job is charged as if it reserved no CPUs", exc)
         return None
     return cpus or None
+
+
+def team_of(meta: JobMeta, scheduler: str) -> str:
+    """The Slurm account, else a pod's namespace: who a job's carbon is reported under."""
+    if scheduler == KUBERNETES:
+        return meta.name.partition("/")[0] if "/" in meta.name else ""
+    return meta.account
