@@ -22,7 +22,6 @@ from wattwise.model import (
     CounterKey,
     CounterReading,
     Finding,
-    GpuProcess,
     GpuStatus,
     SourceReadout,
     SourceStatus,
@@ -38,6 +37,7 @@ from wattwise.sources.nvml_calls import (
     vendor_whole,
 )
 from wattwise.sources.nvml_power import PowerIntegrator
+from wattwise.sources.nvml_processes import ProcessReader
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class NvmlSource:
             return
         self._nvml = loaded
         self._bad_values = Rejections(log)
+        self._processes = ProcessReader(loaded, self._bad_values)
         try:
             vendor_call(loaded, loaded.nvmlInit)
         except VendorError as exc:
@@ -195,7 +196,7 @@ class NvmlSource:
             True,
             None,
             gpu.source,
-            processes=self._processes(gpu),
+            processes=self._processes.of(gpu),
             **gpu.gauges,  # type: ignore[arg-type]
         )
         return counter, status
@@ -233,42 +234,6 @@ class NvmlSource:
                 self._bad_values.reject(origin, f"{origin}: {exc!r}")
         return values
 
-    def _processes(self, gpu: _Gpu) -> tuple[GpuProcess, ...]:
-        """Compute processes, with SM samples taken since the previous call."""
-        nvml = self._nvml
-        origin = f"NVML processes of GPU {gpu.index}"
-        try:
-            running = vendor_call(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, gpu.handle)
-            pids = [int(number(p.pid, origin, 1, PID_MAX)) for p in running]
-        except (VendorError, BadNumber, AttributeError, TypeError) as exc:
-            self._bad_values.reject(origin, f"{origin}: {exc}; its energy is not split by job")
-            return ()
-        self._bad_values.accept(origin)
-        # With one process or none there is nothing to split: the samples are not asked for.
-        # (When a second process comes, the first split may use samples from a few seconds
-        # before that tick, as NVML keeps them since the last call.)
-        if len(set(pids)) < 2:
-            return tuple(GpuProcess(pid, 0.0) for pid in pids)
-        sm: dict[int, float] = {}
-        try:
-            samples = vendor_call(
-                nvml, nvml.nvmlDeviceGetProcessUtilization, gpu.handle, gpu.last_sample_us
-            )
-        except VendorError:
-            samples = []  # NVML_ERROR_NOT_FOUND: no sample since the last call
-        origin = f"NVML process samples of GPU {gpu.index}"
-        for sample in samples:
-            try:
-                pid = int(number(sample.pid, origin, 1, PID_MAX))
-                utilisation = number(sample.smUtil, origin, 0, 100)
-                stamp = vendor_whole(sample.timeStamp, origin, 2**63)
-            except (BadNumber, AttributeError) as exc:
-                self._bad_values.reject(origin, f"{origin}: {exc}; that sample is skipped")
-                continue
-            sm[pid] = sm.get(pid, 0.0) + utilisation
-            gpu.last_sample_us = max(gpu.last_sample_us, stamp)
-        return tuple(GpuProcess(pid, sm.get(pid, 0.0)) for pid in pids)
-
     @property
     def services(self) -> list[Service]:
         return [self._integrator.service] if self._integrator is not None else []
@@ -288,7 +253,7 @@ class NvmlSource:
             detail = f"{gpu.model}, {how}" if status.up else f"{gpu.model}, down: {status.error}"
             fix = "" if status.up else "check `nvidia-smi -q` and the kernel log (Xid errors)"
             findings.append(Finding(NVML, f"gpu {gpu.index}", gpu.uuid, status.up, detail, fix))
-        return findings
+        return [*findings, self._processes.probe(self._gpus, self.driver_version)]
 
     def close(self) -> None:
         if self._integrator is not None:

@@ -4,12 +4,23 @@ imported in nvml.py only, and handed in."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
 from wattwise.checks import number
 from wattwise.errors import VendorError
+
+log = logging.getLogger("wattwise.sources.nvml")
+
+# The process list's calls, newest first. nvidia-ml-py's unversioned name calls the newest
+# symbol the binding knows (_v3 since 11.510); on a driver that lacks it, the binding raises
+# NVMLLibraryMismatchError (12.550 and later, not an NVMLError) or FUNCTION_NOT_FOUND. The
+# older symbol is then used, as gpustat and nvitop do.
+PROCESS_CALLS = ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetComputeRunningProcesses_v2")
+MISSING_SYMBOL = frozenset({"NVML_ERROR_FUNCTION_NOT_FOUND", "NVMLLibraryMismatchError"})
 
 
 def vendor_call(nvml: ModuleType, fn: Any, *args: Any) -> Any:
@@ -83,3 +94,36 @@ INIT_FIXES = {
     "NVML_ERROR_LIB_RM_VERSION_MISMATCH": "driver library and kernel module differ: reboot or "
     "reload the nvidia module after a driver upgrade",
 }
+
+
+class FallbackCall:
+    """A call with versioned variants: the newest one the driver has, found at the first call
+    that needs it and kept."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.index = 0
+        self.missing: list[str] = []  # newer variants the driver (or the binding) lacks
+
+    @property
+    def name(self) -> str:
+        return self.names[self.index]
+
+    def __call__(self, nvml: ModuleType, *args: Any) -> Any:
+        while True:
+            try:
+                fn = getattr(nvml, self.name, None)
+                if fn is None:
+                    raise VendorError("NVML_ERROR_FUNCTION_NOT_FOUND", f"no {self.name} in pynvml")
+                return vendor_call(nvml, fn, *args)
+            except VendorError as exc:
+                if exc.name not in MISSING_SYMBOL or self.index + 1 == len(self.names):
+                    raise
+                log.warning(
+                    "%s is missing (%s): the driver is older than nvidia-ml-py; using %s",
+                    self.name,
+                    exc,
+                    self.names[self.index + 1],
+                )
+                self.missing.append(self.name)
+                self.index += 1

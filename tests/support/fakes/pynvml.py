@@ -8,10 +8,12 @@ a subprocess.
 A GPU entry: name, uuid, energy_mj, power_mw, power_limit_mw, util_gpu (%), mem_used, mem_total
 (bytes), temp_c, sm_clock_mhz, energy_supported (False: pre-Volta), lost (True: every call raises
 NVML_ERROR_GPU_IS_LOST), pids (compute processes), samples ([pid, timestamp_us, sm_util] rows,
-returned when newer than the timestamp asked for). The top level may set init_error, and
-old_driver (True: the driver lacks the _v3 process call, so the unversioned
-nvmlDeviceGetComputeRunningProcesses raises NVMLLibraryMismatchError, which is not an NVMLError,
-exactly as nvidia-ml-py >= 12.535 does through its throwOnVersionMismatch wrapper).
+returned when newer than the timestamp asked for), not_supported (names of calls that raise
+NVML_ERROR_NOT_SUPPORTED on this GPU). The top level may set init_error, missing (names of
+symbols the driver lacks: calling one raises NVML_ERROR_FUNCTION_NOT_FOUND, as nvidia-ml-py's
+_nvmlGetFunctionPointer does, and the unversioned process call then raises
+NVMLLibraryMismatchError, which is not an NVMLError, as nvidia-ml-py >= 12.550 does through its
+throwOnVersionMismatch wrapper) and old_driver (True: missing the _v3 process call).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ _STRINGS = {
     NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
     NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
     NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
+    NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found",
     NVML_ERROR_GPU_IS_LOST: "GPU is lost",
     NVML_ERROR_UNKNOWN: "Unknown Error",
 }
@@ -164,54 +167,71 @@ def nvmlDeviceGetHandleByIndex(index: int) -> _Handle:
 
 
 def nvmlDeviceGetName(handle: _Handle) -> str:
-    return _gpu(handle)["name"]
+    return _symbol("nvmlDeviceGetName", handle)["name"]
 
 
 def nvmlDeviceGetUUID(handle: _Handle) -> str:
-    return _gpu(handle)["uuid"]
+    return _symbol("nvmlDeviceGetUUID", handle)["uuid"]
 
 
 def nvmlDeviceGetTotalEnergyConsumption(handle: _Handle) -> int:
-    gpu = _gpu(handle)
+    gpu = _symbol("nvmlDeviceGetTotalEnergyConsumption", handle)
     if not gpu.get("energy_supported", True):
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     return int(gpu["energy_mj"])
 
 
 def nvmlDeviceGetPowerUsage(handle: _Handle) -> int:
-    return int(_gpu(handle)["power_mw"])
+    return int(_symbol("nvmlDeviceGetPowerUsage", handle)["power_mw"])
 
 
 def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
-    return int(_gpu(handle).get("power_limit_mw", 700_000))
+    return int(_symbol("nvmlDeviceGetEnforcedPowerLimit", handle).get("power_limit_mw", 700_000))
 
 
 def nvmlDeviceGetUtilizationRates(handle: _Handle) -> c_nvmlUtilization_t:
-    gpu = _gpu(handle)
+    gpu = _symbol("nvmlDeviceGetUtilizationRates", handle)
     return c_nvmlUtilization_t(gpu.get("util_gpu", 0), gpu.get("util_mem", 0))
 
 
 def nvmlDeviceGetMemoryInfo(handle: _Handle) -> c_nvmlMemory_t:
-    gpu = _gpu(handle)
+    gpu = _symbol("nvmlDeviceGetMemoryInfo", handle)
     total, used = gpu.get("mem_total", 85_899_345_920), gpu.get("mem_used", 0)
     return c_nvmlMemory_t(total, total - used, used)
 
 
 def nvmlDeviceGetTemperature(handle: _Handle, sensor: int) -> int:
-    gpu = _gpu(handle)
+    gpu = _symbol("nvmlDeviceGetTemperature", handle)
     if "temp_c" not in gpu:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     return int(gpu["temp_c"])
 
 
 def nvmlDeviceGetClockInfo(handle: _Handle, clock_type: int) -> int:
-    return int(_gpu(handle).get("sm_clock_mhz", 1980))
+    return int(_symbol("nvmlDeviceGetClockInfo", handle).get("sm_clock_mhz", 1980))
+
+
+def _symbol(name: str, handle: _Handle) -> dict[str, Any]:
+    """The GPU a call is about, after the driver's symbol lookup and the GPU's support."""
+    state = _current()
+    missing = set(state.get("missing", ()))
+    if state.get("old_driver"):
+        missing.add("nvmlDeviceGetComputeRunningProcesses_v3")
+    if name in missing:
+        raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+    gpu = _gpu(handle)
+    if name in gpu.get("not_supported", ()):
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return gpu
 
 
 def nvmlDeviceGetComputeRunningProcesses_v3(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
-    gpu = _gpu(handle)
-    if _current().get("old_driver"):
-        raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+    gpu = _symbol("nvmlDeviceGetComputeRunningProcesses_v3", handle)
+    return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in gpu.get("pids", [])]
+
+
+def nvmlDeviceGetComputeRunningProcesses_v2(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
+    gpu = _symbol("nvmlDeviceGetComputeRunningProcesses_v2", handle)
     return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in gpu.get("pids", [])]
 
 
@@ -231,7 +251,8 @@ def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[c_nvmlProcessI
 def nvmlDeviceGetProcessUtilization(
     handle: _Handle, timeStamp: int
 ) -> list[c_nvmlProcessUtilizationSample_t]:
-    rows = [r for r in _gpu(handle).get("samples", []) if r[1] > timeStamp]
+    gpu = _symbol("nvmlDeviceGetProcessUtilization", handle)
+    rows = [r for r in gpu.get("samples", []) if r[1] > timeStamp]
     if not rows:
         raise NVMLError(NVML_ERROR_NOT_FOUND)
     return [c_nvmlProcessUtilizationSample_t(pid, ts, sm) for pid, ts, sm in rows]

@@ -210,3 +210,56 @@ def test_a_gpu_with_one_process_or_none_is_not_asked_for_samples(
         source.close()
     assert asked == [2]
     assert [[p.pid for p in g.processes] for g in readout.gpus] == [[100], [], [7, 8]]
+
+
+def _processes_and_probe(fake_nvml: ModuleType, state: dict) -> tuple[list[int], object]:
+    fake_nvml.configure(state)
+    source = NvmlSource(power_poll_hz=10)
+    try:
+        (gpu,) = source.read().gpus
+        (gpu,) = source.read().gpus  # the call found at the first read is kept
+        finding = next(f for f in source.probe() if f.item == "processes")
+    finally:
+        source.close()
+    return [p.pid for p in gpu.processes], finding
+
+
+def test_a_driver_without_the_v3_process_call_is_listed_with_v2_and_probe_says_so(
+    fake_nvml: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nvidia-ml-py >= 12.550 on a driver older than it: the unversioned call raises
+    NVMLLibraryMismatchError (not an NVMLError); _v2 still answers (gpustat, nvitop)."""
+    pids, finding = _processes_and_probe(
+        fake_nvml, {"old_driver": True, "gpus": [h100(0, pids=[100, 200])]}
+    )
+    assert pids == [100, 200]
+    assert finding.ok and "nvmlDeviceGetComputeRunningProcesses_v2" in finding.detail
+    assert "missing" in finding.detail
+    fallbacks = [r for r in caplog.records if "is missing" in r.getMessage()]
+    assert len(fallbacks) == 1 and "NVMLLibraryMismatchError" in fallbacks[0].getMessage()
+
+
+def test_a_driver_with_no_process_call_at_all_costs_the_split_and_probe_says_what_is_lost(
+    fake_nvml: ModuleType,
+) -> None:
+    missing = ["nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2"]
+    pids, finding = _processes_and_probe(
+        fake_nvml, {"missing": missing, "gpus": [h100(0, pids=[100])]}
+    )
+    assert pids == []
+    assert not finding.ok and "never by process" in finding.detail and finding.fix
+
+
+def test_a_call_a_gpu_does_not_support_costs_that_figure_only(fake_nvml: ModuleType) -> None:
+    gpu = h100(0, pids=[100, 200], not_supported=["nvmlDeviceGetProcessUtilization"])
+    gpu["not_supported"].append("nvmlDeviceGetClockInfo")
+    fake_nvml.configure({"gpus": [gpu]})
+    source = NvmlSource(power_poll_hz=10)
+    try:
+        readout = source.read()
+    finally:
+        source.close()
+    (status,) = readout.gpus
+    assert status.up and status.sm_clock_hz is None and status.power_w == 350.0
+    assert [(p.pid, p.sm_samples) for p in status.processes] == [(100, 0.0), (200, 0.0)]
+    assert by_index(readout)[0].raw_uj == 5_000_000_000
