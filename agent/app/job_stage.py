@@ -226,6 +226,12 @@ class JobStage:
         jobs = self.tracker.observe().jobs
         kinds = ", ".join(config.jobs.schedulers)
         detail = f"cgroup v{hierarchy.version}, {len(jobs)} job(s) now; accounting {kinds}"
+        if hierarchy.elsewhere:
+            others = ", ".join(path.name for path in hierarchy.elsewhere)
+            detail += (
+                f"; a Slurm job missing from cpuacct is looked for in {others}, and timed by "
+                "its processes (docs/concepts.md, CPU time)"
+            )
         findings = [Finding("jobs", "cgroups", str(hierarchy.root), True, detail)]
         if config.ledger.enabled:
             findings.append(probe_ledger(config.ledger.path))

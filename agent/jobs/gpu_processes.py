@@ -9,6 +9,7 @@ from pathlib import Path
 
 from wattwise.checks import Rejections
 from wattwise.jobs.cgroups import classify
+from wattwise.jobs.discovery import OUTER
 from wattwise.jobs.metadata import JobMeta
 from wattwise.model import GpuStatus, JobRef
 from wattwise.sources.sysfs import CounterFileError, read_bytes
@@ -52,7 +53,7 @@ class GpuProcesses:
                 elif pid in cached and not recheck:
                     ref = listed[pid] = cached[pid]
                 else:  # new since the last tick: one read of /proc/<pid>/cgroup
-                    ref = job_from_proc(self.procfs_root, pid)
+                    ref = job_from_proc(self.procfs_root, pid, self.schedulers)
                     if ref is UNREADABLE:
                         continue  # exited since NVML listed it: asked again if listed again
                     listed[pid] = ref
@@ -99,14 +100,22 @@ def gpu_holders(
 UNREADABLE = JobRef("", "", "")  # a process whose /proc/<pid>/cgroup could not be read
 
 
-def job_from_proc(procfs_root: Path, pid: int) -> JobRef | None:
-    """The job a process is in, None when it is in none, UNREADABLE when it cannot be told."""
+def job_from_proc(
+    procfs_root: Path, pid: int, schedulers: Collection[str] | None = None
+) -> JobRef | None:
+    """The job a process is in, None when it is in none, UNREADABLE when it cannot be told.
+    On cgroup v1 each controller has a line, and they differ: the first may name slurmd.service
+    while cpuacct names the Slurm job. The innermost job of a wanted scheduler wins."""
     try:
         lines = read_bytes(f"{procfs_root}/{pid}/cgroup", 65536).decode(errors="replace")
     except CounterFileError:
         return UNREADABLE  # exited, or not ours to read
+    found = None
     for line in lines.splitlines():  # "0::/path" on v2, "4:cpu,cpuacct:/path" on v1
         ref = classify(line.split(":", 2)[-1])
-        if ref is not None:
+        if ref is None or (schedulers is not None and ref.scheduler not in schedulers):
+            continue
+        if ref.scheduler not in OUTER:
             return ref
-    return None
+        found = found or ref  # a service or a container: a later line may name a job inside
+    return found

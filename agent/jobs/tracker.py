@@ -17,10 +17,11 @@ from pathlib import Path
 import psutil
 
 from wattwise.checks import U64_MAX, Rejections, number
-from wattwise.jobs.discovery import Hierarchy, find_hierarchy, scan
+from wattwise.jobs.discovery import Hierarchy, Listings, find_hierarchy, scan, scan_elsewhere
 from wattwise.jobs.gpu_processes import GpuProcesses, gpu_holders, job_from_proc, job_key
 from wattwise.jobs.metadata import JobMeta, first_pid, read_meta
-from wattwise.model import EXEC, KUBERNETES, CpuActivity, GpuStatus, JobRef
+from wattwise.jobs.process_cpu import ProcessCpu
+from wattwise.model import EXEC, KUBERNETES, SLURM, CpuActivity, GpuStatus, JobRef
 from wattwise.sources.sysfs import (
     CounterFileError,
     HeldFile,
@@ -65,8 +66,10 @@ class JobTracker:
         self._cpu_s: dict[str, float] = {}  # job cgroup -> last CPU seconds
         self._node_times: tuple[float, float] | None = None
         self._gpu_processes = GpuProcesses(procfs_root, self.schedulers)
+        self._listings = Listings()
+        self._elsewhere: dict[str, Path] = {}  # v1 jobs not in cpuacct -> the controller
         # job cgroup -> (key, its CPU counter: kept open up to a share of the open-file limit)
-        self._counters: dict[str, tuple[str, HeldFile | str]] = {}
+        self._counters: dict[str, tuple[str, HeldFile | str | ProcessCpu]] = {}
         self._held_limit, self._held = held_file_limit(), 0
         self._meta: dict[str, JobMeta] = {}  # job cgroup -> metadata, read once
         self._named: dict[str, tuple[JobMeta | None, JobMeta]] = {}  # pods, with the kubelet's name
@@ -101,12 +104,14 @@ class JobTracker:
 
     def _refresh_jobs(self, now: float) -> dict[str, JobRef]:
         """The job cgroups present now, by cgroup; what was kept of jobs gone is forgotten."""
-        found = scan(self.hierarchy) if self.hierarchy is not None else {}
-        found = {
-            cg: r
-            for cg, r in found.items()
-            if r.scheduler in self.schedulers and (r.scheduler != EXEC or self._populated(cg))
-        }
+        found = {}
+        if self.hierarchy is not None:
+            found = scan(self.hierarchy, None, self.schedulers, self._listings, now)
+            if self.hierarchy.elsewhere and SLURM in self.schedulers:
+                elsewhere = scan_elsewhere(self.hierarchy, found)
+                self._elsewhere = {cg: root for cg, (_, root) in elsewhere.items()}
+                found.update({cg: ref for cg, (ref, _) in elsewhere.items()})
+        found = {cg: r for cg, r in found.items() if r.scheduler != EXEC or self._populated(cg)}
         known, meta_of = self._refs, self._meta
         refs = {
             cg: known[cg] if cg in known and cg in meta_of else self._identify(cg, r, now)
@@ -132,8 +137,11 @@ class JobTracker:
                 counter = self._counters[cgroup] = self._counter(cgroup, ref)
             key, file = counter
             try:
-                raw = file.read(4096) if isinstance(file, HeldFile) else read_bytes(file, 4096)
-                now_s = hierarchy.parse_cpu_seconds(raw)
+                if isinstance(file, ProcessCpu):
+                    now_s = file.seconds()
+                else:
+                    raw = file.read(4096) if isinstance(file, HeldFile) else read_bytes(file, 4096)
+                    now_s = hierarchy.parse_cpu_seconds(raw)
             except CounterFileError as exc:
                 if "missing" not in str(exc):  # not just gone since the scan: say so, once
                     self._bad_values.reject(cgroup, f"CPU time of cgroup {cgroup}: {exc}")
@@ -163,8 +171,11 @@ class JobTracker:
             self._named[cgroup] = cached
         return cached[1]
 
-    def _counter(self, cgroup: str, ref: JobRef) -> tuple[str, HeldFile | str]:
+    def _counter(self, cgroup: str, ref: JobRef) -> tuple[str, HeldFile | str | ProcessCpu]:
         assert self.hierarchy is not None
+        if cgroup in self._elsewhere:  # no CPU counter of its own: its processes'
+            directory = self._elsewhere[cgroup] / cgroup.lstrip("/")
+            return job_key(ref), ProcessCpu(directory, self.procfs_root)
         path = self.hierarchy.cpu_counter(cgroup)
         if self._held >= self._held_limit:
             return job_key(ref), path  # opened and closed at each read
@@ -193,7 +204,7 @@ class JobTracker:
 
     def job_of_pid(self, pid: int) -> str | None:
         """The key of the job process `pid` runs in, as the tick knows it; None if none."""
-        ref = job_from_proc(self.procfs_root, pid)
+        ref = job_from_proc(self.procfs_root, pid, self.schedulers)
         if ref is None or ref.scheduler not in self.schedulers:
             return None
         return job_key(self._refs.get(ref.cgroup, ref))

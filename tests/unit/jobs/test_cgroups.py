@@ -10,6 +10,7 @@ from wattwise.model import JobRef
 CTR = "8f2c1e0d9b7a6c5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e"
 UID = "5b2d6f8e-1a3c-4e5f-9a8b-7c6d5e4f3a2b"
 UID_ = UID.replace("-", "_")
+STATIC = "d76e26fba3bf2bfd215eb29011d55250"  # a static pod: the kubelet's md5 of its manifest
 
 CASES = [
     # Slurm, cgroup v2 (also <nodename>_slurmstepd.scope), numeric ids and SLUIDs.
@@ -109,6 +110,96 @@ CASES = [
         "/wattwise/exec-42-1700000000",
         JobRef("exec", "42-1700000000", "/wattwise/exec-42-1700000000"),
     ),
+    # Shapes other projects document (issue 14). containerd's CRI "slice:cri-containerd:id"
+    # cgroupsPath taken as a plain path by runc's cgroupfs driver: a directory per container,
+    # under containerd.service on v1 (kepler internal/resource/container_test.go; Datadog
+    # pkg/util/cgroups/pid_mapper_test.go), a Guaranteed pod without a QoS class.
+    (
+        f"/system.slice/containerd.service/kubepods-burstable-pod{UID_}.slice:cri-containerd:{CTR}",
+        JobRef(
+            "kubernetes",
+            UID,
+            f"/system.slice/containerd.service/kubepods-burstable-pod{UID_}.slice"
+            f":cri-containerd:{CTR}",
+            CTR[:12],
+        ),
+    ),
+    (
+        f"/kubepods-pod{UID_}.slice:cri-containerd:{CTR}",
+        JobRef("kubernetes", UID, f"/kubepods-pod{UID_}.slice:cri-containerd:{CTR}", CTR[:12]),
+    ),
+    # Static (mirror) pods: 32 hex, no dashes, also under the systemd driver (cadvisor
+    # container/containerd/factory_test.go; kubernetes pkg/kubelet/config/common.go).
+    (
+        f"/kubepods/besteffort/pod{STATIC}/{CTR}",
+        JobRef("kubernetes", STATIC, f"/kubepods/besteffort/pod{STATIC}", CTR[:12]),
+    ),
+    (
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC}.slice",
+        JobRef(
+            "kubernetes",
+            STATIC,
+            f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC}.slice",
+        ),
+    ),
+    # A custom --cgroup-root (kind: cgroupRoot /kubelet, systemd driver), and the same pods
+    # seen from the host, inside the kind node's docker container: the pod, not the container.
+    (
+        f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/"
+        f"kubelet-kubepods-burstable-pod{UID_}.slice/cri-containerd-{CTR}.scope",
+        JobRef(
+            "kubernetes",
+            UID,
+            f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/"
+            f"kubelet-kubepods-burstable-pod{UID_}.slice",
+            CTR[:12],
+        ),
+    ),
+    (
+        f"/system.slice/docker-{CTR}.scope/kubelet.slice/kubelet-kubepods.slice/"
+        f"kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice",
+        JobRef(
+            "kubernetes",
+            UID,
+            f"/system.slice/docker-{CTR}.scope/kubelet.slice/kubelet-kubepods.slice/"
+            f"kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice",
+        ),
+    ),
+    (
+        f"/docker/{CTR}/kubelet/kubepods/burstable/pod{UID}",
+        JobRef("kubernetes", UID, f"/docker/{CTR}/kubelet/kubepods/burstable/pod{UID}"),
+    ),
+    # Podman quadlets (--cgroups=split: libpod/container_internal_linux.go getOCICgroupPath),
+    # system and rootless, a template instance among them.
+    (
+        f"/system.slice/kepler.service/libpod-payload-{CTR}",
+        JobRef("podman", CTR[:12], f"/system.slice/kepler.service/libpod-payload-{CTR}", CTR[:12]),
+    ),
+    (
+        f"/user.slice/user-1000.slice/user@1000.service/app.slice/app-web.slice/web@8000.service/"
+        f"libpod-payload-{CTR}",
+        JobRef(
+            "podman",
+            CTR[:12],
+            f"/user.slice/user-1000.slice/user@1000.service/app.slice/app-web.slice/"
+            f"web@8000.service/libpod-payload-{CTR}",
+            CTR[:12],
+        ),
+    ),
+    # systemd services under any slice, template instances, a user's own services.
+    (
+        "/system.slice/system-getty.slice/getty@tty1.service",
+        JobRef("systemd", "getty@tty1", "/system.slice/system-getty.slice/getty@tty1.service"),
+    ),
+    (
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/redis.service",
+        JobRef(
+            "systemd",
+            "redis",
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/redis.service",
+        ),
+    ),
+    ("/user.slice/user-1000.slice/user@1000.service", None),  # the manager: its services are
     # Not jobs.
     ("/", None),
     ("/user.slice/user-1000.slice/session-3.scope", None),
