@@ -16,10 +16,10 @@ charged to the job that holds it, as allocated idle, or stays `idle`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from wattwise.model import CpuActivity, DomainEnergy, JobEnergy, UnattributedEnergy
+from wattwise.model import CpuActivity, DomainEnergy, GpuShare, JobEnergy, UnattributedEnergy
 
 RESERVED = "reserved"
 UNATTRIBUTED = "unattributed"
@@ -89,17 +89,20 @@ def attribute_tick(
     gpu_holders: Mapping[int, str] | None = None,
     idle_policy: str = RESERVED,
     grams_per_j: float = 0.0,
+    gpu_shares: Mapping[int, Sequence[GpuShare]] | None = None,
 ) -> tuple[list[JobEnergy], list[UnattributedEnergy]]:
     """Charges this tick's energy of every non-overlapping domain (those in the node total),
     one share per job and (domain, source, state), with its operational carbon: `grams_per_j`
     is this interval's PUE x grid intensity (operational.grams_per_joule).
 
     CPU-side domains of one name and source (package-0 and package-1) are summed before they
-    are split, as the split is linear in energy: one split per name, not per socket."""
+    are split, as the split is linear in energy: one split per name, not per socket. A GPU
+    in `gpu_shares` (MIG) is split into its instances' parts first, each on its own; slices
+    in no instance are idle."""
     cpu_j: dict[tuple[str, str], float] = {}
     shares: dict[tuple[str, str, str, str], float] = {}  # (job, domain, source, state) -> J
     unattributed: dict[tuple[str, str, str], float] = {}  # (domain, source, reason) -> J
-    holders = gpu_holders or {}
+    holders, parts_of = gpu_holders or {}, gpu_shares or {}
     for domain in domains:
         energy_j = domain.interval_energy_j
         if not domain.in_node_total or energy_j <= 0:
@@ -107,8 +110,17 @@ def attribute_tick(
         name, source = domain.key.domain, domain.key.source
         if name == "gpu":
             index = int(domain.key.device)
-            split = split_gpu(energy_j, gpu_sm_samples.get(index, {}), holders.get(index))
-            _gather(split, name, source, shares, unattributed)
+            parts = parts_of.get(index)
+            if parts is None:
+                split = split_gpu(energy_j, gpu_sm_samples.get(index, {}), holders.get(index))
+                _gather(split, name, source, shares, unattributed)
+                continue
+            whole = max(sum(part.fraction for part in parts), 1.0)  # never more than all of it
+            for part in parts:
+                split = split_gpu(energy_j * part.fraction / whole, part.sm_samples, part.holder)
+                _gather(split, name, source, shares, unattributed)
+            rest = energy_j * (1.0 - sum(part.fraction for part in parts) / whole)
+            _gather(Split(unattributed_idle_j=rest), name, source, shares, unattributed)
         else:
             cpu_j[(name, source)] = cpu_j.get((name, source), 0.0) + energy_j
     for (name, source), energy_j in cpu_j.items():

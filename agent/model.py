@@ -70,8 +70,22 @@ class GpuStatus:
     temperature_celsius: float | None = None
     sm_clock_hz: float | None = None
     # Compute processes on the GPU and the SM utilisation they were sampled at since the last
-    # tick (summed per pid; 0 where NVML kept no sample).
+    # tick (summed per pid; 0 where NVML kept no sample). Under MIG: every instance's.
     processes: tuple[GpuProcess, ...] = ()
+    mig_slices: int = 0  # the GPU's MIG slices (7 on A100 and H100, 4 on A30); 0: MIG off
+    mig: tuple[MigInstance, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MigInstance:
+    """One MIG device (a GPU instance and its compute instance) of a GPU in MIG mode."""
+
+    gpu_instance: int
+    compute_instance: int
+    uuid: str  # MIG-<uuid>: what CUDA_VISIBLE_DEVICES and the device plugin name
+    profile: str  # 1g.10gb, 3g.40gb, ...
+    slices: int  # of the GPU's mig_slices
+    processes: tuple[GpuProcess, ...] = ()  # no SM samples: NVML has none under MIG
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,14 @@ class CpuActivity:
     job_cpu_s: Mapping[str, float]  # each job's cgroup CPU time in the interval
     reserved_cpus: Mapping[str, float]  # CPUs each job holds, where the scheduler says
     total_cpus: int
+
+
+class GpuShare(NamedTuple):
+    """A part of one GPU's energy, split on its own: a MIG instance's slices."""
+
+    fraction: float  # of the GPU's energy: the instance's slices over the GPU's
+    sm_samples: Mapping[str, float]  # job key -> SM samples (0 under MIG: an equal split)
+    holder: str | None  # the job the scheduler allocated the instance to, if one
 
 
 class JobEnergy(NamedTuple):

@@ -173,6 +173,37 @@ def _gpu_families(gpus: tuple[GpuStatus, ...], every: str) -> Iterator[Metric]:
     yield gpu_up
     for _, family in families:
         yield family
+    yield from _mig_families(gpus)
+
+
+def _mig_families(gpus: tuple[GpuStatus, ...]) -> Iterator[Metric]:
+    """At most 7 instances per GPU: bounded by the hardware."""
+    if not any(gpu.mig_slices for gpu in gpus):
+        return
+    slices = GaugeMetricFamily(
+        "wattwise_gpu_mig_slices",
+        "The GPU's MIG slices (7 on A100 and H100); its energy is split among its instances by "
+        "their slices, since NVML measures the board only",
+        labels=["gpu"],
+    )
+    instance = GaugeMetricFamily(
+        "wattwise_gpu_mig_instance_slices",
+        "Slices a MIG instance holds (gpu_instance: NVML's GPU instance id)",
+        labels=["gpu", "gpu_instance", "profile"],
+    )
+    processes = GaugeMetricFamily(
+        "wattwise_gpu_mig_instance_processes",
+        "Compute processes on a MIG instance in the last tick",
+        labels=["gpu", "gpu_instance", "profile"],
+    )
+    for gpu in gpus:
+        if gpu.mig_slices:
+            slices.add_metric([str(gpu.index)], gpu.mig_slices)
+        for mig in gpu.mig:
+            labels = [str(gpu.index), str(mig.gpu_instance), mig.profile]
+            instance.add_metric(labels, mig.slices)
+            processes.add_metric(labels, len(mig.processes))
+    yield from (slices, instance, processes)
 
 
 def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:

@@ -116,6 +116,7 @@ class JobStage:
             activity.gpu_holders,
             self.config.jobs.idle_policy,
             grams_per_j,  # this interval's intensity and PUE, never an average
+            activity.gpu_shares,
         )
         charged, left, dropped = finite_only(charged, left)
         for share in dropped:

@@ -11,7 +11,7 @@ from wattwise.checks import Rejections
 from wattwise.jobs.cgroups import classify
 from wattwise.jobs.discovery import OUTER
 from wattwise.jobs.metadata import JobMeta
-from wattwise.model import GpuStatus, JobRef
+from wattwise.model import GpuShare, GpuStatus, JobRef
 from wattwise.sources.sysfs import CounterFileError, read_bytes
 
 # A GPU process listed tick after tick is the same process: its job is looked up when it first
@@ -70,6 +70,60 @@ class GpuProcesses:
         self._pids = listed
         return result
 
+    def shares(
+        self,
+        gpus: Iterable[GpuStatus],
+        by_cgroup: Mapping[str, JobRef],
+        meta: Mapping[str, JobMeta],
+        rejections: Rejections,
+    ) -> dict[int, list[GpuShare]]:
+        """GPU index -> its MIG instances' parts: each instance's slices over the GPU's, the
+        jobs with processes on it (an equal split: NVML samples nothing under MIG), and the
+        job the scheduler gave it (by its MIG UUID). Runs after jobs(), whose pid lookups it
+        reuses."""
+        claims = _claims(meta, {i.uuid for g in gpus for i in g.mig})
+        result: dict[int, list[GpuShare]] = {}
+        for gpu in gpus:
+            if not gpu.mig_slices:
+                continue
+            parts = []
+            for instance in gpu.mig:
+                samples: dict[str, float] = {}
+                for process in instance.processes:
+                    ref = self._pids.get(process.pid)
+                    if (
+                        ref is not None
+                        and ref is not UNREADABLE
+                        and ref.scheduler in self.schedulers
+                    ):
+                        samples[job_key(by_cgroup.get(ref.cgroup, ref))] = 0.0
+                holder = _one_holder(claims.get(instance.uuid, set()), instance.uuid, rejections)
+                parts.append(GpuShare(instance.slices / gpu.mig_slices, samples, holder))
+            result[gpu.index] = parts
+        return result
+
+
+def _claims(meta: Mapping[str, JobMeta], uuids: set[str]) -> dict[str, set[str]]:
+    """MIG UUID -> the jobs whose environment names it."""
+    claims: dict[str, set[str]] = {}
+    for key, m in meta.items():
+        for uuid in m.gpu_uuids:
+            if uuid in uuids:
+                claims.setdefault(uuid, set()).add(key)
+    return claims
+
+
+def _one_holder(keys: set[str], what: str, rejections: Rejections) -> str | None:
+    if len(keys) == 1:
+        return next(iter(keys))
+    if keys:
+        rejections.reject(
+            f"{what} claims",
+            f"{what} is claimed by {', '.join(sorted(keys))}: no holder, its idle energy stays "
+            "unattributed",
+        )
+    return None
+
 
 def gpu_holders(
     gpus: tuple[GpuStatus, ...], meta: Mapping[str, JobMeta], rejections: Rejections
@@ -86,14 +140,9 @@ def gpu_holders(
                 claims.setdefault(index, set()).add(key)
     holders = {}
     for index, keys in claims.items():
-        if len(keys) == 1:
-            holders[index] = next(iter(keys))
-        else:
-            rejections.reject(
-                f"GPU {index} claims",
-                f"GPU {index} is claimed by {', '.join(sorted(keys))}: no holder, its idle "
-                "energy stays unattributed",
-            )
+        holder = _one_holder(keys, f"GPU {index}", rejections)
+        if holder is not None:
+            holders[index] = holder
     return holders
 
 

@@ -69,16 +69,17 @@ def read_meta(ref: JobRef, cgroup_dir: Path, procfs_root: Path) -> JobMeta | Non
         name = ref.job_id.rsplit("-", 1)[0] if ref.scheduler == "exec" else ""
         # The NVIDIA container toolkit and device plugin name a container's GPUs here.
         visible = environ.get("NVIDIA_VISIBLE_DEVICES") or environ.get("CUDA_VISIBLE_DEVICES", "")
-        uuids = tuple(
-            v.strip() for v in visible.split(",")[:MAX_GPUS] if v.strip().startswith("GPU-")
-        )
-        return JobMeta(name=name, user=user, gpus=_indexes(visible), gpu_uuids=uuids)
+        return JobMeta(name=name, user=user, gpus=_indexes(visible), gpu_uuids=_uuids(visible))
     gpus = _indexes(environ.get("SLURM_JOB_GPUS") or environ.get("SLURM_STEP_GPUS", ""))
+    # MIG: Slurm names the instances by UUID only ("MIG devices always use UUID"); its GRES
+    # indexes then count instances, not GPUs.
+    mig = tuple(u for u in _uuids(environ.get("CUDA_VISIBLE_DEVICES", "")) if u.startswith("MIG-"))
     return JobMeta(
+        gpu_uuids=mig,
         name=environ.get("SLURM_JOB_NAME", ""),
         user=user,
         cpus=_cpus(environ.get("SLURM_CPUS_ON_NODE"), f"SLURM_CPUS_ON_NODE in {origin}"),
-        gpus=gpus,
+        gpus=() if mig else gpus,
         slurm_job_id=environ.get("SLURM_JOB_ID", ""),
         account=environ.get("SLURM_JOB_ACCOUNT", ""),
     )
@@ -112,6 +113,12 @@ def _owner(process: Path, uid: int | None) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _uuids(text: str) -> tuple[str, ...]:
+    """The GPU-<uuid> and MIG-<uuid> entries of a device list (indexes are _indexes')."""
+    entries = (v.strip() for v in text.split(",")[:MAX_GPUS])
+    return tuple(v for v in entries if v.startswith(("GPU-", "MIG-")) and len(v) <= 128)
 
 
 def _indexes(text: str) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ from wattwise.jobs.discovery import Hierarchy, Listings, find_hierarchy, scan, s
 from wattwise.jobs.gpu_processes import GpuProcesses, gpu_holders, job_from_proc, job_key
 from wattwise.jobs.metadata import JobMeta, first_pid, read_meta
 from wattwise.jobs.process_cpu import ProcessCpu
-from wattwise.model import EXEC, KUBERNETES, SLURM, CpuActivity, GpuStatus, JobRef
+from wattwise.model import EXEC, KUBERNETES, SLURM, CpuActivity, GpuShare, GpuStatus, JobRef
 from wattwise.sources.sysfs import (
     CounterFileError,
     HeldFile,
@@ -44,6 +44,7 @@ class JobActivity:
     gpu_sm_samples: dict[int, dict[str, float]]  # GPU index -> job key -> SM samples
     meta: dict[str, JobMeta] = field(default_factory=dict)  # job key -> what is known of it
     gpu_holders: dict[int, str] = field(default_factory=dict)  # GPU index -> job key
+    gpu_shares: dict[int, list[GpuShare]] = field(default_factory=dict)  # MIG GPUs' instances
 
 
 class JobTracker:
@@ -100,7 +101,8 @@ class JobTracker:
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
         gpu_jobs = self._gpu_processes.jobs(gpus, jobs, self._refs, now)
         holders = gpu_holders(gpus, meta, self._bad_values)
-        return JobActivity(jobs, cpu, gpu_jobs, meta, holders)
+        shares = self._gpu_processes.shares(gpus, self._refs, meta, self._bad_values)
+        return JobActivity(jobs, cpu, gpu_jobs, meta, holders, shares)
 
     def _refresh_jobs(self, now: float) -> dict[str, JobRef]:
         """The job cgroups present now, by cgroup; what was kept of jobs gone is forgotten."""

@@ -36,6 +36,7 @@ from wattwise.sources.nvml_calls import (
     vendor_text,
     vendor_whole,
 )
+from wattwise.sources.nvml_mig import MIG_REFRESH_S, MigLayout, describe_mig, mig_layout
 from wattwise.sources.nvml_power import PowerIntegrator
 from wattwise.sources.nvml_processes import ProcessReader
 
@@ -74,6 +75,7 @@ class _Gpu:
     gauges: dict[str, float | None] | None = None  # the last gauges read, SI units
     gauges_read_s: float = 0.0  # monotonic
     counter_key: CounterKey | None = None
+    mig: MigLayout | None = None
 
     @property
     def source(self) -> str:
@@ -144,7 +146,9 @@ class NvmlSource:
                 has_counter = True
             except VendorError as exc:
                 has_counter = exc.name != "NVML_ERROR_NOT_SUPPORTED"
-            gpus.append(_Gpu(index, handle, uuid, model, has_counter))
+            gpu = _Gpu(index, handle, uuid, model, has_counter)
+            gpu.mig = mig_layout(nvml, handle, time.monotonic())
+            gpus.append(gpu)
         return gpus
 
     def read(self) -> SourceReadout:
@@ -189,6 +193,14 @@ class NvmlSource:
         if error is not None or gpu.gauges is None:
             down = error or "no gauges"
             return counter, GpuStatus(gpu.index, gpu.uuid, gpu.model, False, down, gpu.source)
+        mig = gpu.mig
+        if mig is not None and now - mig.read_s >= MIG_REFRESH_S:
+            mig = gpu.mig = mig_layout(nvml, gpu.handle, now)
+        if mig is not None and mig.slices:  # under MIG: each instance's own processes
+            instances = self._processes.of_instances(gpu.index, mig.devices)
+            processes = tuple(p for instance in instances for p in instance.processes)
+        else:
+            instances, processes = (), self._processes.of(gpu)
         status = GpuStatus(
             gpu.index,
             gpu.uuid,
@@ -196,7 +208,9 @@ class NvmlSource:
             True,
             None,
             gpu.source,
-            processes=self._processes.of(gpu),
+            processes=processes,
+            mig_slices=mig.slices if mig is not None else 0,
+            mig=instances,
             **gpu.gauges,  # type: ignore[arg-type]
         )
         return counter, status
@@ -251,6 +265,7 @@ class NvmlSource:
             else:
                 how = f"no energy counter: power polled at {self.power_poll_hz:g} Hz and integrated"
             detail = f"{gpu.model}, {how}" if status.up else f"{gpu.model}, down: {status.error}"
+            detail += describe_mig(gpu.mig)
             fix = "" if status.up else "check `nvidia-smi -q` and the kernel log (Xid errors)"
             findings.append(Finding(NVML, f"gpu {gpu.index}", gpu.uuid, status.up, detail, fix))
         return [*findings, self._processes.probe(self._gpus, self.driver_version)]

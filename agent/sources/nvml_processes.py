@@ -4,16 +4,19 @@ tick: what splits a GPU's energy among the jobs that share it."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import replace
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from wattwise.checks import BadNumber, Rejections, number
 from wattwise.errors import VendorError
-from wattwise.model import NVML, Finding, GpuProcess
+from wattwise.model import NVML, Finding, GpuProcess, MigInstance
 from wattwise.sources.nvml_calls import PROCESS_CALLS, FallbackCall, vendor_call, vendor_whole
 
 if TYPE_CHECKING:
     from wattwise.sources.nvml import _Gpu
+    from wattwise.sources.nvml_mig import MigDevice
 
 log = logging.getLogger("wattwise.sources.nvml")
 PID_MAX = 1 << 22  # PID_MAX_LIMIT on 64-bit Linux
@@ -61,15 +64,35 @@ class ProcessReader:
             gpu.last_sample_us = max(gpu.last_sample_us, stamp)
         return tuple(GpuProcess(pid, sm.get(pid, 0.0)) for pid in pids)
 
+    def of_instances(self, index: int, devices: Iterable[MigDevice]) -> tuple[MigInstance, ...]:
+        """Each MIG instance with its own processes (no SM samples: none under MIG)."""
+        found = []
+        for device in devices:
+            origin = f"NVML processes of GPU {index} MIG instance {device.instance.gpu_instance}"
+            try:
+                running = self._list(self._nvml, device.handle)
+                pids = sorted({int(number(p.pid, origin, 1, PID_MAX)) for p in running})
+            except (VendorError, BadNumber, AttributeError, TypeError) as exc:
+                self._bad_values.reject(origin, f"{origin}: {exc}; its energy goes to its holder")
+                pids = []
+            else:
+                self._bad_values.accept(origin)
+            processes = tuple(GpuProcess(pid, 0.0) for pid in pids)
+            found.append(replace(device.instance, processes=processes))
+        return tuple(found)
+
     def probe(self, gpus: list[_Gpu], driver_version: str) -> Finding:
         """Whether GPU processes can be listed, and with which call: without them a GPU's
         energy goes to jobs by allocation only."""
         where = f"driver {driver_version}"
         error = None
         for gpu in gpus:
-            if gpu.broken is None:
+            handle = gpu.handle
+            if gpu.mig is not None and gpu.mig.slices:  # the parent's list needs privileges
+                handle = gpu.mig.devices[0].handle if gpu.mig.devices else None
+            if gpu.broken is None and handle is not None:
                 try:
-                    self._list(self._nvml, gpu.handle)
+                    self._list(self._nvml, handle)
                 except VendorError as exc:
                     error = exc
                 else:

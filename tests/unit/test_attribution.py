@@ -8,11 +8,12 @@ from wattwise.attribution import (
     IDLE_POLICIES,
     RESERVED,
     UNATTRIBUTED,
-    CpuActivity,
     Split,
+    attribute_tick,
     split_cpu,
     split_gpu,
 )
+from wattwise.model import CpuActivity, GpuShare
 
 JOBS = st.sampled_from([f"job{i}" for i in range(8)])
 SECONDS = st.floats(0, 1e4, allow_nan=False, allow_infinity=False)
@@ -127,3 +128,17 @@ def test_a_whole_tick_conserves_every_joule_of_the_node_total(
     assert total == pytest.approx(package + dram + sum(gpus), rel=1e-9, abs=1e-9)
     assert all(c.energy_j > 0 for c in charged) and all(u.energy_j > 0 for u in left)
     assert not any(c.domain == "core" for c in charged)
+
+
+def test_a_mig_gpu_conserves_its_energy_even_when_its_instances_claim_too_many_slices() -> None:
+    cpu = CpuActivity(0.0, 0.0, {}, {}, 8)
+    gpu = domain_energy("gpu", "0", "nvml", 700.0)
+    for parts, unattributed in (
+        ([GpuShare(3 / 7, {"a": 0.0, "b": 0.0}, None), GpuShare(2 / 7, {}, "c")], 200.0),
+        ([GpuShare(5 / 7, {"a": 0.0}, None), GpuShare(5 / 7, {}, None)], 350.0),  # 10 of 7
+    ):
+        charged, left = attribute_tick([gpu], cpu, {0: {"z": 1.0}}, {}, gpu_shares={0: parts})
+        total = sum(c.energy_j for c in charged) + sum(u.energy_j for u in left)
+        assert total == pytest.approx(700.0)
+        assert sum(u.energy_j for u in left) == pytest.approx(unattributed)
+        assert "z" not in {c.job_key for c in charged}  # the instances decide, not the GPU

@@ -14,6 +14,12 @@ symbols the driver lacks: calling one raises NVML_ERROR_FUNCTION_NOT_FOUND, as n
 _nvmlGetFunctionPointer does, and the unversioned process call then raises
 NVMLLibraryMismatchError, which is not an NVMLError, as nvidia-ml-py >= 12.550 does through its
 throwOnVersionMismatch wrapper) and old_driver (True: missing the _v3 process call).
+
+MIG: a GPU with "mig": [{"gi", "ci", "uuid", "slices", "memory_mb", "pids"}, ...] is in MIG mode
+with those instances and "mig_slices" (default 7) slices. As NVML documents: a MIG device handle
+lists its own processes; the parent lists all of them only with privileges ("mig_privileged",
+else NVML_ERROR_NO_PERMISSION); process and device utilisation are NOT_SUPPORTED; energy and
+power are read on the parent.
 """
 
 from __future__ import annotations
@@ -95,6 +101,19 @@ class c_nvmlProcessUtilizationSample_t:
 @dataclass(frozen=True)
 class _Handle:
     index: int
+    mig: int | None = None  # a MIG device of GPU `index`
+
+
+@dataclass
+class c_nvmlDeviceAttributes:
+    multiprocessorCount: int
+    gpuInstanceSliceCount: int
+    computeInstanceSliceCount: int
+    memorySizeMB: int
+
+
+NVML_DEVICE_MIG_DISABLE = 0
+NVML_DEVICE_MIG_ENABLE = 1
 
 
 _state: dict[str, Any] = {"gpus": []}
@@ -171,7 +190,8 @@ def nvmlDeviceGetName(handle: _Handle) -> str:
 
 
 def nvmlDeviceGetUUID(handle: _Handle) -> str:
-    return _symbol("nvmlDeviceGetUUID", handle)["uuid"]
+    gpu = _symbol("nvmlDeviceGetUUID", handle)
+    return _instance(gpu, handle)["uuid"] if handle.mig is not None else gpu["uuid"]
 
 
 def nvmlDeviceGetTotalEnergyConsumption(handle: _Handle) -> int:
@@ -191,6 +211,8 @@ def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
 
 def nvmlDeviceGetUtilizationRates(handle: _Handle) -> c_nvmlUtilization_t:
     gpu = _symbol("nvmlDeviceGetUtilizationRates", handle)
+    if gpu.get("mig"):
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     return c_nvmlUtilization_t(gpu.get("util_gpu", 0), gpu.get("util_mem", 0))
 
 
@@ -225,14 +247,69 @@ def _symbol(name: str, handle: _Handle) -> dict[str, Any]:
     return gpu
 
 
+def _pids(gpu: dict[str, Any], handle: _Handle) -> list[int]:
+    if handle.mig is not None:
+        return _instance(gpu, handle).get("pids", [])
+    if gpu.get("mig"):
+        if not gpu.get("mig_privileged"):
+            raise NVMLError(NVML_ERROR_NO_PERMISSION)
+        return [pid for instance in gpu["mig"] for pid in instance.get("pids", [])]
+    return gpu.get("pids", [])
+
+
 def nvmlDeviceGetComputeRunningProcesses_v3(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
     gpu = _symbol("nvmlDeviceGetComputeRunningProcesses_v3", handle)
-    return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in gpu.get("pids", [])]
+    return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in _pids(gpu, handle)]
 
 
 def nvmlDeviceGetComputeRunningProcesses_v2(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
     gpu = _symbol("nvmlDeviceGetComputeRunningProcesses_v2", handle)
-    return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in gpu.get("pids", [])]
+    return [c_nvmlProcessInfo_t(pid, 1 << 30) for pid in _pids(gpu, handle)]
+
+
+def _instance(gpu: dict[str, Any], handle: _Handle) -> dict[str, Any]:
+    instances = gpu.get("mig") or []
+    if handle.mig is None or handle.mig >= len(instances):
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+    return instances[handle.mig]
+
+
+def nvmlDeviceGetMigMode(handle: _Handle) -> list[int]:
+    gpu = _symbol("nvmlDeviceGetMigMode", handle)
+    if not gpu.get("mig_capable", bool(gpu.get("mig"))) and "H100" not in gpu["name"]:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    mode = NVML_DEVICE_MIG_ENABLE if gpu.get("mig") else NVML_DEVICE_MIG_DISABLE
+    return [mode, mode]
+
+
+def nvmlDeviceGetMaxMigDeviceCount(handle: _Handle) -> int:
+    gpu = _symbol("nvmlDeviceGetMaxMigDeviceCount", handle)
+    return int(gpu.get("mig_slices", 7)) if gpu.get("mig") else 0
+
+
+def nvmlDeviceGetMigDeviceHandleByIndex(handle: _Handle, index: int) -> _Handle:
+    gpu = _symbol("nvmlDeviceGetMigDeviceHandleByIndex", handle)
+    mig = _Handle(handle.index, index)
+    _instance(gpu, mig)
+    return mig
+
+
+def nvmlDeviceIsMigDeviceHandle(handle: _Handle) -> int:
+    return 1 if handle.mig is not None else 0
+
+
+def nvmlDeviceGetGpuInstanceId(handle: _Handle) -> int:
+    return int(_instance(_gpu(handle), handle)["gi"])
+
+
+def nvmlDeviceGetComputeInstanceId(handle: _Handle) -> int:
+    return int(_instance(_gpu(handle), handle).get("ci", 0))
+
+
+def nvmlDeviceGetAttributes(handle: _Handle) -> c_nvmlDeviceAttributes:
+    instance = _instance(_gpu(handle), handle)
+    slices = int(instance["slices"])
+    return c_nvmlDeviceAttributes(16 * slices, slices, slices, int(instance["memory_mb"]))
 
 
 def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[c_nvmlProcessInfo_t]:
@@ -252,6 +329,8 @@ def nvmlDeviceGetProcessUtilization(
     handle: _Handle, timeStamp: int
 ) -> list[c_nvmlProcessUtilizationSample_t]:
     gpu = _symbol("nvmlDeviceGetProcessUtilization", handle)
+    if gpu.get("mig"):
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     rows = [r for r in gpu.get("samples", []) if r[1] > timeStamp]
     if not rows:
         raise NVMLError(NVML_ERROR_NOT_FOUND)

@@ -100,3 +100,27 @@ def test_a_container_holds_the_gpus_its_environment_names(tmp_path: Path) -> Non
     gpus = [GpuStatus(i, f"GPU-{c}", "H100", True, None, "nvml") for i, c in enumerate("abcd")]
     activity = JobTracker(cg, procfs, ["docker"]).observe(gpus)
     assert activity.gpu_holders == {1: f"docker:{'ab' * 6}", 3: f"docker:{'ab' * 6}"}
+
+
+def test_a_slurm_mig_job_is_known_by_its_instances_uuids_not_its_gres_indexes(
+    tmp_path: Path,
+) -> None:
+    """Slurm's gres_common.c: "MIG devices always use UUID"; SLURM_JOB_GPUS then counts MIG
+    devices, not GPUs, so it must not make the job hold whole GPUs."""
+    cg, procfs = tmp_path / "cg", tmp_path / "proc"
+    task = "/system.slice/slurmstepd.scope/job_4242/step_0/user/task_0"
+    make_v2(cg, {task: 10})
+    mig = "MIG-5b2d6f8e-1a3c-4e5f-9a8b-7c6d5e4f3a2b"
+    put_process(cg, procfs, task, 77, {**SLURM_ENV, "CUDA_VISIBLE_DEVICES": f"{mig},0"})
+    ref = classify(task)
+    meta = read_meta(ref, cg / ref.cgroup.lstrip("/"), procfs)
+    assert (meta.gpus, meta.gpu_uuids) == ((), (mig,))
+
+
+def test_a_container_names_mig_instances_and_old_style_uuids_are_bounded(tmp_path: Path) -> None:
+    cg, procfs = tmp_path / "cg", tmp_path / "proc"
+    ctr = f"/system.slice/docker-{'ab' * 32}.scope"
+    make_v2(cg, {ctr: 10})
+    put_process(cg, procfs, ctr, 66, {"NVIDIA_VISIBLE_DEVICES": f"MIG-a,GPU-b,MIG-{'x' * 200}"})
+    meta = read_meta(classify(ctr), cg / ctr.lstrip("/"), procfs)
+    assert meta.gpu_uuids == ("MIG-a", "GPU-b")
