@@ -46,6 +46,14 @@ class RaplConfig(_Section):
     enabled: bool = Field(True, description="Read CPU and DRAM energy from powercap RAPL zones.")
 
 
+class HwmonConfig(_Section):
+    enabled: bool = Field(
+        True,
+        description="Read CPU and node power from hwmon sensors where RAPL does not measure the "
+        "CPU: amd_energy sockets, NVIDIA Grace's power telemetry, the ACPI power meter.",
+    )
+
+
 class NvmlConfig(_Section):
     enabled: bool = Field(True, description="Read GPU energy and state through NVML.")
     power_poll_hz: float = Field(
@@ -410,6 +418,7 @@ class Config(_Section):
     cgroup_root: Path = Field(Path("/sys/fs/cgroup"), description="Root of the cgroup trees.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     rapl: RaplConfig = RaplConfig()
+    hwmon: HwmonConfig = HwmonConfig()
     nvml: NvmlConfig = NvmlConfig()
     estimate: EstimateConfig = EstimateConfig()
     jobs: JobsConfig = JobsConfig()

@@ -11,6 +11,7 @@ RAPL = "rapl"
 NVML = "nvml"
 NVML_POWER = "nvml_power"
 ESTIMATE = "estimate"
+HWMON = "hwmon"
 J_PER_KWH = 3.6e6  # joules in a kilowatt-hour
 
 

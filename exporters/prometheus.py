@@ -120,11 +120,23 @@ def _domain_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
         f"Node power per source over the last interval, non-overlapping domains; {every}",
         labels=["source"],
     )
+    covers = GaugeMetricFamily(
+        "wattwise_node_total_covers_info",
+        "Always 1: the domains a source's node total sums (rapl: package+dram, or package alone "
+        "where AMD's RAPL has no dram; hwmon: a Grace socket's package)",
+        labels=["source", "domains"],
+    )
     for total in snapshot.node_totals:
         total_energy.add_metric([total.source], total.energy_j)
         if total.power_w is not None:
             total_power.add_metric([total.source], total.power_w)
-    yield from (total_energy, total_power)
+        summed = {
+            d.key.domain
+            for d in snapshot.domains
+            if d.in_node_total and d.key.source == total.source
+        }
+        covers.add_metric([total.source, "+".join(sorted(summed))], 1)
+    yield from (total_energy, total_power, covers)
 
 
 def _tick_families(snapshot: Snapshot) -> Iterator[Metric]:

@@ -20,6 +20,7 @@ from wattwise.net.pool import MAX_CONNECTIONS, descriptor_budget
 from wattwise.runtime import run
 from wattwise.service import Service
 from wattwise.sources.estimate import EstimateSource
+from wattwise.sources.hwmon import HwmonSource
 from wattwise.sources.nvml import NvmlSource
 from wattwise.sources.rapl import RaplSource
 from wattwise.statelog import ProblemLog
@@ -124,8 +125,14 @@ class Agent:
         if config.nvml.enabled:
             self.sources.append(NvmlSource(config.nvml.power_poll_hz))
         why = rapl.why_not_measuring_cpu() if rapl is not None else "RAPL disabled in config"
+        hwmon = HwmonSource(config.sysfs_root, why is None) if config.hwmon.enabled else None
+        if hwmon is not None and hwmon.sensors:
+            self.sources.append(hwmon)
         if why is None:
             note = "not in use: RAPL measures the CPU"
+            self._skipped.append(Finding(ESTIMATE, "cpu", "-", True, note))
+        elif hwmon is not None and hwmon.measures_cpu:
+            note = f"not in use: hwmon measures the CPU ({hwmon.measures_cpu})"
             self._skipped.append(Finding(ESTIMATE, "cpu", "-", True, note))
         elif config.estimate.enabled:
             self.sources.append(

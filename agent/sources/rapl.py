@@ -163,6 +163,13 @@ class RaplSource:
                 fix = PERMISSION_FIX if "permission denied" in error else ""
                 detail = f"{error}; {max_text}".rstrip("; ")
                 findings.append(Finding(RAPL, zone.label, str(zone.path), False, detail, fix))
+        domains = {zone.domain for zone in self.zones}
+        if "package" in domains and not domains & {"dram", "psys"}:
+            detail = (
+                "no dram zone (AMD's RAPL has none): the rapl node total covers the CPU "
+                "packages only, and memory energy is not measured"
+            )
+            findings.append(Finding(RAPL, "dram", str(powercap), True, detail))
         return findings
 
     def close(self) -> None:

@@ -165,3 +165,13 @@ def test_rapl_keeps_its_zone_files_open_and_closes_them(tmp_path: Path) -> None:
     assert len(os.listdir("/proc/self/fd")) == before + 8
     source.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_amd_rapl_without_a_dram_zone_says_what_its_node_total_covers(tmp_path: Path) -> None:
+    """AMD Zen's RAPL driver registers package (and core) zones, never dram."""
+    add_zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000, PACKAGE_MAX_UJ)
+    add_zone(tmp_path, "intel-rapl:0:0", "core", 500_000, PACKAGE_MAX_UJ)
+    findings = {f.item: f for f in RaplSource(tmp_path).probe()}
+    assert "no dram zone" in findings["dram"].detail and findings["dram"].ok
+    two_socket_server(tmp_path / "intel")
+    assert "dram" not in {f.item for f in RaplSource(tmp_path / "intel").probe()}

@@ -1,0 +1,34 @@
+"""What is measured on each platform (issue 14), through the real CLI: a Grace Hopper node has
+no RAPL, so its CPU comes from Grace's hwmon telemetry (not the estimate), its module power is
+exported but not added to the node total, and its GPU comes from NVML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import subprocess_env
+from tests.support.cli import wattwise
+from tests.support.fixtures.trees import grace, h100, write_nvml_state
+
+
+def test_a_grace_hopper_node_measures_its_cpu_through_hwmon_and_counts_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    sysfs, state = tmp_path / "sys", tmp_path / "nvml.json"
+    grace(sysfs)
+    write_nvml_state(state, [h100(0) | {"name": "NVIDIA GH200 480GB"}])
+    env = subprocess_env(state)
+    probe = wattwise("probe", "--sysfs-root", str(sysfs), env=env)
+    assert probe.returncode == 0, probe.stderr
+    assert "not in use: hwmon measures the CPU (hwmon1 (power_meter))" in probe.stdout
+    assert "a Grace module (CPU + GPU + memory): exported, never summed" in probe.stdout
+    once = wattwise("once", "--interval", "0.3", "--sysfs-root", str(sysfs), env=env)
+    assert once.returncode == 0, once.stderr
+    out = once.stdout
+    assert 'wattwise_node_energy_up{device="0",domain="module",source="hwmon"} 1.0' in out
+    assert 'wattwise_node_energy_up{device="0",domain="package",source="hwmon"} 1.0' in out
+    assert 'wattwise_node_total_power_watts{source="hwmon"}' in out
+    total = [line for line in out.splitlines() if line.startswith("wattwise_node_total_power")]
+    hwmon_w = float(next(line for line in total if 'source="hwmon"' in line).split()[-1])
+    assert 240.0 < hwmon_w < 260.0  # Grace's 250 W, not the module's 900 W on top
+    assert 'source="estimate"' not in out
