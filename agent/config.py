@@ -54,6 +54,14 @@ class HwmonConfig(_Section):
     )
 
 
+class AmdsmiConfig(_Section):
+    enabled: bool = Field(
+        True,
+        description="Read AMD Instinct GPUs through amdsmi where it is installed "
+        "(pip install 'wattwise[amd]'); without it, or without AMD GPUs, nothing is read.",
+    )
+
+
 class NvmlConfig(_Section):
     enabled: bool = Field(True, description="Read GPU energy and state through NVML.")
     power_poll_hz: float = Field(
@@ -420,6 +428,7 @@ class Config(_Section):
     rapl: RaplConfig = RaplConfig()
     hwmon: HwmonConfig = HwmonConfig()
     nvml: NvmlConfig = NvmlConfig()
+    amdsmi: AmdsmiConfig = AmdsmiConfig()
     estimate: EstimateConfig = EstimateConfig()
     jobs: JobsConfig = JobsConfig()
     ledger: LedgerConfig = LedgerConfig()

@@ -12,6 +12,7 @@ NVML = "nvml"
 NVML_POWER = "nvml_power"
 ESTIMATE = "estimate"
 HWMON = "hwmon"
+AMDSMI = "amdsmi"
 J_PER_KWH = 3.6e6  # joules in a kilowatt-hour
 
 

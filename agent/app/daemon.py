@@ -19,6 +19,7 @@ from wattwise.net.listen import bind_tcp
 from wattwise.net.pool import MAX_CONNECTIONS, descriptor_budget
 from wattwise.runtime import run
 from wattwise.service import Service
+from wattwise.sources.amd import AmdSmiSource
 from wattwise.sources.estimate import EstimateSource
 from wattwise.sources.hwmon import HwmonSource
 from wattwise.sources.nvml import NvmlSource
@@ -124,6 +125,13 @@ class Agent:
             self.sources.append(rapl)
         if config.nvml.enabled:
             self.sources.append(NvmlSource(config.nvml.power_poll_hz))
+        if config.amdsmi.enabled:
+            amd = AmdSmiSource()
+            if amd.gpus:
+                self.sources.append(amd)
+            else:
+                self._skipped += amd.probe() if amd.problem else []
+                amd.close()
         why = rapl.why_not_measuring_cpu() if rapl is not None else "RAPL disabled in config"
         hwmon = HwmonSource(config.sysfs_root, why is None) if config.hwmon.enabled else None
         if hwmon is not None and hwmon.sensors:

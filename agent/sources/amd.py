@@ -1,0 +1,174 @@
+"""AMD Instinct GPUs (MI200, MI300) through ROCm's amdsmi Python library, the optional extra
+`wattwise[amd]`. The only module that imports amdsmi.
+
+Energy is amdsmi_get_energy_count's accumulator (ticks since the driver loaded) times its
+counter_resolution (microjoules per tick, about 15.3); amdsmi before ROCm 6.4 names the
+accumulator `power`, later ones `energy_accumulator`. A GPU's processes and their cumulative
+GFX engine time (amdsmi_get_gpu_process_list, engine_usage.gfx in ns) split its energy as
+NVML's SM samples do. Any exception a call raises costs that one figure. A node with GPUs of
+both vendors is not supported: their indexes would collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from wattwise.checks import BadNumber, Rejections, number
+from wattwise.model import (
+    AMDSMI,
+    CounterKey,
+    CounterReading,
+    Finding,
+    GpuProcess,
+    GpuStatus,
+    SourceReadout,
+    SourceStatus,
+)
+
+log = logging.getLogger(__name__)
+MAX_UJ = 2.0**64 * 16  # an accumulator of u64 ticks of at most 16 uJ
+
+
+def load_amdsmi() -> ModuleType | str:
+    try:
+        import amdsmi
+    except ImportError:
+        return "amdsmi is not installed (pip install 'wattwise[amd]', with ROCm's libamd_smi)"
+    except Exception as exc:  # a broken install must not stop the agent
+        return f"amdsmi cannot be imported: {type(exc).__name__}: {exc}"
+    return amdsmi
+
+
+@dataclass(slots=True)
+class _AmdGpu:
+    index: int
+    handle: Any
+    uuid: str
+    model: str
+    gfx_ns: dict[int, float] = field(default_factory=dict)  # pid -> GFX time at the last tick
+
+    @property
+    def key(self) -> CounterKey:
+        return CounterKey("gpu", str(self.index), AMDSMI)
+
+
+class AmdSmiSource:
+    name = AMDSMI
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self.gpus: list[_AmdGpu] = []
+        self._bad_values = Rejections(log)
+        loaded = load_amdsmi()
+        if isinstance(loaded, str):
+            self.problem, self._smi = loaded, None
+            return
+        self._smi = loaded
+        try:
+            loaded.amdsmi_init()
+            handles = list(loaded.amdsmi_get_processor_handles())
+        except Exception as exc:
+            self.problem = f"amdsmi did not start: {exc}"
+            self._smi = None
+            return
+        for index, handle in enumerate(handles[:64]):
+            uuid = str(self._call("amdsmi_get_gpu_device_uuid", handle) or "")
+            info = self._call("amdsmi_get_gpu_asic_info", handle) or {}
+            self.gpus.append(_AmdGpu(index, handle, uuid, str(info.get("market_name", "AMD GPU"))))
+
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self._smi, name)(*args)
+        except Exception as exc:  # AmdSmiLibraryException, a missing call, a ctypes fault
+            self._bad_values.reject(name, f"{name}: {exc}")
+            return None
+
+    def read(self) -> SourceReadout:
+        counters, statuses = [], []
+        for gpu in self.gpus:
+            now = time.monotonic()
+            raw_uj, error = self._energy_uj(gpu)
+            counters.append(CounterReading(gpu.key, raw_uj, None, now, True, error))
+            if error is not None:
+                statuses.append(GpuStatus(gpu.index, gpu.uuid, gpu.model, False, error, AMDSMI))
+                continue
+            power = self._call("amdsmi_get_power_info", gpu.handle) or {}
+            statuses.append(
+                GpuStatus(
+                    gpu.index,
+                    gpu.uuid,
+                    gpu.model,
+                    True,
+                    None,
+                    AMDSMI,
+                    power_w=_watts(power),
+                    processes=self._processes(gpu),
+                )
+            )
+        up = sum(s.up for s in statuses)
+        detail = f"{up} of {len(statuses)} AMD GPUs up"
+        status = (SourceStatus(AMDSMI, up > 0, detail),) if statuses else ()
+        return SourceReadout(counters=tuple(counters), gpus=tuple(statuses), status=status)
+
+    def _energy_uj(self, gpu: _AmdGpu) -> tuple[int | None, str | None]:
+        count = self._call("amdsmi_get_energy_count", gpu.handle)
+        if not isinstance(count, dict):
+            return None, "energy count: not read"
+        ticks = count.get("energy_accumulator", count.get("power"))
+        try:
+            resolution = number(count.get("counter_resolution"), "amdsmi resolution", 0.0, 16.0)
+            energy = number(ticks, f"amdsmi energy of GPU {gpu.index}", 0, 2**64) * resolution
+            return int(number(energy, f"amdsmi energy of GPU {gpu.index}", 0, MAX_UJ)), None
+        except BadNumber as exc:
+            return None, f"energy count: {exc}"
+
+    def _processes(self, gpu: _AmdGpu) -> tuple[GpuProcess, ...]:
+        listed = self._call("amdsmi_get_gpu_process_list", gpu.handle) or []
+        found: dict[int, float] = {}
+        for item in listed[:4096]:
+            info = item if isinstance(item, dict) else None
+            if info is None:  # older amdsmi: process handles, each asked for its info
+                info = self._call("amdsmi_get_gpu_process_info", gpu.handle, item)
+            try:
+                pid = int(number(info["pid"], "amdsmi pid", 1, 1 << 22))
+                gfx = number(info.get("engine_usage", {}).get("gfx", 0), "amdsmi gfx", 0, 2**64)
+            except (BadNumber, KeyError, TypeError, AttributeError):
+                continue
+            found[pid] = gfx
+        samples = {pid: max(gfx - gpu.gfx_ns.get(pid, gfx), 0.0) for pid, gfx in found.items()}
+        gpu.gfx_ns = found
+        return tuple(GpuProcess(pid, busy) for pid, busy in sorted(samples.items()))
+
+    def probe(self) -> list[Finding]:
+        if self._smi is None:
+            return [Finding(AMDSMI, "-", "amdsmi", True, f"no AMD GPU read: {self.problem}")]
+        findings = []
+        for gpu in self.gpus:
+            raw, error = self._energy_uj(gpu)
+            partition = self._call("amdsmi_get_gpu_compute_partition", gpu.handle)
+            detail = f"{gpu.model}, energy counter" if raw is not None else f"down: {error}"
+            if partition:
+                detail += f", compute partition {partition} (energy is the whole GPU's)"
+            findings.append(Finding(AMDSMI, f"gpu {gpu.index}", gpu.uuid, raw is not None, detail))
+        return findings
+
+    def close(self) -> None:
+        if self._smi is not None:
+            with contextlib.suppress(Exception):
+                self._smi.amdsmi_shut_down()
+            self._smi = None
+
+
+def _watts(power: dict) -> float | None:
+    """socket_power (ROCm >= 7), current_socket_power (MI300), average_socket_power (MI200);
+    an 'N/A' is skipped."""
+    for name in ("socket_power", "current_socket_power", "average_socket_power"):
+        value = power.get(name)
+        if isinstance(value, int | float) and 0 <= value <= 1e5:
+            return float(value)
+    return None
