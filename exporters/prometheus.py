@@ -107,7 +107,10 @@ def _domain_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
         if d.power_w is not None:
             power.add_metric(labels, d.power_w)
     yield from (energy, power, up, wraps, resets)
+    yield from _node_total_families(snapshot, every)
 
+
+def _node_total_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     total_energy = CounterMetricFamily(
         "wattwise_node_total_energy",
         "Node energy per source, summing only domains that do not overlap "
