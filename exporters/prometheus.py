@@ -204,18 +204,18 @@ def _mig_families(gpus: tuple[GpuStatus, ...]) -> Iterator[Metric]:
     instance = GaugeMetricFamily(
         "wattwise_gpu_mig_instance_slices",
         "Slices a MIG instance holds (gpu_instance: NVML's GPU instance id)",
-        labels=["gpu", "gpu_instance", "profile"],
+        labels=["gpu", "gpu_instance", "compute_instance", "profile"],
     )
     processes = GaugeMetricFamily(
         "wattwise_gpu_mig_instance_processes",
         "Compute processes on a MIG instance in the last tick",
-        labels=["gpu", "gpu_instance", "profile"],
+        labels=["gpu", "gpu_instance", "compute_instance", "profile"],
     )
     for gpu in gpus:
         if gpu.mig_slices:
             slices.add_metric([str(gpu.index)], gpu.mig_slices)
         for mig in gpu.mig:
-            labels = [str(gpu.index), str(mig.gpu_instance), mig.profile]
+            labels = [str(gpu.index), str(mig.gpu_instance), str(mig.compute_instance), mig.profile]
             instance.add_metric(labels, mig.slices)
             processes.add_metric(labels, len(mig.processes))
     yield from (slices, instance, processes)

@@ -87,6 +87,10 @@ class GpuProcesses:
             if not gpu.mig_slices:
                 continue
             parts = []
+            # A GPU instance split into compute instances: its slices are shared among them.
+            per_gi: dict[int, int] = {}
+            for instance in gpu.mig:
+                per_gi[instance.gpu_instance] = per_gi.get(instance.gpu_instance, 0) + 1
             for instance in gpu.mig:
                 samples: dict[str, float] = {}
                 for process in instance.processes:
@@ -98,7 +102,8 @@ class GpuProcesses:
                     ):
                         samples[job_key(by_cgroup.get(ref.cgroup, ref))] = 0.0
                 holder = _one_holder(claims.get(instance.uuid, set()), instance.uuid, rejections)
-                parts.append(GpuShare(instance.slices / gpu.mig_slices, samples, holder))
+                fraction = instance.slices / per_gi[instance.gpu_instance] / gpu.mig_slices
+                parts.append(GpuShare(fraction, samples, holder))
             result[gpu.index] = parts
         return result
 

@@ -1,10 +1,10 @@
 """CPU time of a job that has no CPU counter of its own: on cgroup v1 Slurm nodes without
 jobacct_gather/cgroup, a job's cgroups exist in freezer, memory, cpuset or devices but not in
-cpuacct. Its CPU time is then the sum over its processes (/proc/<pid>/stat utime + stime, and
-cutime + cstime of children it waited for), accumulated per process so that a process that
-exits takes nothing away. What this misses: the time of a child that exited without being
-waited for by a process of the job, and what a process used in its last interval before it
-exited."""
+cpuacct. Its CPU time is then the sum over its processes (/proc/<pid>/stat utime + stime),
+accumulated per process so that a process that exits takes nothing away. Children's cutime
+and cstime are not added: a child is a process of the job too, counted while it runs, and its
+time would count twice when reaped. What this misses: what a process used in its last interval
+before it exited."""
 
 from __future__ import annotations
 
@@ -62,11 +62,11 @@ class ProcessCpu:
 
 
 def _process_seconds(procfs_root: Path, pid: int) -> float | None:
-    """utime + stime + cutime + cstime of a process, in seconds; None when it is gone."""
+    """utime + stime of a process, in seconds; None when it is gone."""
     try:
         stat = read_bytes(f"{procfs_root}/{pid}/stat", 4096).decode(errors="replace")
         fields = stat[stat.rindex(")") + 2 :].split()
-        ticks = sum(int(fields[n]) for n in (11, 12, 13, 14))  # fields 14 to 17 of stat
+        ticks = int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat: utime, stime
     except (CounterFileError, ValueError, IndexError):
         return None
     return max(ticks, 0) / CLOCK_TICKS_PER_S

@@ -70,7 +70,7 @@ def discover(sysfs_root: Path, cpu_measured: bool) -> list[Sensor]:
         origin = f"{device.name} ({name})"
         if name == "power_meter":
             found = _power_meter(folder, cpu_measured, sensors)
-        elif name == "amd_energy":
+        elif name in ("amd_energy", "zenergy"):
             found = [] if cpu_measured else _amd_energy(folder)
         elif name == "amd_hsmp_hwmon" and not cpu_measured:
             index = sum(s.key.domain == "package" for s in sensors)
@@ -78,6 +78,11 @@ def discover(sysfs_root: Path, cpu_measured: bool) -> list[Sensor]:
         else:
             found = []
         sensors += [Sensor(*sensor, origin) for sensor in found]
+    if any(s.counter and s.key.domain == "package" for s in sensors):
+        # amd_energy's counters and HSMP's power measure the same sockets: one of them only.
+        sensors = [
+            s for s in sensors if s.counter or s.key.domain != "package" or "hsmp" not in s.origin
+        ]
     return sensors
 
 

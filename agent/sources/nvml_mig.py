@@ -84,7 +84,7 @@ def describe_mig(layout: MigLayout | None) -> str:
     profiles = ", ".join(
         f"{d.instance.profile} (GPU instance {d.instance.gpu_instance})" for d in layout.devices
     )
-    used = sum(d.instance.slices for d in layout.devices)
+    used = sum({d.instance.gpu_instance: d.instance.slices for d in layout.devices}.values())
     return (
         f"; MIG on: {len(layout.devices)} instance(s) using {used} of {layout.slices} slices"
         f" ({profiles or 'none'}). Energy is split by slices (NVML measures the board only and"

@@ -163,3 +163,25 @@ def test_eight_gpus_of_seven_instances_and_56_jobs_stay_under_2500_series(
     per_instance = [s for s in series if s.startswith("wattwise_gpu_mig_instance_slices")]
     assert len(per_instance) == 56
     assert gpu_energy(snapshot)[(jobs[0], "active")] == pytest.approx(100.0)  # 1 of 7 slices
+
+
+def test_compute_instances_of_one_gpu_instance_share_its_slices(
+    tmp_path: Path, fake_nvml: ModuleType
+) -> None:
+    """A 3g GPU instance split into three compute instances, beside a 4g one: 3/7 and 4/7,
+    never 13 of 7 (found by review)."""
+    instances = [
+        {"gi": 1, "ci": c, "uuid": mig_uuid(0, c), "slices": 3, "memory_mb": 40_960, "pids": []}
+        for c in range(3)
+    ] + [{"gi": 2, "uuid": mig_uuid(0, 9), "slices": 4, "memory_mb": 40_960, "pids": [5001]}]
+    node = MigNode(tmp_path, fake_nvml, [h100(0, energy_mj=1_000_000, mig=instances)])
+    four = node.add_pod(1, 5001)
+    node.start()
+    try:
+        node.tick()
+        totals = gpu_energy(node.tick())
+        findings = {f.item: f for f in node.agent.probe()}
+    finally:
+        node.agent.close()
+    assert totals == pytest.approx({(four, "active"): 400.0, ("unattributed", "idle"): 300.0})
+    assert "using 7 of 7 slices" in findings["gpu 0"].detail

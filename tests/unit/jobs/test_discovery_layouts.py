@@ -148,3 +148,21 @@ def test_a_v1_slurm_job_missing_from_cpuacct_is_found_in_freezer_and_timed_by_it
     shutil.rmtree(cgroups / "freezer" / "slurm" / "uid_7319" / "job_748468")
     assert tracker.observe().jobs == {}
     tracker.close()
+
+
+def test_a_reaped_childs_time_is_not_counted_again_in_its_parent(tmp_path: Path) -> None:
+    """Its own utime was counted while it ran; the parent's cutime grows by the same when it
+    is reaped (found by review: counted twice before)."""
+    from wattwise.jobs.process_cpu import ProcessCpu
+
+    job, procfs = tmp_path / "job", tmp_path / "proc"
+    job.mkdir()
+    hz = CLOCK_TICKS_PER_S
+    (job / "cgroup.procs").write_text("100\n101\n")
+    _process(procfs, 100, (hz, 0, 0, 0))
+    _process(procfs, 101, (20 * hz, 0, 0, 0))
+    cpu = ProcessCpu(job, procfs)
+    assert cpu.seconds() == 21.0
+    (job / "cgroup.procs").write_text("100\n")
+    _process(procfs, 100, (hz, 0, 20 * hz, 0))  # 101 reaped by 100
+    assert cpu.seconds() == 21.0

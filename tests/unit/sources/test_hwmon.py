@@ -90,3 +90,11 @@ def test_two_grace_sockets_and_amd_hsmp_socket_power(tmp_path: Path) -> None:
     hwmon(hsmp, 0, "amd_hsmp_hwmon", power1_input="180000000", power1_cap="400000000")
     assert keys(HwmonSource(hsmp, cpu_measured=False)) == {"package-0": True}
     assert HwmonSource(hsmp, cpu_measured=True).sensors == []
+
+
+def test_amd_energy_and_hsmp_on_one_node_count_each_socket_once(tmp_path: Path) -> None:
+    hwmon(tmp_path, 0, "amd_energy", energy129_label="Esocket0", energy129_input="5")
+    hwmon(tmp_path, 1, "amd_hsmp_hwmon", power1_input="180000000")
+    assert keys(HwmonSource(tmp_path, cpu_measured=False)) == {"package-0": True}
+    (only,) = HwmonSource(tmp_path, cpu_measured=False).sensors
+    assert only.counter
