@@ -19,7 +19,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from wattwise.model import CpuActivity, DomainEnergy, GpuShare, JobEnergy, UnattributedEnergy
+from wattwise.model import (
+    CpuActivity,
+    DomainEnergy,
+    GpuShare,
+    JobEnergy,
+    MigInstance,
+    UnattributedEnergy,
+)
 
 RESERVED = "reserved"
 UNATTRIBUTED = "unattributed"
@@ -80,6 +87,37 @@ def split_gpu(energy_j: float, sm_samples: Mapping[str, float], holder: str | No
     if holder is not None:
         return Split(idle_j={holder: energy_j})  # allocated idle: held, doing nothing
     return Split(unattributed_idle_j=energy_j)
+
+
+def mig_fractions(
+    instances: Sequence[MigInstance],
+    mig_slices: int,
+    activity: Mapping[int, float] | None = None,
+    floor_ratio: float = 1.0,
+) -> list[float]:
+    """Each MIG instance's fraction of its GPU's energy; slices in no instance are the rest.
+
+    By slices (a GPU instance's over the GPU's, shared by its compute instances) unless DCGM
+    measured every instance's activity (`activity`: GPU instance id -> busy ratio). Then
+    `floor_ratio` of the energy (the GPU's lowest power seen over its power now: what it draws
+    doing nothing) still goes by slices, and the rest by activity x slices (activity is a
+    fraction of the instance's own capacity, so a busy 3g instance draws three times a busy 1g
+    one). Where no instance was busy, by slices."""
+    per_gi: dict[int, int] = {}
+    for instance in instances:
+        per_gi[instance.gpu_instance] = per_gi.get(instance.gpu_instance, 0) + 1
+    by_slices = [i.slices / per_gi[i.gpu_instance] / mig_slices for i in instances]
+    busy = [(activity or {}).get(i.gpu_instance) for i in instances]
+    if not instances or any(b is None for b in busy):
+        return by_slices
+    weights = [b * s for b, s in zip(busy, by_slices, strict=True) if b is not None]
+    total = sum(weights)
+    if not total > 0:
+        return by_slices
+    floor = min(max(floor_ratio, 0.0), 1.0)
+    return [
+        floor * s + (1.0 - floor) * (w / total) for s, w in zip(by_slices, weights, strict=True)
+    ]
 
 
 def attribute_tick(

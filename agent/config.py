@@ -70,6 +70,17 @@ class NvmlConfig(_Section):
         le=100,
         description="Power polling rate for GPUs without an energy counter (pre-Volta).",
     )
+    dcgm_exporter_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="This node's dcgm-exporter /metrics, e.g. http://localhost:9400/metrics: "
+        "a MIG GPU's energy is then split by each instance's measured activity "
+        "(DCGM_FI_PROF_GR_ENGINE_ACTIVE) and not by slices alone. Read only where a GPU is in "
+        "MIG mode.",
+    )
+    dcgm_exporter_interval_s: float = Field(
+        5.0, ge=1, le=300, description="How often dcgm-exporter is read."
+    )
 
 
 class EstimateConfig(_Section):

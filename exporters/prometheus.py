@@ -198,7 +198,8 @@ def _mig_families(gpus: tuple[GpuStatus, ...]) -> Iterator[Metric]:
     slices = GaugeMetricFamily(
         "wattwise_gpu_mig_slices",
         "The GPU's MIG slices (7 on A100 and H100); its energy is split among its instances by "
-        "their slices, since NVML measures the board only",
+        "their slices, or by DCGM's activity where dcgm-exporter is read (NVML measures the "
+        "board only)",
         labels=["gpu"],
     )
     instance = GaugeMetricFamily(

@@ -16,6 +16,7 @@ from wattwise.clock import Clock
 from wattwise.config import Config
 from wattwise.errors import LedgerError, LedgerUnavailable
 from wattwise.jobs.metadata import JobMeta, team_of
+from wattwise.jobs.mig_activity import MigActivity
 from wattwise.jobs.tracker import JobTracker
 from wattwise.model import (
     DomainEnergy,
@@ -46,12 +47,18 @@ class JobStage:
             from wattwise.jobs.kubelet import start_pod_names
 
             self.pod_names = start_pod_names(config.jobs)
+        self.mig_activity: MigActivity | None = None
+        if config.nvml.enabled and config.nvml.dcgm_exporter_url:
+            self.mig_activity = MigActivity(
+                config.nvml.dcgm_exporter_url, config.nvml.dcgm_exporter_interval_s
+            )
         self.tracker = JobTracker(
             config.cgroup_root,
             config.procfs_root,
             config.jobs.schedulers,
             self.pod_names.get if self.pod_names else None,
             clock=clock.monotonic,
+            mig_activity=self.mig_activity,
         )
         self.ledger: Ledger | None = None
         self.ledger_problem: str | None = None
@@ -215,7 +222,10 @@ class JobStage:
 
     def services(self) -> list[Service]:
         owners = (self.pod_names, self.work.scraper)
-        return [s for s in (getattr(o, "service", None) for o in owners) if s is not None]
+        found = [s for s in (getattr(o, "service", None) for o in owners) if s is not None]
+        if self.mig_activity is not None and self.mig_activity.started:
+            found.append(self.mig_activity.service)
+        return found
 
     def probe(self) -> list[Finding]:
         config = self.config
@@ -236,11 +246,15 @@ class JobStage:
         findings = [Finding("jobs", "cgroups", str(hierarchy.root), True, detail)]
         if config.ledger.enabled:
             findings.append(probe_ledger(config.ledger.path))
+        if self.mig_activity is not None:
+            findings.append(self.mig_activity.probe())
         return findings
 
     def close(self, last_unix_s: float | None) -> None:
         """Commits what is left (the last partial minute too) and stops every helper."""
         self.tracker.close()
+        if self.mig_activity is not None:
+            self.mig_activity.close()
         if last_unix_s is not None:
             self.commit(last_unix_s, force=True)
             if self.ledger is not None and self.ledger.last_error:

@@ -7,10 +7,12 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from wattwise.attribution import mig_fractions
 from wattwise.checks import Rejections
 from wattwise.jobs.cgroups import classify
 from wattwise.jobs.discovery import OUTER
 from wattwise.jobs.metadata import JobMeta
+from wattwise.jobs.mig_activity import MigActivity
 from wattwise.model import GpuShare, GpuStatus, JobRef
 from wattwise.sources.sysfs import CounterFileError, read_bytes
 
@@ -24,11 +26,19 @@ def job_key(ref: JobRef) -> str:
 
 
 class GpuProcesses:
-    def __init__(self, procfs_root: Path, schedulers: Collection[str]) -> None:
+    def __init__(
+        self,
+        procfs_root: Path,
+        schedulers: Collection[str],
+        mig_activity: MigActivity | None = None,
+    ) -> None:
+        """`mig_activity`: dcgm-exporter's reading of MIG instances' activity, if configured."""
+        self.mig_activity = mig_activity
         self.procfs_root = procfs_root
         self.schedulers = schedulers
         self._pids: dict[int, JobRef | None] = {}  # pid listed last tick -> its job
         self._checked_s = -math.inf
+        self._floor_w: dict[str, float] = {}  # GPU UUID -> its lowest power seen (MIG only)
 
     def jobs(
         self,
@@ -77,21 +87,23 @@ class GpuProcesses:
         meta: Mapping[str, JobMeta],
         rejections: Rejections,
     ) -> dict[int, list[GpuShare]]:
-        """GPU index -> its MIG instances' parts: each instance's slices over the GPU's, the
-        jobs with processes on it (an equal split: NVML samples nothing under MIG), and the
-        job the scheduler gave it (by its MIG UUID). Runs after jobs(), whose pid lookups it
-        reuses."""
+        """GPU index -> its MIG instances' parts (attribution.mig_fractions: by slices, or by
+        DCGM's measured activity where it was read), the jobs with processes on each (an equal
+        split: NVML samples nothing under MIG), and the job the scheduler gave it (by its MIG
+        UUID). Runs after jobs(), whose pid lookups it reuses."""
         claims = _claims(meta, {i.uuid for g in gpus for i in g.mig})
         result: dict[int, list[GpuShare]] = {}
         for gpu in gpus:
             if not gpu.mig_slices:
                 continue
+            activity = self.mig_activity
+            busy = {}
+            if activity is not None:
+                activity.start()  # read only once a GPU in MIG mode is seen
+                busy = activity.of_gpu(gpu.uuid)
+            fractions = mig_fractions(gpu.mig, gpu.mig_slices, busy, self._floor_ratio(gpu))
             parts = []
-            # A GPU instance split into compute instances: its slices are shared among them.
-            per_gi: dict[int, int] = {}
-            for instance in gpu.mig:
-                per_gi[instance.gpu_instance] = per_gi.get(instance.gpu_instance, 0) + 1
-            for instance in gpu.mig:
+            for instance, fraction in zip(gpu.mig, fractions, strict=True):
                 samples: dict[str, float] = {}
                 for process in instance.processes:
                     ref = self._pids.get(process.pid)
@@ -102,10 +114,19 @@ class GpuProcesses:
                     ):
                         samples[job_key(by_cgroup.get(ref.cgroup, ref))] = 0.0
                 holder = _one_holder(claims.get(instance.uuid, set()), instance.uuid, rejections)
-                fraction = instance.slices / per_gi[instance.gpu_instance] / gpu.mig_slices
                 parts.append(GpuShare(fraction, samples, holder))
             result[gpu.index] = parts
         return result
+
+    def _floor_ratio(self, gpu: GpuStatus) -> float:
+        """The GPU's lowest power seen since the agent started over its power now: the part of
+        its energy it would draw idle (1.0 until it has been seen at two levels)."""
+        power_w = gpu.power_w
+        if power_w is None or not power_w > 0:
+            return 1.0
+        floor_w = min(self._floor_w.get(gpu.uuid, power_w), power_w)
+        self._floor_w[gpu.uuid] = floor_w
+        return floor_w / power_w
 
 
 def _claims(meta: Mapping[str, JobMeta], uuids: set[str]) -> dict[str, set[str]]:

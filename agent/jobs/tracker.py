@@ -20,6 +20,7 @@ from wattwise.checks import U64_MAX, Rejections, number
 from wattwise.jobs.discovery import Hierarchy, Listings, find_hierarchy, scan, scan_elsewhere
 from wattwise.jobs.gpu_processes import GpuProcesses, gpu_holders, job_from_proc, job_key
 from wattwise.jobs.metadata import JobMeta, first_pid, read_meta
+from wattwise.jobs.mig_activity import MigActivity
 from wattwise.jobs.process_cpu import ProcessCpu
 from wattwise.model import EXEC, KUBERNETES, SLURM, CpuActivity, GpuShare, GpuStatus, JobRef
 from wattwise.sources.sysfs import (
@@ -55,6 +56,7 @@ class JobTracker:
         schedulers: Collection[str],
         pod_name: Callable[[str], str | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        mig_activity: MigActivity | None = None,
     ):
         self.pod_name = pod_name
         self.clock = clock
@@ -66,7 +68,7 @@ class JobTracker:
             log.warning("no cgroup hierarchy under %s: energy is not charged to jobs", cgroup_root)
         self._cpu_s: dict[str, float] = {}  # job cgroup -> last CPU seconds
         self._node_times: tuple[float, float] | None = None
-        self._gpu_processes = GpuProcesses(procfs_root, self.schedulers)
+        self._gpu_processes = GpuProcesses(procfs_root, self.schedulers, mig_activity)
         self._listings = Listings()
         self._elsewhere: dict[str, Path] = {}  # v1 jobs not in cpuacct -> the controller
         # job cgroup -> (key, its CPU counter: kept open up to a share of the open-file limit)

@@ -121,7 +121,8 @@ def test_bad_config_exits_2_naming_the_field(tmp_path: Path, subcommand: list[st
     result = wattwise(*subcommand, str(path), env=subprocess_env(None))
     assert result.returncode == 2
     assert "nvml.power_poll_hz = -1: Input should be greater than 0" in result.stderr
-    assert "nvml.colour: unknown key (allowed here: enabled, power_poll_hz)" in result.stderr
+    allowed = "allowed here: enabled, power_poll_hz, dcgm_exporter_url"
+    assert f"nvml.colour: unknown key ({allowed}" in result.stderr
 
 
 def test_port_in_use_is_one_line_and_a_nonzero_exit(server_tree: tuple[Path, Path]) -> None:

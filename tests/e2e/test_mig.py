@@ -4,19 +4,23 @@ the jobs with processes on it, else to the job holding it by MIG UUID, else to i
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.support.dcgm import dcgm_page
 from tests.support.fixtures.trees import add_process, h100, make_v2, proc_stat
 from tests.support.fixtures.trees import two_socket_server as server
+from tests.support.providers import Script, serve
 from wattwise.app.daemon import Agent
 from wattwise.clock import SteppedClock
 from wattwise.config import load_config
 from wattwise.exporters.prometheus import SnapshotCollector
 from wattwise.model import Snapshot
+from wattwise.sources import nvml as nvml_module
 
 
 def pod(n: int) -> tuple[str, str]:
@@ -40,6 +44,7 @@ class MigNode:
         make_v2(self.cgroups, {})
         nvml.configure({"gpus": gpus})
         self.time = SteppedClock(1_800_000_000.0)
+        self.settings: dict = {}
 
     def add_pod(self, n: int, pid: int, visible: str = "") -> str:
         uid, cgroup = pod(n)
@@ -52,6 +57,7 @@ class MigNode:
 
     def start(self) -> MigNode:
         settings = {
+            **self.settings,
             "sysfs_root": self.sysfs,
             "procfs_root": self.procfs,
             "cgroup_root": self.cgroups,
@@ -185,3 +191,49 @@ def test_compute_instances_of_one_gpu_instance_share_its_slices(
         node.agent.close()
     assert totals == pytest.approx({(four, "active"): 400.0, ("unattributed", "idle"): 300.0})
     assert "using 7 of 7 slices" in findings["gpu 0"].detail
+
+
+def test_with_dcgm_exporter_the_energy_above_the_idle_floor_follows_measured_activity(
+    tmp_path: Path, fake_nvml: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3g instance fully busy, a 2g one held and idle, a 1g one half busy, read from a real
+    HTTP server in dcgm-exporter's shape. The GPU drew 100 W at the first tick and 400 W now:
+    a quarter of its energy is its idle floor, split by slices; the rest by activity x slices."""
+    monkeypatch.setattr(nvml_module, "GAUGES_EVERY_S", 0.0)  # power read every tick
+    instances = [
+        {"gi": 1, "uuid": mig_uuid(0, 1), "slices": 3, "memory_mb": 40_960, "pids": [5001]},
+        {"gi": 5, "uuid": mig_uuid(0, 5), "slices": 2, "memory_mb": 20_480, "pids": []},
+        {"gi": 9, "uuid": mig_uuid(0, 9), "slices": 1, "memory_mb": 10_240, "pids": [5003]},
+    ]
+    gpu = h100(0, energy_mj=1_000_000, power_mw=100_000, mig=instances)
+    node = MigNode(tmp_path, fake_nvml, [gpu])
+    busy = node.add_pod(1, 5001, mig_uuid(0, 1))
+    holding = node.add_pod(2, 5002, mig_uuid(0, 5))
+    half = node.add_pod(3, 5003, mig_uuid(0, 9))
+    page = dcgm_page({gpu["uuid"]: {1: 1.0, 5: 0.0, 9: 0.5}})
+    with serve(Script(body=page.encode())) as url:
+        node.settings["nvml"] = {"dcgm_exporter_url": f"{url}/metrics"}
+        node.start()
+        try:
+            node.tick()  # the baseline; the first read of dcgm-exporter starts
+            activity = node.agent.jobs.mig_activity
+            deadline = time.monotonic() + 10
+            while not activity.of_gpu(gpu["uuid"]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            gpu["power_mw"] = 400_000
+            totals = gpu_energy(node.tick())
+            services = {s.name: s.up for s in node.agent.latest.services}
+            findings = {f.item: f for f in node.agent.probe()}
+        finally:
+            node.agent.close()
+    assert totals == pytest.approx(
+        {
+            (busy, "active"): 525.0,  # 0.25 x 3/7 + 0.75 x 3/3.5, of 700 J
+            (holding, "idle"): 50.0,  # its slices' part of the floor only
+            (half, "active"): 100.0,  # 0.25 x 1/7 + 0.75 x 0.5/3.5
+            ("unattributed", "idle"): 25.0,  # the free slice's part of the floor
+        }
+    )
+    assert services["dcgm-exporter"] is True
+    assert findings["mig activity"].ok, findings["mig activity"].detail
+    assert "3 MIG GPU instance(s) measured" in findings["mig activity"].detail

@@ -10,10 +10,11 @@ from wattwise.attribution import (
     UNATTRIBUTED,
     Split,
     attribute_tick,
+    mig_fractions,
     split_cpu,
     split_gpu,
 )
-from wattwise.model import CpuActivity, GpuShare
+from wattwise.model import CpuActivity, GpuShare, MigInstance
 
 JOBS = st.sampled_from([f"job{i}" for i in range(8)])
 SECONDS = st.floats(0, 1e4, allow_nan=False, allow_infinity=False)
@@ -142,3 +143,41 @@ def test_a_mig_gpu_conserves_its_energy_even_when_its_instances_claim_too_many_s
         assert total == pytest.approx(700.0)
         assert sum(u.energy_j for u in left) == pytest.approx(unattributed)
         assert "z" not in {c.job_key for c in charged}  # the instances decide, not the GPU
+
+
+def mig(gpu_instance: int, slices: int, compute_instance: int = 0) -> MigInstance:
+    return MigInstance(gpu_instance, compute_instance, f"MIG-{gpu_instance}", "p", slices)
+
+
+def test_mig_instances_are_split_by_slices_unless_every_one_has_a_measured_activity() -> None:
+    instances = [mig(1, 3), mig(5, 2), mig(9, 1)]
+    by_slices = [3 / 7, 2 / 7, 1 / 7]
+    assert mig_fractions(instances, 7) == pytest.approx(by_slices)
+    # One instance without a reading: activity cannot be compared, slices decide.
+    assert mig_fractions(instances, 7, {1: 1.0, 9: 0.5}, 0.25) == pytest.approx(by_slices)
+    # Nobody busy: slices.
+    assert mig_fractions(instances, 7, {1: 0.0, 5: 0.0, 9: 0.0}, 0.25) == pytest.approx(by_slices)
+
+
+def test_mig_activity_splits_what_is_above_the_floor_by_activity_times_slices() -> None:
+    """A 3g instance fully busy, a 2g one idle, a 1g one half busy; the GPU's idle floor is a
+    quarter of its power now. A quarter goes by slices, the rest by 3x1.0 : 2x0 : 1x0.5."""
+    instances = [mig(1, 3), mig(5, 2), mig(9, 1)]
+    fractions = mig_fractions(instances, 7, {1: 1.0, 5: 0.0, 9: 0.5, 13: 1.0}, 0.25)
+    assert fractions == pytest.approx([5.25 / 7, 0.5 / 7, 1 / 7])
+    assert 1 - sum(fractions) == pytest.approx(0.25 / 7)  # the free slice's part of the floor
+    # Compute instances of one GPU instance share its part equally.
+    shared = mig_fractions([mig(1, 4, 0), mig(1, 4, 1), mig(2, 3)], 7, {1: 1.0, 2: 1.0}, 0.0)
+    assert shared == pytest.approx([2 / 7, 2 / 7, 3 / 7])
+
+
+@given(
+    slices=st.lists(st.integers(1, 7), min_size=1, max_size=7),
+    busy=st.lists(st.floats(0, 1), min_size=7, max_size=7),
+    floor=st.floats(-1, 2, allow_nan=False),
+)
+def test_mig_fractions_never_give_out_more_than_the_gpu(slices, busy, floor) -> None:
+    instances = [mig(gi, s) for gi, s in enumerate(slices)]
+    fractions = mig_fractions(instances, sum(slices), dict(enumerate(busy)), floor)
+    assert all(f >= 0 for f in fractions)
+    assert sum(fractions) == pytest.approx(1.0)  # every slice is in an instance here

@@ -43,7 +43,7 @@ def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.Mo
         ("interval_s: fast\n", "interval_s = 'fast': Input should be a valid number"),
         ("interval_s: 300\n", "interval_s = 300: Input should be less than or equal to 60"),
         ("intervall_s: 1\n", "intervall_s: unknown key (allowed here: interval_s,"),
-        ("nvml: {poll: 3}\n", "nvml.poll: unknown key (allowed here: enabled, power_poll_hz)"),
+        ("nvml: {poll: 3}\n", "nvml.poll: unknown key (allowed here: enabled, power_poll_hz,"),
         (
             "estimate: {cpu_idle_ratio: 1.5}\n",
             "estimate.cpu_idle_ratio = 1.5: Input should be less",

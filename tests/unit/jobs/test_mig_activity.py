@@ -1,0 +1,103 @@
+"""MIG instances' activity from dcgm-exporter (issue 14): the page's real shape, a real local
+HTTP server, and what a bad, slow, or silent exporter costs (the split falls back to slices)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.dcgm import SM_ACTIVE, dcgm_page
+from tests.support.providers import Script, serve
+from wattwise.errors import ScrapeError
+from wattwise.jobs.mig_activity import MigActivity, mig_activity
+
+GPU0 = "GPU-34319582-d595-d1c7-d1d2-179bcfa61660"
+GPU1 = "GPU-00000000-0000-0000-0000-000000000001"
+
+
+def test_each_gpu_instance_is_read_and_the_whole_gpu_series_is_not() -> None:
+    page = dcgm_page({GPU0: {13: 0.995687, 1: 0.25}, GPU1: {7: 0.0}})
+    assert mig_activity(page) == {(GPU0, 13): 0.995687, (GPU0, 1): 0.25, (GPU1, 7): 0.0}
+
+
+@pytest.mark.parametrize("uuid_label", ["UUID", "uuid", "gpu_uuid"])
+def test_the_uuid_label_of_every_dcgm_exporter_namespace_is_understood(uuid_label: str) -> None:
+    assert mig_activity(dcgm_page({GPU0: {2: 0.5}}, uuid_label=uuid_label)) == {(GPU0, 2): 0.5}
+
+
+def test_sm_active_is_taken_where_gr_engine_active_is_not_exported() -> None:
+    assert mig_activity(dcgm_page({GPU0: {2: 0.4}}, field=SM_ACTIVE)) == {(GPU0, 2): 0.4}
+    both = dcgm_page({GPU0: {2: 0.9}}) + dcgm_page({GPU1: {3: 0.1}}, field=SM_ACTIVE)
+    assert mig_activity(both) == {(GPU0, 2): 0.9}  # field 1001 first, never a mix
+
+
+def test_a_value_that_is_not_a_ratio_is_skipped_and_named() -> None:
+    page = dcgm_page({GPU0: {1: float("nan"), 2: 1e308, 3: -0.5, 4: 0.5}})
+    problems: list[str] = []
+    assert mig_activity(page, problems) == {(GPU0, 4): 0.5}
+    assert len(problems) == 3 and all(GPU0 in p for p in problems)
+
+
+def test_a_page_that_is_not_exposition_format_is_an_error() -> None:
+    with pytest.raises(ScrapeError, match="not Prometheus text format"):
+        mig_activity('DCGM_FI_PROF_GR_ENGINE_ACTIVE{GPU_I_ID="1" 0.5\n')
+
+
+def test_the_reading_is_used_while_fresh_and_dropped_when_stale() -> None:
+    now = [1000.0]
+    script = Script(body=dcgm_page({GPU0: {1: 0.5, 2: 1.0}}).encode())
+    with serve(script) as url:
+        activity = MigActivity(f"{url}/metrics", 5.0, clock=lambda: now[0])
+        try:
+            assert activity.of_gpu(GPU0) == {}  # never read
+            activity.read_once()
+            assert activity.of_gpu(GPU0) == {1: 0.5, 2: 1.0}
+            assert activity.of_gpu(GPU1) == {}
+            now[0] += 15.0
+            assert activity.of_gpu(GPU0) == {1: 0.5, 2: 1.0}
+            script.status = 503  # the exporter fails: the last reading ages out
+            with pytest.raises(ScrapeError, match="503"):
+                activity.read_once()
+            now[0] += 0.1
+            assert activity.of_gpu(GPU0) == {}
+            assert activity.probe().ok is False
+        finally:
+            activity.close()
+
+
+def test_a_slow_exporter_costs_at_most_the_read_deadline() -> None:
+    script = Script(body=dcgm_page({GPU0: {1: 0.5}}).encode(), delay_s=4.0)
+    with serve(script) as url:
+        activity = MigActivity(f"{url}/metrics", 1.0)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ScrapeError):
+                activity.read_once()
+            assert time.monotonic() - started < 3.0
+            assert "split by slices" in activity.probe().detail
+        finally:
+            activity.close()
+
+
+def test_an_oversized_page_is_refused() -> None:
+    huge = dcgm_page({GPU0: {1: 0.5}}) + "# " + "x" * (9 * 1024 * 1024) + "\n"
+    with serve(Script(body=huge.encode())) as url:
+        activity = MigActivity(f"{url}/metrics", 5.0)
+        try:
+            with pytest.raises(ScrapeError):
+                activity.read_once()
+        finally:
+            activity.close()
+
+
+def test_probe_says_when_the_page_has_no_instance_activity() -> None:
+    whole_gpu_only = dcgm_page({GPU0: {}})
+    with serve(Script(body=whole_gpu_only.encode())) as url:
+        activity = MigActivity(f"{url}/metrics", 5.0)
+        try:
+            finding = activity.probe()
+        finally:
+            activity.close()
+    assert not finding.ok
+    assert "dcp-metrics-included" in finding.fix
