@@ -115,9 +115,11 @@ def scan(
     schedulers: Collection[str] | None = None,
     listings: Listings | None = None,
     now_s: float = 0.0,
+    demoted: set[str] | None = None,
 ) -> dict[str, JobRef]:
     """Every job cgroup in the hierarchy of the given schedulers (all by default), by its
-    relative path. `listed` collects the directories read, for tests of the pruning."""
+    relative path. `listed` collects the directories read, for tests of the pruning;
+    `demoted` the containers and services that are not jobs now because they hold one."""
     listings = listings if listings is not None else Listings()
     jobs: dict[str, JobRef] = {}
     outer: list[str] = []
@@ -153,6 +155,8 @@ def scan(
             below = bisect.bisect_left(paths, f"{path}/")
             if below < len(paths) and paths[below].startswith(f"{path}/"):
                 del jobs[path]
+                if demoted is not None:
+                    demoted.add(path)
     listings.walked(jobs)
     return jobs
 

@@ -89,7 +89,7 @@ def describe_mig(layout: MigLayout | None) -> str:
         f"; MIG on: {len(layout.devices)} instance(s) using {used} of {layout.slices} slices"
         f" ({profiles or 'none'}). Energy is split by slices (NVML measures the board only and"
         " samples no utilisation under MIG), or by DCGM's measured activity where"
-        " nvml.dcgm_exporter_url is read (see `mig activity`); an instance's part goes to the jobs with processes"
-        " on it, equally, else to the job holding it, else to idle; processes are listed per"
-        " instance, which needs no privileges (the parent's list does)"
+        " nvml.dcgm_exporter_url is read (see `mig activity`); an instance's part goes to the"
+        " jobs with processes on it, equally, else to the job holding it, else to idle;"
+        " processes are listed per instance, which needs no privileges (the parent's list does)"
     )

@@ -228,3 +228,30 @@ def test_a_pods_named_metadata_is_the_same_object_while_nothing_changes(tmp_path
     assert tracker.observe().meta[f"kubernetes:{uid}"] is first
     names[uid] = "ns/web-0-renamed"
     assert tracker.observe().meta[f"kubernetes:{uid}"].name == "ns/web-0-renamed"
+
+
+def test_a_container_that_held_pods_is_not_charged_their_cpu_time_when_they_end(
+    tmp_path: Path,
+) -> None:
+    """A kind node's container is a job until pods run inside it, then the pods are; when the
+    pods end it is a job again. Its counter includes the pods' CPU time, already charged to
+    them: it restarts from a baseline, not from zero (found by review)."""
+    import shutil
+
+    cgroups, procfs = tmp_path / "cgroup", tmp_path / "proc"
+    uid = "1a3c4e5f_9a8b_4c6d_8e4f_3a2b1c0d9e8f"
+    pod = f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{uid}.slice"
+    inner = f"{DOCKER}{pod}/cri-containerd-{'ef' * 32}.scope"
+    proc_stat(procfs, user=1_000, idle=9_000)
+    make_v2(cgroups, {DOCKER + "/init.scope": 100_000})
+    ticks = iter(range(0, 1000, 11))  # seconds: past the listing refresh every tick
+    tracker = JobTracker(cgroups, procfs, ALL, clock=lambda: float(next(ticks)))
+    tracker.observe()
+    make_v2(cgroups, {inner: 50_000_000})  # 50 s of the pod's, inside the container
+    during = tracker.observe().cpu.job_cpu_s
+    assert f"docker:{CTR[:12]}" not in during
+    shutil.rmtree(cgroups / DOCKER.lstrip("/") / pod.lstrip("/"))
+    # The container's counter: its own 0.1 s + 0.2 s, and the pod's 50 s that stay in it.
+    make_v2(cgroups, {DOCKER + "/init.scope": 50_300_000})
+    after = tracker.observe().cpu.job_cpu_s
+    assert after[f"docker:{CTR[:12]}"] < 0.5, after
