@@ -37,6 +37,21 @@ class JobMeta:
     account: str = ""  # the Slurm account: the team a job's carbon is reported under
 
 
+def merged(first: JobMeta, other: JobMeta) -> JobMeta:
+    """One job of several cgroups (a pod in containerd's colon form, each container a cgroup of
+    its own): what any of them claims, and what they reserve together."""
+    cpus = first.cpus if other.cpus is None else (first.cpus or 0.0) + other.cpus
+    return JobMeta(
+        name=first.name or other.name,
+        user=first.user or other.user,
+        cpus=cpus,
+        gpus=tuple(sorted({*first.gpus, *other.gpus})),
+        gpu_uuids=tuple(dict.fromkeys((*first.gpu_uuids, *other.gpu_uuids))),
+        slurm_job_id=first.slurm_job_id or other.slurm_job_id,
+        account=first.account or other.account,
+    )
+
+
 def first_pid(cgroup_dir: Path) -> int | None:
     """A process of the cgroup or of a descendant (a job's own directory is usually empty)."""
     pending = [cgroup_dir]

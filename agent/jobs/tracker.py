@@ -19,7 +19,7 @@ import psutil
 from wattwise.checks import U64_MAX, Rejections, number
 from wattwise.jobs.discovery import Hierarchy, Listings, find_hierarchy, scan, scan_elsewhere
 from wattwise.jobs.gpu_processes import GpuProcesses, gpu_holders, job_from_proc, job_key
-from wattwise.jobs.metadata import JobMeta, first_pid, read_meta
+from wattwise.jobs.metadata import JobMeta, first_pid, merged, read_meta
 from wattwise.jobs.mig_activity import MigActivity
 from wattwise.jobs.process_cpu import ProcessCpu
 from wattwise.model import EXEC, KUBERNETES, SLURM, CpuActivity, GpuShare, GpuStatus, JobRef
@@ -95,7 +95,10 @@ class JobTracker:
             for cg, r in refs.items()
         }
         jobs = {keys[cg]: r for cg, r in refs.items()}
-        meta = {keys[cg]: m for cg, m in self._meta.items()}
+        meta: dict[str, JobMeta] = {}
+        for cg, m in self._meta.items():
+            key = keys[cg]
+            meta[key] = merged(meta[key], m) if key in meta else m  # a pod of several cgroups
         if self.pod_name is not None:  # names can arrive later than the pod: asked every tick
             for cg, ref in refs.items():
                 name = self.pod_name(ref.job_id) if ref.scheduler == KUBERNETES else None
@@ -230,14 +233,15 @@ class JobTracker:
 
     def running(self) -> list[tuple[str, JobRef, str]]:
         """(key, ref, name) of each job the last tick saw; safe to call from another thread."""
-        running = []
+        running: dict[str, tuple[str, JobRef, str]] = {}
         for cgroup, ref in list(self._refs.items()):
-            meta = self._meta.get(cgroup)
+            key, meta = job_key(ref), self._meta.get(cgroup)
             name = meta.name if meta else ""
             if ref.scheduler == KUBERNETES and self.pod_name is not None:
                 name = self.pod_name(ref.job_id) or name
-            running.append((job_key(ref), ref, name))
-        return running
+            if key not in running or not running[key][2]:  # a pod's cgroups: listed once
+                running[key] = (key, ref, name)
+        return list(running.values())
 
     def job_user(self, key: str) -> str | None:
         for cgroup, ref in list(self._refs.items()):

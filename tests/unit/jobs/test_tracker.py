@@ -255,3 +255,32 @@ def test_a_container_that_held_pods_is_not_charged_their_cpu_time_when_they_end(
     make_v2(cgroups, {DOCKER + "/init.scope": 50_300_000})
     after = tracker.observe().cpu.job_cpu_s
     assert after[f"docker:{CTR[:12]}"] < 0.5, after
+
+
+@pytest.mark.parametrize("gpu_container", ["aa" * 32, "ff" * 32])
+def test_a_colon_form_pod_is_described_by_all_its_containers(
+    tmp_path: Path, gpu_container: str
+) -> None:
+    """containerd's systemd driver in the colon form has no pod directory: each container is a
+    cgroup of the same pod. The GPU one's claim must hold whichever container is read last
+    (found by review: the last one's metadata replaced the others')."""
+    cgroups, procfs = tmp_path / "cgroup", tmp_path / "proc"
+    uid = "5b2d6f8e_1a3c_4e5f_9a8b_7c6d5e4f3a2b"
+    base = f"/system.slice/containerd.service/kubepods-burstable-pod{uid}.slice:cri-containerd:"
+    sidecar = "ff" * 32 if gpu_container == "aa" * 32 else "aa" * 32
+    proc_stat(procfs, user=1_000, idle=9_000)
+    for pid, container, env in (
+        (701, gpu_container, b"NVIDIA_VISIBLE_DEVICES=GPU-0\0HOSTNAME=trainer\0"),
+        (702, sidecar, b"HOSTNAME=trainer\0"),
+    ):
+        make_v2(cgroups, {base + container: 1_000})
+        add_process(procfs, pid, base + container)
+        (cgroups / (base + container).lstrip("/") / "cgroup.procs").write_text(f"{pid}\n")
+        (procfs / str(pid) / "environ").write_bytes(env)
+    tracker = JobTracker(cgroups, procfs, ["kubernetes"])
+    activity = tracker.observe([gpu(0)])
+    key = f"kubernetes:{uid.replace('_', '-')}"
+    assert set(activity.jobs) == {key}
+    assert activity.gpu_holders == {0: key}
+    assert activity.meta[key].gpu_uuids == ("GPU-0",)
+    assert [k for k, _, _ in tracker.running()] == [key]  # one job, listed once
