@@ -7,6 +7,13 @@ accumulator `power`, later ones `energy_accumulator`. A GPU's processes and thei
 GFX engine time (amdsmi_get_gpu_process_list, engine_usage.gfx in ns) split its energy as
 NVML's SM samples do. Any exception a call raises costs that one figure. A node with GPUs of
 both vendors is not supported: their indexes would collide.
+
+A GPU split into compute partitions (MI300X in DPX or CPX mode) is listed by amdsmi once per
+partition (XCP), and every partition answers the whole device's socket energy and power
+(amdsmi's docs/conceptual/partition.md). It is one GPU here: its energy is read from the
+primary partition (XCP 0) only, and split among every partition's processes. Partitions are
+told apart by amdsmi_get_gpu_kfd_info's current_partition_id, else, on amdsmi without it, by
+sharing one PCI device (domain:bus:device of the BDF).
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class _AmdGpu:
     uuid: str
     model: str
     gfx_ns: dict[int, float] = field(default_factory=dict)  # pid -> GFX time at the last tick
+    partitions: list[Any] = field(default_factory=list)  # secondary partitions' handles
+    partition_mode: str = ""  # SPX, DPX, CPX ...
 
     @property
     def key(self) -> CounterKey:
@@ -76,10 +85,39 @@ class AmdSmiSource:
             self.problem = f"amdsmi did not start: {exc}"
             self._smi = None
             return
-        for index, handle in enumerate(handles[:64]):
+        for handle, secondaries in self._devices(handles[:64]):
             uuid = str(self._call("amdsmi_get_gpu_device_uuid", handle) or "")
             info = self._call("amdsmi_get_gpu_asic_info", handle) or {}
-            self.gpus.append(_AmdGpu(index, handle, uuid, str(info.get("market_name", "AMD GPU"))))
+            model = str(info.get("market_name", "AMD GPU"))
+            mode = str(self._optional("amdsmi_get_gpu_compute_partition", handle) or "")
+            self.gpus.append(_AmdGpu(len(self.gpus), handle, uuid, model, {}, secondaries, mode))
+
+    def _devices(self, handles: list[Any]) -> list[tuple[Any, list[Any]]]:
+        """Each physical GPU's primary handle and its secondary partitions' handles."""
+        devices: list[tuple[Any, list[Any]]] = []
+        last_device = None
+        for handle in handles:
+            kfd = self._optional("amdsmi_get_gpu_kfd_info", handle)
+            partition = kfd.get("current_partition_id") if isinstance(kfd, dict) else None
+            bdf = str(self._optional("amdsmi_get_gpu_device_bdf", handle) or "")
+            device = bdf.rpartition(".")[0] or None  # domain:bus:device
+            if partition is None:  # amdsmi without kfd info: one PCI device, one GPU
+                secondary = device is not None and device == last_device
+            else:
+                secondary = partition != 0
+            if secondary and devices:
+                devices[-1][1].append(handle)
+            else:
+                devices.append((handle, []))
+            last_device = device
+        return devices
+
+    def _optional(self, name: str, *args: Any) -> Any:
+        """A call older amdsmi lacks: None without a word."""
+        try:
+            return getattr(self._smi, name)(*args)
+        except Exception:
+            return None
 
     def _call(self, name: str, *args: Any) -> Any:
         try:
@@ -128,21 +166,29 @@ class AmdSmiSource:
             return None, f"energy count: {exc}"
 
     def _processes(self, gpu: _AmdGpu) -> tuple[GpuProcess, ...]:
-        listed = self._call("amdsmi_get_gpu_process_list", gpu.handle) or []
+        """Every partition's processes with their GFX time since the last tick."""
+        found: dict[int, float] = {}
+        for handle in (gpu.handle, *gpu.partitions):
+            for pid, gfx in self._gfx_times(handle).items():
+                found[pid] = max(found.get(pid, 0.0), gfx)  # a process seen by two: once
+        samples = {pid: max(gfx - gpu.gfx_ns.get(pid, gfx), 0.0) for pid, gfx in found.items()}
+        gpu.gfx_ns = found
+        return tuple(GpuProcess(pid, busy) for pid, busy in sorted(samples.items()))
+
+    def _gfx_times(self, handle: Any) -> dict[int, float]:
+        listed = self._call("amdsmi_get_gpu_process_list", handle) or []
         found: dict[int, float] = {}
         for item in listed[:4096]:
             info = item if isinstance(item, dict) else None
             if info is None:  # older amdsmi: process handles, each asked for its info
-                info = self._call("amdsmi_get_gpu_process_info", gpu.handle, item)
+                info = self._call("amdsmi_get_gpu_process_info", handle, item)
             try:
                 pid = int(number(info["pid"], "amdsmi pid", 1, 1 << 22))
                 gfx = number(info.get("engine_usage", {}).get("gfx", 0), "amdsmi gfx", 0, 2**64)
             except (BadNumber, KeyError, TypeError, AttributeError):
                 continue
             found[pid] = gfx
-        samples = {pid: max(gfx - gpu.gfx_ns.get(pid, gfx), 0.0) for pid, gfx in found.items()}
-        gpu.gfx_ns = found
-        return tuple(GpuProcess(pid, busy) for pid, busy in sorted(samples.items()))
+        return found
 
     def probe(self) -> list[Finding]:
         if self._smi is None:
@@ -150,10 +196,14 @@ class AmdSmiSource:
         findings = []
         for gpu in self.gpus:
             raw, error = self._energy_uj(gpu)
-            partition = self._call("amdsmi_get_gpu_compute_partition", gpu.handle)
             detail = f"{gpu.model}, energy counter" if raw is not None else f"down: {error}"
-            if partition:
-                detail += f", compute partition {partition} (energy is the whole GPU's)"
+            if gpu.partition_mode:
+                detail += f", compute partition {gpu.partition_mode}"
+            if gpu.partitions:
+                detail += (
+                    f": {len(gpu.partitions) + 1} partitions, one GPU here (energy read once,"
+                    " from partition 0, and split among every partition's processes by GFX time)"
+                )
             findings.append(Finding(AMDSMI, f"gpu {gpu.index}", gpu.uuid, raw is not None, detail))
         return findings
 

@@ -3,8 +3,11 @@ when FAKE_AMDSMI_STATE names a JSON state file (or configure() is called), no GP
 that the fakes directory on a test's path adds no AMD GPU to tests that do not ask for one.
 
 State: {"gpus": [{"uuid", "market_name", "energy_ticks", "resolution_uj", "power_w",
-"processes": [{"pid", "gfx_ns"}], "partition", "legacy": bool}]}. `legacy` answers as amdsmi
-before ROCm 6.4: the accumulator under "power" and processes as handles asked one by one.
+"processes": [{"pid", "gfx_ns"}], "partition", "partition_id", "bdf", "legacy": bool}]}. `legacy`
+answers as amdsmi before ROCm 6.4: the accumulator under "power", processes as handles asked
+one by one, and no amdsmi_get_gpu_kfd_info. A GPU in CPX or DPX mode is one entry per partition
+(XCP), as amdsmi lists them: each answers the whole device's socket energy and power; partition
+0 is the primary one (amdsmi's docs/conceptual/partition.md).
 Return shapes follow ROCm/amdsmi py-interface/amdsmi_interface.py.
 """
 
@@ -129,3 +132,15 @@ def _process(p: dict[str, Any]) -> dict[str, Any]:
 
 def amdsmi_get_gpu_compute_partition(handle: amdsmi_processor_handle) -> str:
     return _gpu(handle)["partition"]
+
+
+def amdsmi_get_gpu_kfd_info(handle: amdsmi_processor_handle) -> dict[str, Any]:
+    gpu = _gpu(handle)
+    if gpu.get("legacy"):
+        raise AttributeError("module 'amdsmi' has no attribute 'amdsmi_get_gpu_kfd_info'")
+    return {"kfd_id": 1000 + handle.index, "node_id": 2 + handle.index,
+            "current_partition_id": gpu.get("partition_id", 0)}  # fmt: skip
+
+
+def amdsmi_get_gpu_device_bdf(handle: amdsmi_processor_handle) -> str:
+    return _gpu(handle).get("bdf", f"0000:{0x0C + 0x10 * handle.index:02x}:00.0")

@@ -66,3 +66,46 @@ def test_a_failing_amd_gpu_is_down_and_no_amdsmi_is_no_gpu(
     assert missing.gpus == [] and "not installed" in (missing.problem or "")
     (finding,) = missing.probe()
     assert finding.ok and "wattwise[amd]" in finding.detail
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["kfd-partition-id", "by-pci-device"])
+def test_a_partitioned_mi300x_is_one_gpu_counted_once(
+    fake_amdsmi: ModuleType, legacy: bool
+) -> None:
+    """Two MI300X in CPX mode: amdsmi lists 8 partitions each, every one answering the whole
+    device's socket energy. Summed, the node's GPU energy was 8 times too high (found by
+    review). One GPU per device, read once, split among all its partitions' processes."""
+    gpus = []
+    for device in range(2):
+        for xcp in range(8):
+            processes = [{"pid": 1000 * device + xcp + 1, "gfx_ns": 0}] if xcp in (0, 5) else []
+            gpus.append(
+                fake_amdsmi.mi300x(
+                    uuid=f"9cff74a1-000{device}-1000-80e9-5d2a6ea4f7b{xcp}",
+                    partition="CPX",
+                    partition_id=xcp,
+                    bdf=f"0000:{0x0C + 0x20 * device:02x}:00.{xcp}",
+                    processes=processes,
+                    legacy=legacy,
+                )
+            )
+    fake_amdsmi.configure({"gpus": gpus})
+    source = AmdSmiSource()
+    try:
+        readout = source.read()
+        for entry in gpus:
+            entry["energy_ticks"] += 65_536
+            for process in entry["processes"]:
+                process["gfx_ns"] += 1_000_000
+        counters = EnergyCounters()
+        counters.update(readout.counters)
+        readout = source.read()
+        domains = counters.update(readout.counters)
+        findings = {f.item: f for f in source.probe()}
+    finally:
+        source.close()
+    assert len(domains) == 2  # two devices, not sixteen partitions
+    assert sum(d.interval_energy_j for d in domains) == pytest.approx(2 * 65_536 * 15.259e-6)
+    assert [sorted(p.pid for p in g.processes) for g in readout.gpus] == [[1, 6], [1001, 1006]]
+    assert "CPX: 8 partitions, one GPU here" in findings["gpu 1"].detail
+    assert "gpu 2" not in findings
