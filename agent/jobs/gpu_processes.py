@@ -180,7 +180,9 @@ def job_from_proc(
 ) -> JobRef | None:
     """The job a process is in, None when it is in none, UNREADABLE when it cannot be told.
     On cgroup v1 each controller has a line, and they differ: the first may name slurmd.service
-    while cpuacct names the Slurm job. The innermost job of a wanted scheduler wins."""
+    while cpuacct names the Slurm job. Of the lines that name a job of a wanted scheduler, the
+    first that is not a container or a service wins (a pod inside a kind node's container
+    names both: classify gives the innermost job of one path); else the first that is."""
     try:
         lines = read_bytes(f"{procfs_root}/{pid}/cgroup", 65536).decode(errors="replace")
     except CounterFileError:

@@ -56,6 +56,7 @@ class Sensor:
     origin: str  # hwmonN (name): what probe shows
     energy_uj: float = 0.0  # integrated, for a power sensor
     last_s: float | None = None
+    driver: str = ""  # the hwmon device's name: amd_energy, amd_hsmp_hwmon, power_meter, ...
 
 
 def discover(sysfs_root: Path, cpu_measured: bool) -> list[Sensor]:
@@ -77,12 +78,10 @@ def discover(sysfs_root: Path, cpu_measured: bool) -> list[Sensor]:
             found = _power(folder, "1", CounterKey("package", str(index), HWMON), True)
         else:
             found = []
-        sensors += [Sensor(*sensor, origin) for sensor in found]
+        sensors += [Sensor(*sensor, origin, driver=name) for sensor in found]
     if any(s.counter and s.key.domain == "package" for s in sensors):
         # amd_energy's counters and HSMP's power measure the same sockets: one of them only.
-        sensors = [
-            s for s in sensors if s.counter or s.key.domain != "package" or "hsmp" not in s.origin
-        ]
+        sensors = [s for s in sensors if s.driver != "amd_hsmp_hwmon"]
     return sensors
 
 
