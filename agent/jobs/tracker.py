@@ -103,7 +103,7 @@ class JobTracker:
             for cg, ref in refs.items():
                 name = self.pod_name(ref.job_id) if ref.scheduler == KUBERNETES else None
                 if name:
-                    meta[keys[cg]] = self._pod_meta(cg, name)
+                    meta[keys[cg]] = self._pod_meta(cg, meta.get(keys[cg]), name)
         reserved = {key: m.cpus for key, m in meta.items() if m.cpus}
         gpus = tuple(gpus)
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
@@ -175,10 +175,10 @@ class JobTracker:
         self._cpu_s = seen
         return job_cpu
 
-    def _pod_meta(self, cgroup: str, name: str) -> JobMeta:
-        """A pod's metadata with the kubelet's name for it: the same object while neither
-        changes, so that what is made from it is not made again every tick."""
-        base = self._meta.get(cgroup)
+    def _pod_meta(self, cgroup: str, base: JobMeta | None, name: str) -> JobMeta:
+        """A pod's metadata (`base`: all its cgroups' merged) with the kubelet's name for it:
+        the same object while neither changes, so that what is made from it is not made again
+        every tick."""
         cached = self._named.get(cgroup)
         if cached is None or cached[0] is not base or cached[1].name != name:
             cached = (base, replace(base or JobMeta(), name=name))
@@ -225,7 +225,7 @@ class JobTracker:
 
     def known(self, key_or_id: str) -> str | None:
         """The key of a job running now, given its key (slurm:42) or its id (42)."""
-        keys = [job_key(r) for r in list(self._refs.values())]
+        keys = list(dict.fromkeys(job_key(r) for r in list(self._refs.values())))
         if key_or_id in keys:
             return key_or_id
         matches = [k for k in keys if k.split(":", 1)[1] == key_or_id]

@@ -257,9 +257,10 @@ def test_a_container_that_held_pods_is_not_charged_their_cpu_time_when_they_end(
     assert after[f"docker:{CTR[:12]}"] < 0.5, after
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["no-kubelet", "kubelet-names"])
 @pytest.mark.parametrize("gpu_container", ["aa" * 32, "ff" * 32])
 def test_a_colon_form_pod_is_described_by_all_its_containers(
-    tmp_path: Path, gpu_container: str
+    tmp_path: Path, gpu_container: str, named: bool
 ) -> None:
     """containerd's systemd driver in the colon form has no pod directory: each container is a
     cgroup of the same pod. The GPU one's claim must hold whichever container is read last
@@ -277,10 +278,13 @@ def test_a_colon_form_pod_is_described_by_all_its_containers(
         add_process(procfs, pid, base + container)
         (cgroups / (base + container).lstrip("/") / "cgroup.procs").write_text(f"{pid}\n")
         (procfs / str(pid) / "environ").write_bytes(env)
-    tracker = JobTracker(cgroups, procfs, ["kubernetes"])
+    pod_name = (lambda uid: "ml/trainer-0") if named else None
+    tracker = JobTracker(cgroups, procfs, ["kubernetes"], pod_name)
     activity = tracker.observe([gpu(0)])
     key = f"kubernetes:{uid.replace('_', '-')}"
     assert set(activity.jobs) == {key}
     assert activity.gpu_holders == {0: key}
     assert activity.meta[key].gpu_uuids == ("GPU-0",)
     assert [k for k, _, _ in tracker.running()] == [key]  # one job, listed once
+    assert tracker.known(uid.replace("_", "-")) == key
+    assert activity.meta[key].name == ("ml/trainer-0" if named else "")
