@@ -114,7 +114,7 @@ def mig_fractions(
     total = sum(weights)
     if not total > 0:
         return by_slices
-    floor = min(max(floor_ratio, 0.0), 1.0)
+    floor = min(max(floor_ratio, 0.0), 1.0) if math.isfinite(floor_ratio) else 1.0
     return [
         floor * s + (1.0 - floor) * (w / total) for s, w in zip(by_slices, weights, strict=True)
     ]

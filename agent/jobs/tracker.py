@@ -79,9 +79,9 @@ class JobTracker:
         self._meta_retry: dict[str, tuple[float, float]] = {}  # cgroup -> (next try, delay)
         self._refs: dict[str, JobRef] = {}  # job cgroup -> its ref, key fixed at first sight
         self._first = True
-        # Containers and services that held jobs at the last walk, and at the one before.
-        self._demoted: set[str] = set()
-        self._held_jobs: set[str] = set()
+        # Containers and services that held jobs: when one is a job again, its counter holds
+        # their CPU time, already charged to them. It restarts from a baseline.
+        self._needs_baseline: set[str] = set()
         self._bad_values = Rejections(log)
 
     def observe(self, gpus: Iterable[GpuStatus] = ()) -> JobActivity:
@@ -118,7 +118,8 @@ class JobTracker:
         if self.hierarchy is not None:
             demoted: set[str] = set()
             found = scan(self.hierarchy, None, self.schedulers, self._listings, now, demoted)
-            self._held_jobs, self._demoted = self._demoted, demoted
+            # Containers that hold jobs now, and those that did and were not read since.
+            self._needs_baseline = demoted | (self._needs_baseline & found.keys())
             if self.hierarchy.elsewhere and SLURM in self.schedulers:
                 elsewhere = scan_elsewhere(self.hierarchy, found)
                 self._elsewhere = {cg: root for cg, (_, root) in elsewhere.items()}
@@ -165,10 +166,9 @@ class JobTracker:
                 delta = now_s - before
             elif before is not None:
                 delta = now_s  # recreated at the same path: a new counter, all of it new
-            elif self._first or cgroup in self._held_jobs:
-                # A baseline: its past CPU time is not this interval's; nor is that of the jobs
-                # a container held until the last tick, charged to them.
-                delta = 0.0
+            elif self._first or cgroup in self._needs_baseline:
+                delta = 0.0  # a baseline: its past CPU time is not this interval's
+                self._needs_baseline.discard(cgroup)
             else:
                 delta = now_s  # started since the last tick: all of it is this interval's
             job_cpu[key] = job_cpu.get(key, 0.0) + delta

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -157,6 +159,10 @@ def test_mig_instances_are_split_by_slices_unless_every_one_has_a_measured_activ
     assert mig_fractions(instances, 7, {1: 1.0, 9: 0.5}, 0.25) == pytest.approx(by_slices)
     # Nobody busy: slices.
     assert mig_fractions(instances, 7, {1: 0.0, 5: 0.0, 9: 0.0}, 0.25) == pytest.approx(by_slices)
+    # A floor that is no number counts as all floor: slices.
+    assert mig_fractions(instances, 7, {1: 1.0, 5: 0.0, 9: 0.5}, math.nan) == pytest.approx(
+        by_slices
+    )
 
 
 def test_mig_activity_splits_what_is_above_the_floor_by_activity_times_slices() -> None:
