@@ -99,10 +99,10 @@ def mig_fractions(
 
     By slices (a GPU instance's over the GPU's, shared by its compute instances) unless DCGM
     measured every instance's activity (`activity`: GPU instance id -> busy ratio). Then
-    `floor_ratio` of the energy (the GPU's lowest power seen over its power now: what it draws
-    doing nothing) still goes by slices, and the rest by activity x slices (activity is a
-    fraction of the instance's own capacity, so a busy 3g instance draws three times a busy 1g
-    one). Where no instance was busy, by slices."""
+    `floor_ratio` of the energy (the GPU's idle floor over its power this interval: what it
+    draws doing nothing; gpu_processes.PowerFloors) still goes by slices, and the rest by
+    activity x slices (activity is a fraction of the instance's own capacity, so a busy 3g
+    instance draws three times a busy 1g one). Where no instance was busy, by slices."""
     per_gi: dict[int, int] = {}
     for instance in instances:
         per_gi[instance.gpu_instance] = per_gi.get(instance.gpu_instance, 0) + 1

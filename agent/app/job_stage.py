@@ -115,7 +115,12 @@ class JobStage:
         now = self.clock.monotonic()
         elapsed_s = now - (self._last_tick_monotonic_s or now)
         self._last_tick_monotonic_s = now
-        activity = self.tracker.observe(gpus)
+        gpu_power_w = {
+            int(d.key.device): d.power_w
+            for d in domains
+            if d.key.domain == "gpu" and d.power_w is not None
+        }
+        activity = self.tracker.observe(gpus, gpu_power_w)
         charged, left = attribute_tick(
             domains,
             activity.cpu,

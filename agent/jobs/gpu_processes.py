@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from wattwise.sources.sysfs import CounterFileError, read_bytes
 # A GPU process listed tick after tick is the same process: its job is looked up when it first
 # appears and again this often, in case its pid was reused between two listings.
 GPU_PID_RECHECK_S = 60.0
+FLOOR_HOURS = 24
+MIN_FLOOR_W = 1.0
 
 
 def job_key(ref: JobRef) -> str:
@@ -38,7 +41,7 @@ class GpuProcesses:
         self.schedulers = schedulers
         self._pids: dict[int, JobRef | None] = {}  # pid listed last tick -> its job
         self._checked_s = -math.inf
-        self._floor_w: dict[str, float] = {}  # GPU UUID -> its lowest power seen (MIG only)
+        self._floors = PowerFloors()
 
     def jobs(
         self,
@@ -86,11 +89,14 @@ class GpuProcesses:
         by_cgroup: Mapping[str, JobRef],
         meta: Mapping[str, JobMeta],
         rejections: Rejections,
+        power_w: Mapping[int, float],
+        now_s: float,
     ) -> dict[int, list[GpuShare]]:
         """GPU index -> its MIG instances' parts (attribution.mig_fractions: by slices, or by
         DCGM's measured activity where it was read), the jobs with processes on each (an equal
         split: NVML samples nothing under MIG), and the job the scheduler gave it (by its MIG
-        UUID). Runs after jobs(), whose pid lookups it reuses."""
+        UUID). `power_w`: each GPU's mean power over this interval. Runs after jobs(), whose
+        pid lookups it reuses."""
         claims = _claims(meta, {i.uuid for g in gpus for i in g.mig})
         result: dict[int, list[GpuShare]] = {}
         for gpu in gpus:
@@ -101,7 +107,8 @@ class GpuProcesses:
             if activity is not None:
                 activity.start()  # read only once a GPU in MIG mode is seen
                 busy = activity.of_gpu(gpu.uuid)
-            fractions = mig_fractions(gpu.mig, gpu.mig_slices, busy, self._floor_ratio(gpu))
+            floor = self._floors.ratio(gpu.uuid, power_w.get(gpu.index), now_s)
+            fractions = mig_fractions(gpu.mig, gpu.mig_slices, busy, floor)
             parts = []
             for instance, fraction in zip(gpu.mig, fractions, strict=True):
                 samples: dict[str, float] = {}
@@ -118,15 +125,28 @@ class GpuProcesses:
             result[gpu.index] = parts
         return result
 
-    def _floor_ratio(self, gpu: GpuStatus) -> float:
-        """The GPU's lowest power seen since the agent started over its power now: the part of
-        its energy it would draw idle (1.0 until it has been seen at two levels)."""
-        power_w = gpu.power_w
-        if power_w is None or not power_w > 0:
+
+class PowerFloors:
+    """Each MIG GPU's idle floor: the lowest mean power it drew over the last FLOOR_HOURS (kept
+    as hourly minima, so one low reading leaves after a day), readings under MIN_FLOOR_W
+    ignored (a counter that stalled one interval is no floor)."""
+
+    def __init__(self) -> None:
+        self._minima: dict[str, deque[tuple[int, float]]] = {}  # GPU UUID -> (hour, min W)
+
+    def ratio(self, uuid: str, power_w: float | None, now_s: float) -> float:
+        """The floor over `power_w`: 1.0 (all floor) until the GPU was seen at two levels."""
+        if power_w is None or not (MIN_FLOOR_W <= power_w < math.inf):
             return 1.0
-        floor_w = min(self._floor_w.get(gpu.uuid, power_w), power_w)
-        self._floor_w[gpu.uuid] = floor_w
-        return floor_w / power_w
+        hour = int(now_s // 3600)
+        minima = self._minima.setdefault(uuid, deque())
+        if minima and minima[-1][0] == hour:
+            minima[-1] = (hour, min(minima[-1][1], power_w))
+        else:
+            minima.append((hour, power_w))
+        while minima[0][0] <= hour - FLOOR_HOURS:
+            minima.popleft()
+        return min(watts for _, watts in minima) / power_w
 
 
 def _claims(meta: Mapping[str, JobMeta], uuids: set[str]) -> dict[str, set[str]]:

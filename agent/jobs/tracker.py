@@ -84,7 +84,11 @@ class JobTracker:
         self._needs_baseline: set[str] = set()
         self._bad_values = Rejections(log)
 
-    def observe(self, gpus: Iterable[GpuStatus] = ()) -> JobActivity:
+    def observe(
+        self, gpus: Iterable[GpuStatus] = (), gpu_power_w: Mapping[int, float] | None = None
+    ) -> JobActivity:
+        """This tick's jobs and what they used; `gpu_power_w`: each GPU's mean power over the
+        interval (a MIG GPU's idle floor is learnt from it)."""
         now = self.clock()
         refs = self._refresh_jobs(now)
         job_cpu = self._job_cpu(refs)
@@ -109,7 +113,9 @@ class JobTracker:
         cpu = CpuActivity(busy_s, idle_s, job_cpu, reserved, psutil.cpu_count() or 1)
         gpu_jobs = self._gpu_processes.jobs(gpus, jobs, self._refs, now)
         holders = gpu_holders(gpus, meta, self._bad_values)
-        shares = self._gpu_processes.shares(gpus, self._refs, meta, self._bad_values)
+        shares = self._gpu_processes.shares(
+            gpus, self._refs, meta, self._bad_values, gpu_power_w or {}, now
+        )
         return JobActivity(jobs, cpu, gpu_jobs, meta, holders, shares)
 
     def _refresh_jobs(self, now: float) -> dict[str, JobRef]:

@@ -20,7 +20,6 @@ from wattwise.clock import SteppedClock
 from wattwise.config import load_config
 from wattwise.exporters.prometheus import SnapshotCollector
 from wattwise.model import Snapshot
-from wattwise.sources import nvml as nvml_module
 
 
 def pod(n: int) -> tuple[str, str]:
@@ -194,18 +193,18 @@ def test_compute_instances_of_one_gpu_instance_share_its_slices(
 
 
 def test_with_dcgm_exporter_the_energy_above_the_idle_floor_follows_measured_activity(
-    tmp_path: Path, fake_nvml: ModuleType, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake_nvml: ModuleType
 ) -> None:
     """A 3g instance fully busy, a 2g one held and idle, a 1g one half busy, read from a real
-    HTTP server in dcgm-exporter's shape. The GPU drew 100 W at the first tick and 400 W now:
-    a quarter of its energy is its idle floor, split by slices; the rest by activity x slices."""
-    monkeypatch.setattr(nvml_module, "GAUGES_EVERY_S", 0.0)  # power read every tick
+    HTTP server in dcgm-exporter's shape. The GPU drew 175 W over one interval and 700 W over
+    the next: a quarter of that energy is its idle floor, split by slices; the rest by
+    activity x slices."""
     instances = [
         {"gi": 1, "uuid": mig_uuid(0, 1), "slices": 3, "memory_mb": 40_960, "pids": [5001]},
         {"gi": 5, "uuid": mig_uuid(0, 5), "slices": 2, "memory_mb": 20_480, "pids": []},
         {"gi": 9, "uuid": mig_uuid(0, 9), "slices": 1, "memory_mb": 10_240, "pids": [5003]},
     ]
-    gpu = h100(0, energy_mj=1_000_000, power_mw=100_000, mig=instances)
+    gpu = h100(0, energy_mj=1_000_000, mig=instances)
     node = MigNode(tmp_path, fake_nvml, [gpu])
     busy = node.add_pod(1, 5001, mig_uuid(0, 1))
     holding = node.add_pod(2, 5002, mig_uuid(0, 5))
@@ -220,20 +219,28 @@ def test_with_dcgm_exporter_the_energy_above_the_idle_floor_follows_measured_act
             deadline = time.monotonic() + 10
             while not activity.of_gpu(gpu["uuid"]) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            gpu["power_mw"] = 400_000
-            totals = gpu_energy(node.tick())
+            low = node.tick(gpu_j=175.0)  # a quarter of the next interval's: the floor learnt
+            high = node.tick(gpu_j=700.0)
             services = {s.name: s.up for s in node.agent.latest.services}
             findings = {f.item: f for f in node.agent.probe()}
         finally:
             node.agent.close()
+    before, after = gpu_energy(low), gpu_energy(high)
+    totals = {k: after[k] - before.get(k, 0.0) for k in after}
+    # The counter's power is over the agent's real interval: the floor is what it measured.
+    (low_w,), (high_w,) = (
+        [d.power_w for d in s.domains if d.key.domain == "gpu"] for s in (low, high)
+    )
+    floor = min(low_w, high_w) / high_w
     assert totals == pytest.approx(
         {
-            (busy, "active"): 525.0,  # 0.25 x 3/7 + 0.75 x 3/3.5, of 700 J
-            (holding, "idle"): 50.0,  # its slices' part of the floor only
-            (half, "active"): 100.0,  # 0.25 x 1/7 + 0.75 x 0.5/3.5
-            ("unattributed", "idle"): 25.0,  # the free slice's part of the floor
+            (busy, "active"): 700 * (floor * 3 / 7 + (1 - floor) * 3 / 3.5),
+            (holding, "idle"): 700 * floor * 2 / 7,  # its slices' part of the floor only
+            (half, "active"): 700 * (floor * 1 / 7 + (1 - floor) * 0.5 / 3.5),
+            ("unattributed", "idle"): 700 * floor * 1 / 7,  # the free slice's part
         }
     )
+    assert 0.0 < floor < 1.0
     assert services["dcgm-exporter"] is True
     assert findings["mig activity"].ok, findings["mig activity"].detail
     assert "3 MIG GPU instance(s) measured" in findings["mig activity"].detail

@@ -16,6 +16,7 @@ from wattwise.attribution import (
     split_cpu,
     split_gpu,
 )
+from wattwise.jobs.gpu_processes import PowerFloors
 from wattwise.model import CpuActivity, GpuShare, MigInstance
 
 JOBS = st.sampled_from([f"job{i}" for i in range(8)])
@@ -187,3 +188,17 @@ def test_mig_fractions_never_give_out_more_than_the_gpu(slices, busy, floor) -> 
     fractions = mig_fractions(instances, sum(slices), dict(enumerate(busy)), floor)
     assert all(f >= 0 for f in fractions)
     assert sum(fractions) == pytest.approx(1.0)  # every slice is in an instance here
+
+
+def test_a_mig_gpus_idle_floor_is_the_lowest_power_of_the_last_day() -> None:
+    floors = PowerFloors()
+    assert floors.ratio("GPU-a", 400.0, 0.0) == 1.0  # one level seen: all floor, by slices
+    assert floors.ratio("GPU-a", None, 1.0) == 1.0
+    assert floors.ratio("GPU-a", 0.2, 2.0) == 1.0  # a stalled interval is no floor
+    assert floors.ratio("GPU-a", math.inf, 3.0) == 1.0
+    assert floors.ratio("GPU-a", 800.0, 4.0) == pytest.approx(0.5)
+    assert floors.ratio("GPU-a", 100.0, 3600.0) == pytest.approx(1.0)  # a new low
+    assert floors.ratio("GPU-a", 400.0, 7200.0) == pytest.approx(0.25)
+    # A day later that hour's low has left: the floor is the day's lowest since.
+    assert floors.ratio("GPU-a", 400.0, 3600.0 * 25) == pytest.approx(1.0)
+    assert floors.ratio("GPU-b", 800.0, 3600.0 * 25) == 1.0  # per GPU
