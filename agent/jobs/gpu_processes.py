@@ -97,16 +97,14 @@ class GpuProcesses:
         split: NVML samples nothing under MIG), and the job the scheduler gave it (by its MIG
         UUID). `power_w`: each GPU's mean power over this interval. Runs after jobs(), whose
         pid lookups it reuses."""
+        gpus = [gpu for gpu in gpus if gpu.mig_slices]
         claims = _claims(meta, {i.uuid for g in gpus for i in g.mig})
+        activity = self.mig_activity
+        if activity is not None and gpus:
+            activity.start([gpu.uuid for gpu in gpus])  # read once a GPU in MIG mode is seen
         result: dict[int, list[GpuShare]] = {}
         for gpu in gpus:
-            if not gpu.mig_slices:
-                continue
-            activity = self.mig_activity
-            busy = {}
-            if activity is not None:
-                activity.start()  # read only once a GPU in MIG mode is seen
-                busy = activity.of_gpu(gpu.uuid)
+            busy = activity.of_gpu(gpu.uuid) if activity is not None else {}
             floor = self._floors.ratio(gpu.uuid, power_w.get(gpu.index), now_s)
             fractions = mig_fractions(gpu.mig, gpu.mig_slices, busy, floor)
             parts = []

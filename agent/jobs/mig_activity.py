@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,37 +34,73 @@ ACTIVITY_FIELDS = ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE")
 UUID_LABELS = ("UUID", "uuid", "gpu_uuid")
 STALE_AFTER_INTERVALS = 3
 MAX_PAGE_BYTES = 8 * 1024 * 1024
-MAX_INSTANCES = 1024  # series kept from one page: 8 GPUs x 7 instances is 56
+MAX_GPUS, MAX_PER_GPU = 64, 16  # read from one page: 8 GPUs of 7 instances is the most seen
+_WANTED = ACTIVITY_FIELDS + tuple(
+    f"# {kind} {name}" for kind in ("HELP", "TYPE") for name in ACTIVITY_FIELDS
+)
 
 InstanceKey = tuple[str, int]  # (parent GPU UUID, GPU instance id)
 
 
-def mig_activity(text: str, problems: list[str] | None = None) -> dict[InstanceKey, float]:
+def mig_activity(
+    text: str, problems: list[str] | None = None, uuids: Collection[str] | None = None
+) -> dict[InstanceKey, float]:
     """(parent GPU UUID, GPU instance id) -> busy ratio in [0, 1], from one dcgm-exporter page:
-    the first of ACTIVITY_FIELDS it has. Whole-GPU series (no GPU_I_ID) are skipped; a value
-    that is not a ratio is skipped and described in `problems`."""
+    the first of ACTIVITY_FIELDS it has, for the GPUs in `uuids` (all when None: a page may be
+    another node's, or name GPUs that do not exist). Whole-GPU series are skipped; a value
+    that is not a ratio, and series past MAX_GPUS GPUs or MAX_PER_GPU instances of one, are
+    skipped and described in `problems`."""
+    problems = problems if problems is not None else []
     found: dict[str, dict[InstanceKey, float]] = {name: {} for name in ACTIVITY_FIELDS}
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(_activity_lines(text)):
             if family.name not in found:
                 continue
             per_instance = found[family.name]
+            gpus: dict[str, int] = {}  # parent UUID -> its instances read
             for sample in family.samples:
                 labels = sample.labels
                 gpu_instance = labels.get("GPU_I_ID", "")
                 uuid = next((labels[k] for k in UUID_LABELS if k in labels), "")
-                if not (gpu_instance.isdigit() and uuid) or len(per_instance) >= MAX_INSTANCES:
+                if not (uuid and gpu_instance.isascii() and gpu_instance.isdecimal()):
+                    continue  # the whole GPU's series, or no instance id
+                if uuids is not None and uuid not in uuids:
+                    continue
+                if len(gpu_instance) > 4:
+                    _note(problems, f"{sample.name}: GPU_I_ID {gpu_instance[:12]}... is no id")
                     continue
                 key, value = (uuid, int(gpu_instance)), sample.value
+                if key not in per_instance:
+                    if gpus.get(uuid, 0) >= MAX_PER_GPU or (
+                        uuid not in gpus and len(gpus) >= MAX_GPUS
+                    ):
+                        _note(
+                            problems,
+                            f"{sample.name}: past {MAX_GPUS} GPUs or {MAX_PER_GPU} instances"
+                            " of one, ignored",
+                        )
+                        continue
+                    gpus[uuid] = gpus.get(uuid, 0) + 1
                 if not (math.isfinite(value) and 0.0 <= value <= 1.0 + 1e-6):
-                    if problems is not None:
-                        problems.append(f"{sample.name} of {uuid} GPU instance {key[1]} = {value}")
+                    _note(problems, f"{sample.name} of {uuid} GPU instance {key[1]} = {value}")
                     continue
                 # Several series of one instance (one per compute instance): the busiest.
                 per_instance[key] = max(per_instance.get(key, 0.0), min(value, 1.0))
     except ValueError as exc:  # the parser's word for a page that is not exposition format
         raise ScrapeError(f"not Prometheus text format: {exc}") from None
     return next((found[name] for name in ACTIVITY_FIELDS if found[name]), {})
+
+
+def _note(problems: list[str], problem: str) -> None:
+    if len(problems) < 10:  # a page of a million bad series is ten lines of log
+        problems.append(problem)
+
+
+def _activity_lines(text: str) -> str:
+    """The page's activity series and their HELP and TYPE lines only: the parser is pure
+    Python, and a node's page holds hundreds of other series (an 8 MiB page parsed whole took
+    1.8 s of the GIL)."""
+    return "".join(line for line in text.splitlines(keepends=True) if line.startswith(_WANTED))
 
 
 class MigActivity:
@@ -82,12 +118,13 @@ class MigActivity:
         self._latest: tuple[float, dict[str, dict[int, float]]] = (-math.inf, {})
         self.service = Service("dcgm-exporter", self.read_once, interval_s)
         self.started = False
+        self._uuids: frozenset[str] | None = None  # this node's MIG GPUs, once known
 
     def read_once(self) -> dict[InstanceKey, float]:
         """One read of the page; raises ScrapeError (the service logs it and backs off)."""
         page = self._http.get(self.url, error=ScrapeError).text
         problems: list[str] = []
-        values = mig_activity(page, problems)
+        values = mig_activity(page, problems, self._uuids)
         if problems:
             self._bad.problem(
                 self.url, f"not a ratio, ignored: {'; '.join(problems[:5])}", once=True
@@ -100,7 +137,11 @@ class MigActivity:
         self._latest = (self._clock(), per_gpu)  # one swap: the tick sees this read or the last
         return values
 
-    def start(self) -> None:
+    def start(self, uuids: Collection[str]) -> None:
+        """Reads the page for these GPUs (this node's in MIG mode) from now on."""
+        wanted = frozenset(uuids)
+        if wanted != self._uuids:
+            self._uuids = wanted  # one swap: the reading thread sees the old set or the new
         if not self.started:
             self.started = True
             self.service.start()
@@ -122,6 +163,11 @@ class MigActivity:
         if not values:
             fields = " or ".join(ACTIVITY_FIELDS)
             detail = f"no {fields} per GPU instance on the page: MIG GPUs are split by slices"
+            if self._uuids is not None:
+                detail = (
+                    f"no {fields} per GPU instance of this node's MIG GPUs on the page (is it"
+                    " another node's dcgm-exporter?): they are split by slices"
+                )
             fix = "enable the DCP metrics in dcgm-exporter's counters file (dcp-metrics-included)"
             return Finding(*what, False, detail, fix)
         detail = (

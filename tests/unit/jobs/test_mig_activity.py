@@ -101,3 +101,35 @@ def test_probe_says_when_the_page_has_no_instance_activity() -> None:
             activity.close()
     assert not finding.ok
     assert "dcp-metrics-included" in finding.fix
+
+
+def test_hostile_instance_ids_cost_their_series_only() -> None:
+    page = dcgm_page({GPU0: {1: 0.5}}).replace('GPU_I_ID="1"', 'GPU_I_ID="\u00b2"')
+    page += dcgm_page({GPU0: {2: 0.25}}).replace('GPU_I_ID="2"', f'GPU_I_ID="{"9" * 5000}"')
+    page += dcgm_page({GPU1: {3: 0.75}})
+    problems: list[str] = []
+    assert mig_activity(page, problems) == {(GPU1, 3): 0.75}
+    assert any("is no id" in p for p in problems)
+
+
+def test_a_flood_of_other_gpus_neither_crowds_out_this_nodes_nor_floods_the_log() -> None:
+    flood = {f"GPU-{n:08d}-0000-0000-0000-000000000000": {1: 0.5, 2: 0.5} for n in range(2_000)}
+    page = dcgm_page({**flood, GPU0: {7: 0.9}})
+    problems: list[str] = []
+    unfiltered = mig_activity(page, problems)
+    assert len(unfiltered) <= 64 * 16 and (GPU0, 7) not in unfiltered  # capped: never unbounded
+    assert 0 < len(problems) <= 10
+    assert mig_activity(page, uuids={GPU0}) == {(GPU0, 7): 0.9}  # this node's GPUs first
+    many = dcgm_page({GPU0: {n: 0.1 for n in range(100)}})
+    assert len(mig_activity(many)) == 16  # at most 16 instances of one GPU
+
+
+def test_probe_says_when_the_page_names_none_of_this_nodes_mig_gpus() -> None:
+    with serve(Script(body=dcgm_page({GPU1: {1: 0.5}}).encode())) as url:
+        activity = MigActivity(f"{url}/metrics", 60.0)
+        try:
+            activity.start([GPU0])
+            finding = activity.probe()
+        finally:
+            activity.close()
+    assert not finding.ok and "another node's" in finding.detail
