@@ -38,6 +38,7 @@ from wattwise.model import (
 )
 
 log = logging.getLogger(__name__)
+PARTITIONED = frozenset({"DPX", "TPX", "QPX", "CPX"})  # compute partition modes of several
 MAX_UJ = 2.0**64 * 16  # an accumulator of u64 ticks of at most 16 uJ
 
 
@@ -57,7 +58,8 @@ class _AmdGpu:
     handle: Any
     uuid: str
     model: str
-    gfx_ns: dict[int, float] = field(default_factory=dict)  # pid -> GFX time at the last tick
+    # (partition's position, pid) -> GFX time at the last tick
+    gfx_ns: dict[tuple[int, int], float] = field(default_factory=dict)
     partitions: list[Any] = field(default_factory=list)  # secondary partitions' handles
     partition_mode: str = ""  # SPX, DPX, CPX ...
 
@@ -93,23 +95,23 @@ class AmdSmiSource:
             self.gpus.append(_AmdGpu(len(self.gpus), handle, uuid, model, {}, secondaries, mode))
 
     def _devices(self, handles: list[Any]) -> list[tuple[Any, list[Any]]]:
-        """Each physical GPU's primary handle and its secondary partitions' handles."""
-        devices: list[tuple[Any, list[Any]]] = []
-        last_device = None
-        for handle in handles:
+        """Each physical GPU's primary handle (partition 0) and its other partitions' handles.
+        Partitions of one GPU share a PCI device (the BDF without its function); one whose
+        device is unknown, or new, joins the GPU listed before it when amdsmi says it is not
+        partition 0."""
+        groups: dict[str, list[tuple[int | None, Any]]] = {}
+        for position, handle in enumerate(handles):
             kfd = self._optional("amdsmi_get_gpu_kfd_info", handle)
             partition = kfd.get("current_partition_id") if isinstance(kfd, dict) else None
             bdf = str(self._optional("amdsmi_get_gpu_device_bdf", handle) or "")
-            device = bdf.rpartition(".")[0] or None  # domain:bus:device
-            if partition is None:  # amdsmi without kfd info: one PCI device, one GPU
-                secondary = device is not None and device == last_device
-            else:
-                secondary = partition != 0
-            if secondary and devices:
-                devices[-1][1].append(handle)
-            else:
-                devices.append((handle, []))
-            last_device = device
+            device = bdf.rpartition(".")[0] or f"#{position}"  # domain:bus:device
+            if partition and device not in groups and groups:
+                device = next(reversed(groups))
+            groups.setdefault(device, []).append((partition, handle))
+        devices = []
+        for members in groups.values():
+            primary = next((h for p, h in members if p == 0), members[0][1])
+            devices.append((primary, [h for _, h in members if h is not primary]))
         return devices
 
     def _optional(self, name: str, *args: Any) -> Any:
@@ -166,12 +168,16 @@ class AmdSmiSource:
             return None, f"energy count: {exc}"
 
     def _processes(self, gpu: _AmdGpu) -> tuple[GpuProcess, ...]:
-        """Every partition's processes with their GFX time since the last tick."""
-        found: dict[int, float] = {}
-        for handle in (gpu.handle, *gpu.partitions):
+        """Every partition's processes with their GFX time since the last tick (a process on
+        two partitions: the sum of its time on each)."""
+        found: dict[tuple[int, int], float] = {}  # (partition's position, pid) -> GFX time
+        for position, handle in enumerate((gpu.handle, *gpu.partitions)):
             for pid, gfx in self._gfx_times(handle).items():
-                found[pid] = max(found.get(pid, 0.0), gfx)  # a process seen by two: once
-        samples = {pid: max(gfx - gpu.gfx_ns.get(pid, gfx), 0.0) for pid, gfx in found.items()}
+                found[(position, pid)] = gfx
+        samples: dict[int, float] = {}
+        for (position, pid), gfx in found.items():
+            busy = max(gfx - gpu.gfx_ns.get((position, pid), gfx), 0.0)
+            samples[pid] = samples.get(pid, 0.0) + busy
         gpu.gfx_ns = found
         return tuple(GpuProcess(pid, busy) for pid, busy in sorted(samples.items()))
 
@@ -197,14 +203,21 @@ class AmdSmiSource:
         for gpu in self.gpus:
             raw, error = self._energy_uj(gpu)
             detail = f"{gpu.model}, energy counter" if raw is not None else f"down: {error}"
+            ok = raw is not None
             if gpu.partition_mode:
                 detail += f", compute partition {gpu.partition_mode}"
+            if gpu.partition_mode in PARTITIONED and not gpu.partitions:
+                ok = False
+                detail += (
+                    ": its partitions could not be told apart (no kfd partition id, no PCI"
+                    " address), so each may be counted as a whole GPU"
+                )
             if gpu.partitions:
                 detail += (
                     f": {len(gpu.partitions) + 1} partitions, one GPU here (energy read once,"
                     " from partition 0, and split among every partition's processes by GFX time)"
                 )
-            findings.append(Finding(AMDSMI, f"gpu {gpu.index}", gpu.uuid, raw is not None, detail))
+            findings.append(Finding(AMDSMI, f"gpu {gpu.index}", gpu.uuid, ok, detail))
         return findings
 
     def close(self) -> None:

@@ -109,3 +109,42 @@ def test_a_partitioned_mi300x_is_one_gpu_counted_once(
     assert [sorted(p.pid for p in g.processes) for g in readout.gpus] == [[1, 6], [1001, 1006]]
     assert "CPX: 8 partitions, one GPU here" in findings["gpu 1"].detail
     assert "gpu 2" not in findings
+
+
+def test_partitions_listed_out_of_order_join_their_own_gpu(fake_amdsmi: ModuleType) -> None:
+    def part(device: int, xcp: int, pids: list[int]) -> dict:
+        return fake_amdsmi.mi300x(
+            uuid=f"9cff74a1-000{device}-1000-80e9-5d2a6ea4f7b{xcp}",
+            partition="DPX",
+            partition_id=xcp,
+            bdf=f"0000:{0x0C + 0x20 * device:02x}:00.{xcp}",
+            processes=[{"pid": pid, "gfx_ns": 0} for pid in pids],
+        )
+
+    # Device 1's second partition first, then the devices interleaved; pid 7 on both of
+    # device 0's partitions.
+    gpus = [part(1, 1, [21]), part(0, 0, [7]), part(1, 0, []), part(0, 1, [7, 8])]
+    fake_amdsmi.configure({"gpus": gpus})
+    source = AmdSmiSource()
+    try:
+        source.read()
+        for entry, busy in zip(gpus, (5, 1, 0, 2), strict=True):
+            for process in entry["processes"]:
+                process["gfx_ns"] += busy * 1_000_000
+        readout = source.read()
+    finally:
+        source.close()
+    by_gpu = [{p.pid: p.sm_samples for p in g.processes} for g in readout.gpus]
+    assert by_gpu == [{21: 5e6}, {7: 3e6, 8: 2e6}]  # pid 7: 1 ms on one, 2 ms on the other
+    assert len(readout.counters) == 2
+
+
+def test_a_partitioned_gpu_that_cannot_be_told_apart_is_flagged(fake_amdsmi: ModuleType) -> None:
+    gpus = [fake_amdsmi.mi300x(partition="CPX", bdf="", legacy=True) for _ in range(2)]
+    fake_amdsmi.configure({"gpus": gpus})
+    source = AmdSmiSource()
+    try:
+        finding = next(f for f in source.probe() if f.item == "gpu 0")
+    finally:
+        source.close()
+    assert not finding.ok and "could not be told apart" in finding.detail
