@@ -211,7 +211,7 @@ def live(node: Node, tmp_path: Path) -> Iterator[str]:  # noqa: F811
                 )
                 for promql in (
                     'wattwise_facility_pue{window="5m"}',
-                    "scheduler_job_id_unit:wattwise_job_work_units_per_joule:rate5m",
+                    "cluster_scheduler_job_id_unit:wattwise_job_work_units_per_joule_with_estimate:rate5m",
                     "increase(wattwise_job_work_units_total[5s]) > 0",
                 ):
                     wait_until_prometheus_has(prom, promql, alive=(agent, facility))
@@ -281,5 +281,5 @@ def test_the_figures_behind_the_panels_are_right(live: str) -> None:
     )
     idle_rate = 'rate(wattwise_node_gpu_energy_by_use_joules_total{state="allocated_idle"}[5s]) > 0'
     assert eventually_has_data(partial(query, live, idle_rate), deadline)
-    teams = 'team:wattwise_job_power_watts:sum{team="nlp"}'
+    teams = 'cluster_team_basis:wattwise_job_energy_joules:rate5m{team="nlp"}'
     assert eventually_has_data(partial(query, live, teams), deadline)

@@ -54,8 +54,9 @@ def test_promtool_unit_tests_would_catch_a_wrong_rule(tmp_path: Path) -> None:
         (PROMETHEUS / "recording.yaml")
         .read_text()
         .replace(
-            "expr: sum by (scheduler, job_id) (wattwise_job_power_watts)",
-            'expr: sum by (scheduler, job_id) (wattwise_job_power_watts{instance!="b"})',
+            "rate(wattwise_job_energy_joules_total[5m]),",
+            'rate(wattwise_job_energy_joules_total{instance!="b"}[5m]),',
+            1,
         )
     )
     (tmp_path / "recording.yaml").write_text(broken)
@@ -68,9 +69,36 @@ def test_promtool_unit_tests_would_catch_a_wrong_rule(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert result.returncode != 0 and "scheduler_job_id:wattwise_job_power_watts:sum" in (
-        result.stdout + result.stderr
-    )
+    name = "cluster_scheduler_job_id_basis:wattwise_job_energy_joules:rate5m"
+    assert result.returncode != 0 and name in result.stdout + result.stderr
+
+
+# Series whose `source` label says whether their energy was measured or estimated.
+SOURCED = (
+    "wattwise_job_energy_joules_total",
+    "wattwise_job_carbon_grams_total",
+    "wattwise_node_total_power_watts",
+    "wattwise_node_total_energy_joules_total",
+)
+
+
+def test_every_rule_keeps_cluster_and_none_mixes_estimated_with_measured() -> None:
+    """Issue 15: run centrally, rules that drop `cluster` sum job 1234 of two clusters into one,
+    and a node or job total over every source hides how much of it was estimated."""
+    groups = yaml.safe_load((PROMETHEUS / "recording.yaml").read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) > 20
+    for rule in rules:
+        name, expr = rule["record"], " ".join(rule["expr"].split())
+        assert name.startswith("cluster"), name
+        for clause in re.findall(r"\bby \(([^)]*)\)", expr):
+            assert "cluster" in clause.split(", "), (name, clause)
+        for clause in re.findall(r"\bon \(([^)]*)\)", expr):
+            assert "cluster" in clause.split(", "), (name, clause)
+        mixes = any(metric in expr for metric in SOURCED) and '"basis"' not in expr
+        uses_basis_rule = "basis" in name or "_with_estimate" in name
+        assert not mixes or "_with_estimate" in name, name
+        assert uses_basis_rule or not any(m in expr for m in SOURCED), name
 
 
 def load_generator():
