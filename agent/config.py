@@ -127,6 +127,18 @@ class JobsConfig(_Section):
 class LedgerConfig(_Section):
     enabled: bool = Field(True, description="Keep durable per-job accounts.")
     path: Path = Field(Path("/var/lib/wattwise/ledger.db"), description="SQLite ledger file.")
+    node: str | None = Field(
+        None,
+        max_length=253,
+        description="This node's name in the ledger and its exports; unset: the hostname (the "
+        "DaemonSet sets it from spec.nodeName through WATTWISE_LEDGER__NODE).",
+    )
+    cluster: str = Field(
+        "",
+        max_length=253,
+        description="The cluster this node belongs to, in the ledger and its exports: the same "
+        "name as Prometheus' `cluster` external label (docs/fleet.md).",
+    )
     minutely_retention_s: float = Field(
         2 * DAY_S,
         ge=3600,

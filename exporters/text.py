@@ -12,11 +12,12 @@ from typing import Any
 
 from wattwise.model import Finding, JobSummary, Snapshot
 
-REPORT_COLUMNS = ("jobs", "energy_j", "active_j", "idle_j")
+REPORT_COLUMNS = ("jobs", "energy_j", "measured_j", "estimated_j", "active_j", "idle_j")
 SCI_COLUMNS = (
     "jobs",
     "job_hours",
     "energy_j",
+    "estimated_j",
     "energy_kwh",
     "intensity_g_per_kwh",
     "operational_g",
@@ -90,6 +91,10 @@ def report_json(
 ) -> str:
     window = {"since_unix_s": since_unix_s, "until_unix_s": until_unix_s, "notes": notes}
     return json.dumps({**window, "rows": rows}, indent=2)
+
+
+def rows_jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(json.dumps(row, sort_keys=False) + "\n" for row in rows)
 
 
 def report_csv(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> str:

@@ -72,8 +72,12 @@ class Ledger:
         minutely_retention_s: float = 2 * 86400,
         hourly_retention_s: float = 400 * 86400,
         clock: Callable[[], float] = time.monotonic,
+        node: str = "",
+        cluster: str = "",
     ) -> None:
+        """`node`, `cluster`: where its jobs ran, written with the first batch (fleet exports)."""
         self.path = path
+        self._identity: tuple[str, str] | None = (node, cluster)
         self.minutely_retention_s = minutely_retention_s
         self.hourly_retention_s = hourly_retention_s
         self.last_error: str | None = None
@@ -126,9 +130,16 @@ class Ledger:
             self.last_error = str(problem)
             return False
         self.last_error = None
+        self._identity = None  # written: not again until the agent restarts
         return True
 
     def _write(self, db: sqlite3.Connection, batch: Batch) -> None:
+        if self._identity is not None:
+            node, cluster = self._identity
+            db.executemany(
+                "INSERT OR REPLACE INTO node_info VALUES (?, ?)",
+                [("node", node), ("cluster", cluster)],
+            )
         db.executemany(
             "INSERT INTO jobs (job_key, scheduler, kind, job_id, name, user, first_seen_unix_s, "
             "last_seen_unix_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_key) DO UPDATE "

@@ -12,9 +12,10 @@ from pathlib import Path
 from wattwise.accounts.ledger import MICRO, NANO, LedgerError
 from wattwise.accounts.schema import SCHEMA_VERSION
 from wattwise.clock import unix_s_from_iso
-from wattwise.model import J_PER_KWH, JobSummary
+from wattwise.model import ESTIMATE, J_PER_KWH, JobSummary
 
 GROUPS = ("job", "user", "scheduler")
+MEASURED, ESTIMATED = "measured", "estimated"
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:
@@ -136,11 +137,19 @@ def report(
 ) -> list[dict[str, float | str]]:
     """Energy per group over [since, until)."""
     groups: dict[str, dict] = defaultdict(
-        lambda: {"energy_j": 0.0, "active_j": 0.0, "idle_j": 0.0, "jobs": set()}
+        lambda: {
+            "energy_j": 0.0,
+            "measured_j": 0.0,
+            "estimated_j": 0.0,
+            "active_j": 0.0,
+            "idle_j": 0.0,
+            "jobs": set(),
+        }
     )
     for row in window(db, since_unix_s, until_unix_s, ("energy",)):
         entry = groups[_group(row, group_by)]
         entry["energy_j"] += row.amount
+        entry[f"{basis_of(row.b)}_j"] += row.amount
         entry[f"{row.c}_j"] += row.amount
         entry[f"{row.a}_j"] = entry.get(f"{row.a}_j", 0.0) + row.amount
         entry["jobs"].add(row.job_key)
@@ -158,7 +167,13 @@ def sci_report(
     E energy, I the effective intensity (operational grams / E, so PUE is included), O = E x I
     summed per interval, M embodied, and SCI = (O + M) per job-hour (R = one hour of a job)."""
     groups: dict[str, dict] = defaultdict(
-        lambda: {"energy_j": 0.0, "operational_g": 0.0, "embodied_g": 0.0, "jobs": {}}
+        lambda: {
+            "energy_j": 0.0,
+            "estimated_j": 0.0,
+            "operational_g": 0.0,
+            "embodied_g": 0.0,
+            "jobs": {},
+        }
     )
     work: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for row in window(db, since_unix_s, until_unix_s):
@@ -167,6 +182,8 @@ def sci_report(
         if row.measure == "energy":
             entry["energy_j"] += row.amount
             entry["operational_g"] += row.carbon_g
+            if basis_of(row.b) == ESTIMATED:
+                entry["estimated_j"] += row.amount
         elif row.measure == "embodied":
             entry["embodied_g"] += row.carbon_g
         elif row.measure == "work":
@@ -202,6 +219,79 @@ def sci_report(
             }
         )
     return sorted(rows, key=lambda r: -float(r["carbon_g"]))
+
+
+EXPORT_COLUMNS = (
+    "node",
+    "cluster",
+    "job_key",
+    "scheduler",
+    "job_id",
+    "name",
+    "user",
+    "started_unix_s",
+    "ended_unix_s",
+    "energy_j",
+    "measured_j",
+    "estimated_j",
+    "operational_g",
+    "estimated_operational_g",
+    "embodied_g",
+)
+
+
+def finished_jobs(
+    db: sqlite3.Connection, since_unix_s: float, until_unix_s: float
+) -> list[dict[str, float | str]]:
+    """Each job that ended in [since, until) with its lifetime totals, the node and cluster it
+    ran on, and its energy and operational carbon split into measured and estimated (a GHG
+    inventory's rows; work units as units_<unit>)."""
+    identity = dict(db.execute("SELECT key, value FROM node_info"))
+    where = {"node": identity.get("node", ""), "cluster": identity.get("cluster", "")}
+    described: dict[str, dict[str, float | str]] = {}
+    figures: dict[str, dict[str, float]] = {}
+    query = (
+        "SELECT j.job_key, j.scheduler, j.job_id, j.name, j.user, j.first_seen_unix_s, "
+        "j.ended_unix_s, s.measure, s.a, s.b, t.amount, t.carbon_g "
+        "FROM jobs j LEFT JOIN totals t ON t.job = j.id LEFT JOIN series s ON s.id = t.series "
+        "WHERE j.id != 0 AND j.ended_unix_s >= ? AND j.ended_unix_s < ? "
+        "ORDER BY j.ended_unix_s, j.job_key"
+    )
+    for key, *job, measure, a, b, amount, grams in db.execute(query, (since_unix_s, until_unix_s)):
+        if key not in described:
+            described[key] = {**where, **dict(zip(EXPORT_COLUMNS[2:9], (key, *job), strict=True))}
+            figures[key] = dict.fromkeys(EXPORT_COLUMNS[9:], 0.0)
+        sums = figures[key]
+        if measure == "energy":
+            basis = basis_of(b)
+            sums["energy_j"] += amount
+            sums[f"{basis}_j"] += amount
+            sums["operational_g"] += grams
+            if basis == ESTIMATED:
+                sums["estimated_operational_g"] += grams
+        elif measure == "embodied":
+            sums["embodied_g"] += grams
+        elif measure == "work":
+            sums[f"units_{a}"] = sums.get(f"units_{a}", 0.0) + amount
+    return [{**described[key], **figures[key]} for key in described]
+
+
+def basis_notes(rows: list[dict[str, float | str]]) -> list[str]:
+    """What a report must say of how its energy was obtained: the estimated part, if any."""
+    total = sum(float(row.get("energy_j", 0.0)) for row in rows)
+    estimated = sum(float(row.get("estimated_j", 0.0)) for row in rows)
+    if estimated <= 0:
+        return []
+    return [
+        f"{estimated:.1f} J of {total:.1f} J ({estimated / total:.0%}) is the agent's CPU "
+        "estimate (from utilisation and estimate.cpu_tdp_w: no RAPL or hwmon on the node), "
+        "not measured; see estimated_j"
+    ]
+
+
+def basis_of(source: str) -> str:
+    """measured for energy read from a counter, estimated for the agent's CPU estimate."""
+    return ESTIMATED if source == ESTIMATE else MEASURED
 
 
 def _group(row: WindowRow, group_by: str) -> str:

@@ -1,15 +1,15 @@
-"""The ledger's layout: schema 5's tables, the in-place migrations from older schemas, and the
+"""The ledger's layout: schema 6's tables, the in-place migrations from older schemas, and the
 tables each version had (how a ledger from before application_id is recognised). Declarative:
 the statements are run by accounts/ledger.py."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION_ID = 0x57415457  # "WATW" in PRAGMA application_id: this file is a wattwise ledger
 
-# The layout of schema 5 (a new ledger is made with it directly). Per-minute and hourly amounts
-# are integers (uJ, millionths of a work unit, ng): small on disk.
-CURRENT_SCHEMA = """
+# The layout of schema 5, which the migration from 4 builds. Per-minute and hourly amounts are
+# integers (uJ, millionths of a work unit, ng): small on disk.
+SCHEMA_5 = """
     CREATE TABLE jobs (
         id INTEGER PRIMARY KEY,              -- 0 is the node itself
         job_key TEXT NOT NULL UNIQUE,        -- "<scheduler>:<job_id>"; '' for the node
@@ -59,6 +59,11 @@ CURRENT_SCHEMA = """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
     INSERT INTO meta VALUES ('hours_until', 0);
 """
+NODE_INFO = """
+    CREATE TABLE node_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- node, cluster
+"""
+# The layout of schema 6: a new ledger is made with it directly.
+CURRENT_SCHEMA = SCHEMA_5 + NODE_INFO
 
 # Each entry brings the schema from version i to i + 1. Append; never edit a shipped migration.
 MIGRATIONS: tuple[str, ...] = (
@@ -142,11 +147,11 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     """,
     # 5: integer ids for jobs and series, one table of totals, per-minute rows keyed by the minute
-    # first (retention is a range delete), hourly rollups kept longer (CURRENT_SCHEMA).
+    # first (retention is a range delete), hourly rollups kept longer (SCHEMA_5).
     """
     ALTER TABLE jobs RENAME TO jobs_v4;
     """
-    + CURRENT_SCHEMA
+    + SCHEMA_5
     + """
     INSERT INTO jobs (job_key, scheduler, kind, job_id, name, user, first_seen_unix_s,
                       last_seen_unix_s, ended_unix_s)
@@ -207,6 +212,8 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE job_embodied; DROP TABLE job_embodied_minutely; DROP TABLE unreserved_embodied;
     DROP TABLE job_work; DROP TABLE job_work_minutely; DROP TABLE jobs_v4;
     """,
+    # 5 -> 6: the node and cluster the ledger's jobs ran on, for fleet exports.
+    NODE_INFO,
 )
 
 
@@ -219,4 +226,5 @@ TABLES_BY_VERSION = {
     3: _V3_TABLES,
     4: _V3_TABLES | {"job_work", "job_work_minutely"},
     5: frozenset({"jobs", "series", "totals", "minutes", "hours", "meta"}),
+    6: frozenset({"jobs", "series", "totals", "minutes", "hours", "meta", "node_info"}),
 }

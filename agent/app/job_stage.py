@@ -4,6 +4,7 @@ count it, commit it, and take their work. `NoJobs` stands in when jobs are off."
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 from wattwise.accounts.ledger import Ledger
@@ -80,6 +81,8 @@ class JobStage:
                     ledger_config.path,
                     ledger_config.minutely_retention_s,
                     ledger_config.hourly_retention_s,
+                    node=ledger_config.node or socket.gethostname(),
+                    cluster=ledger_config.cluster,
                 )
                 if not self.ledger.is_open:
                     log.warning("%s", self.ledger.last_error)

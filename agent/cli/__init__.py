@@ -31,6 +31,10 @@ job_app = typer.Typer(
     help="Look at one job's account.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(job_app, name="job")
+ledger_app = typer.Typer(
+    help="Take the ledger's finished jobs elsewhere.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(ledger_app, name="ledger")
 
 ConfigOption = Annotated[
     Path | None,

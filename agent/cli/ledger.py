@@ -1,4 +1,4 @@
-"""`jobs`, `job show`, `report`: read-only views of the ledger."""
+"""`jobs`, `job show`, `report`, `ledger export`: read-only views of the ledger."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from wattwise.cli import (
     _config,
     app,
     job_app,
+    ledger_app,
 )
 
 LedgerOption = Annotated[
@@ -87,7 +88,14 @@ def report_command(
 ) -> None:
     """Energy (or, with --sci, carbon) per job, user or scheduler over a time window, from the
     per-minute ledger series."""
-    from wattwise.accounts.reports import GROUPS, parse_time, report, sci_report, window_notes
+    from wattwise.accounts.reports import (
+        GROUPS,
+        basis_notes,
+        parse_time,
+        report,
+        sci_report,
+        window_notes,
+    )
     from wattwise.exporters.text import report_columns, report_csv, report_json, report_table
 
     if group_by not in GROUPS or output_format not in ("table", "csv", "json"):
@@ -103,7 +111,7 @@ def report_command(
         raise typer.Exit(2) from None
     db = _ledger(config, ledger)
     rows = (sci_report if sci else report)(db, start, end, group_by)
-    notes = window_notes(db, start)
+    notes = window_notes(db, start) + basis_notes(rows)
     for note in notes:
         typer.echo(f"wattwise: note: {note}", err=True)
     if output_format == "json":
@@ -114,3 +122,40 @@ def report_command(
         typer.echo(report_csv(rows, columns), nl=False)
     else:
         typer.echo(report_table(rows, columns))
+
+
+@ledger_app.command("export")
+def export_command(
+    since: Annotated[
+        str, typer.Option(help="Jobs that ended from: ISO 8601 (UTC if no zone), 30d, unix s.")
+    ] = "30d",
+    until: Annotated[str, typer.Option(help="Until, same forms. [default: now]")] = "0s",
+    output_format: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    config: ConfigOption = None,
+    ledger: LedgerOption = None,
+) -> None:
+    """Finished jobs with their lifetime energy and carbon, one row each, for a GHG inventory
+    or a data warehouse: the node and cluster they ran on (ledger.node, ledger.cluster),
+    energy and operational carbon split into measured and estimated, embodied carbon, work
+    units. Written to standard output."""
+    from wattwise.accounts.reports import EXPORT_COLUMNS, finished_jobs, parse_time
+    from wattwise.exporters.text import report_csv, rows_jsonl
+
+    if output_format not in ("csv", "jsonl"):
+        typer.echo("wattwise: --format is csv or jsonl", err=True)
+        raise typer.Exit(2)
+    now = time.time()
+    try:
+        start, end = parse_time(since, now), parse_time(until, now)
+    except ValueError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if start >= end:
+        typer.echo(f"wattwise: --since ({since}) is not before --until ({until})", err=True)
+        raise typer.Exit(2)
+    rows = finished_jobs(_ledger(config, ledger), start, end)
+    if output_format == "jsonl":
+        typer.echo(rows_jsonl(rows), nl=False)
+        return
+    units = sorted({k for row in rows for k in row} - set(EXPORT_COLUMNS))
+    typer.echo(report_csv(rows, [*EXPORT_COLUMNS, *units]), nl=False)

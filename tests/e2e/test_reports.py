@@ -22,7 +22,7 @@ BOB = JobSeen("kubernetes:pod-b", "kubernetes", "pod", "pod-b", "serve", "bob")
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     path = tmp_path / "ledger.db"
-    accounts = book(path, minutely_retention_s=1e9)
+    accounts = book(path, minutely_retention_s=1e9, node="gpu-001", cluster="hpc-east")
     for minute in range(10):  # alice: 10 minutes; bob: the last 5, then ends
         now = T0 + 60 * minute
         seen = [ALICE] + ([BOB] if minute >= 5 else [])
@@ -31,7 +31,10 @@ def ledger(tmp_path: Path) -> Path:
             JobEnergy("slurm:42", "package", "rapl", "idle", 60.0),
         ]
         if minute >= 5:
-            energy.append(JobEnergy("kubernetes:pod-b", "package", "rapl", "active", 120.0))
+            # bob's node had no RAPL: its CPU energy is the agent's estimate
+            energy.append(
+                JobEnergy("kubernetes:pod-b", "package", "estimate", "active", 120.0, 0.1)
+            )
         record(accounts, now, seen, energy)
     record(accounts, T0 + 600, [ALICE])  # bob has ended
     accounts.ledger.close()
@@ -76,6 +79,10 @@ def test_report_groups_a_time_window(ledger: Path) -> None:
     assert float(rows["alice"]["energy_j"]) == 5 * 660.0
     assert float(rows["alice"]["gpu_j"]) == 5 * 600.0
     assert float(rows["bob"]["active_j"]) == 5 * 120.0 and rows["bob"]["jobs"] == "1"
+    assert "600.0 J of 3900.0 J (15%) is the agent's CPU estimate" in err
+    # How the energy was obtained, never one figure: alice's was measured, bob's estimated.
+    assert (float(rows["alice"]["measured_j"]), float(rows["alice"]["estimated_j"])) == (3300, 0)
+    assert (float(rows["bob"]["measured_j"]), float(rows["bob"]["estimated_j"])) == (0, 600)
     code, out, _ = run(
         "report",
         "--since",
@@ -94,6 +101,8 @@ def test_report_groups_a_time_window(ledger: Path) -> None:
         {
             "scheduler": "slurm",
             "energy_j": 1320.0,
+            "measured_j": 1320.0,
+            "estimated_j": 0.0,
             "active_j": 1200.0,
             "idle_j": 120.0,
             "jobs": 1,
@@ -101,6 +110,30 @@ def test_report_groups_a_time_window(ledger: Path) -> None:
             "package_j": 120.0,
         }
     ]
+
+
+def test_ledger_export_writes_finished_jobs_with_node_cluster_and_basis(ledger: Path) -> None:
+    """Issue 15: a GHG inventory's rows. Only bob's pod has ended; alice's job still runs."""
+    window = ("--until", "2028-01-01", "--ledger", str(ledger))
+    code, out, err = run("ledger", "export", "--since", str(T0), *window)
+    assert code == 0, err
+    (bob,) = list(csv.DictReader(io.StringIO(out)))
+    assert (bob["node"], bob["cluster"]) == ("gpu-001", "hpc-east")
+    assert bob["job_key"] == "kubernetes:pod-b" and float(bob["ended_unix_s"]) == T0 + 600
+    assert float(bob["energy_j"]) == float(bob["estimated_j"]) == 600.0
+    assert float(bob["measured_j"]) == 0.0
+    assert float(bob["estimated_operational_g"]) == pytest.approx(0.5)
+    assert float(bob["operational_g"]) == pytest.approx(0.5)
+    code, out, err = run("ledger", "export", "--since", str(T0), "--format", "jsonl", *window)
+    assert code == 0, err
+    (line,) = out.splitlines()
+    assert json.loads(line)["estimated_j"] == 600.0
+    code, out, _ = run("ledger", "export", "--since", str(T0 + 601), *window)
+    assert code == 0 and len(out.splitlines()) == 1  # the header: nothing ended since
+    code, _, err = run("ledger", "export", "--since", "1d", "--until", "7d", *window[2:])
+    assert code == 2 and "is not before" in err
+    code, _, err = run("ledger", "export", "--format", "xml", *window[2:])
+    assert code == 2 and "csv or jsonl" in err
 
 
 def test_reports_say_what_is_wrong(tmp_path: Path, ledger: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.support.book import book, record, totals
 from wattwise.accounts.ledger import Ledger, LedgerError
-from wattwise.accounts.schema import SCHEMA_VERSION
+from wattwise.accounts.schema import APPLICATION_ID, SCHEMA_5, SCHEMA_VERSION
 from wattwise.accounts.totals import RunningTotals
 from wattwise.model import EmbodiedSplit, JobEnergy, JobSeen, UnattributedEnergy
 
@@ -349,6 +349,7 @@ def test_a_schema_4_ledger_is_migrated_in_place_keeping_every_figure(tmp_path: P
         "minutes",
         "hours",
         "meta",
+        "node_info",
     }
     migrated_j = db.execute(
         "SELECT sum(amount) FROM minutes JOIN series s ON s.id = series "
@@ -396,3 +397,26 @@ def test_a_report_notes_lost_minutes_only_once_retention_has_deleted_some(tmp_pa
     (note,) = window_notes(sqlite3.connect(path), base - 3600)
     assert "no longer kept" in note
     assert window_notes(sqlite3.connect(path), base + 3 * 3600 - 60) == []  # inside retention
+
+
+def test_the_ledger_names_the_node_and_cluster_its_jobs_ran_on(tmp_path: Path) -> None:
+    """Schema 6 (issue 15): a fleet export must say where each job ran. A schema 5 ledger
+    gains the table in place; the first write records the names, a restart under new ones
+    updates them."""
+    path = tmp_path / "ledger.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        f"BEGIN; {SCHEMA_5}; PRAGMA user_version=5; PRAGMA application_id={APPLICATION_ID}; COMMIT;"
+    )
+    db.close()
+    for node, cluster in (("gpu-001", "hpc-east"), ("gpu-001.east", "hpc-east-2")):
+        accounts = RunningTotals(600.0, Ledger(path, node=node, cluster=cluster), 5.0)
+        record(accounts, 1_795_435_600, [JobSeen("slurm:41", "slurm", "slurm", "41")])
+        accounts.ledger.close()
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert dict(db.execute("SELECT key, value FROM node_info")) == {
+            "node": node,
+            "cluster": cluster,
+        }
+        db.close()
