@@ -46,6 +46,10 @@ class HttpError(WattwiseError):
     """A request that gave no usable answer; callers usually ask for their own class."""
 
 
+class QueryError(WattwiseError):
+    """A Prometheus-compatible query API that failed, or answered something unusable."""
+
+
 class ScrapeError(WattwiseError):
     """An endpoint or annotation that gives no usable counter; the message says why."""
 

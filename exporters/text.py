@@ -86,6 +86,26 @@ def report_columns(rows: Iterable[Mapping[str, Any]], group_by: str, sci: bool) 
     return columns + sorted({k for r in rows for k in r} - set(columns))
 
 
+FLEET_COLUMNS = (
+    "energy_j",
+    "measured_j",
+    "estimated_j",
+    "operational_g",
+    "estimated_operational_g",
+    "embodied_g",
+    "carbon_g",
+    "jobs",
+    "nodes",
+)
+
+
+def fleet_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The group's columns (cluster first), the period, then the figures."""
+    keys = {k for r in rows for k in r}
+    first = [k for k in ("cluster", "job", "job_name", "user", "team", "period") if k in keys]
+    return first + [c for c in FLEET_COLUMNS if c in keys]
+
+
 def report_json(
     since_unix_s: float, until_unix_s: float, notes: list[str], rows: list[dict[str, Any]]
 ) -> str:

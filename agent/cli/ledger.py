@@ -72,7 +72,10 @@ def report_command(
         str, typer.Option(help="Start: ISO 8601 (UTC if no zone), 24h, or unix s.")
     ] = "24h",
     until: Annotated[str, typer.Option(help="End, same forms. [default: now]")] = "0s",
-    group_by: Annotated[str, typer.Option(help="job, user or scheduler.")] = "job",
+    group_by: Annotated[
+        str,
+        typer.Option(help="job, user or scheduler; with --prometheus: job, user, team, cluster."),
+    ] = "job",
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     sci: Annotated[
         bool,
@@ -83,42 +86,143 @@ def report_command(
             "and SCI = (O + M) per job-hour.",
         ),
     ] = False,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            help="Report the fleet from this Prometheus-compatible query API (Prometheus, Thanos "
+            "Query, Mimir's /prometheus, VictoriaMetrics) instead of this node's ledger.",
+        ),
+    ] = None,
+    per: Annotated[
+        str | None, typer.Option(help="With --prometheus: day or month rows (UTC).")
+    ] = None,
+    job: Annotated[str | None, typer.Option(help="With --prometheus: one job's id only.")] = None,
+    bearer_token_file: Annotated[
+        Path | None, typer.Option(help="With --prometheus: a file holding a bearer token.")
+    ] = None,
+    basic_auth_user: Annotated[str | None, typer.Option(help="With --prometheus.")] = None,
+    basic_auth_password_file: Annotated[
+        Path | None, typer.Option(help="With --prometheus.")
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="With --prometheus: CA bundle of its certificate.")
+    ] = None,
+    insecure_skip_verify: Annotated[bool, typer.Option(help="With --prometheus.")] = False,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            help="With --prometheus: print totals even when the storage says part of the data "
+            "is missing (they are then too small)."
+        ),
+    ] = False,
     config: ConfigOption = None,
     ledger: LedgerOption = None,
 ) -> None:
     """Energy (or, with --sci, carbon) per job, user or scheduler over a time window, from the
-    per-minute ledger series."""
-    from wattwise.accounts.reports import (
-        GROUPS,
-        basis_notes,
-        parse_time,
-        report,
-        sci_report,
-        window_notes,
-    )
-    from wattwise.exporters.text import report_columns, report_csv, report_json, report_table
+    per-minute ledger series; with --prometheus, per job (over all its nodes), user, team or
+    cluster from the fleet's storage (docs/fleet.md). Measured and estimated energy are
+    always apart."""
+    from wattwise.accounts.reports import parse_time
 
-    if group_by not in GROUPS or output_format not in ("table", "csv", "json"):
-        typer.echo(
-            "wattwise: --group-by is job, user or scheduler; --format table, csv or json", err=True
-        )
-        raise typer.Exit(2)
     now = time.time()
     try:
         start, end = parse_time(since, now), parse_time(until, now)
     except ValueError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(2) from None
+    if output_format not in ("table", "csv", "json"):
+        typer.echo("wattwise: --format is table, csv or json", err=True)
+        raise typer.Exit(2)
+    if start >= end:
+        typer.echo(f"wattwise: --since ({since}) is not before --until ({until})", err=True)
+        raise typer.Exit(2)
+    if prometheus is None:
+        rows, notes, columns = _ledger_report(config, ledger, start, end, group_by, sci)
+    else:
+        auth = {
+            "bearer_token_file": bearer_token_file,
+            "basic_auth_user": basic_auth_user,
+            "basic_auth_password_file": basic_auth_password_file,
+            "ca_file": ca_file,
+            "insecure_skip_verify": insecure_skip_verify,
+        }
+        rows, notes, columns = _fleet_report(
+            prometheus, auth, start, end, group_by, per, job, allow_partial
+        )
+    _print_report(rows, notes, columns, output_format, start, end)
+
+
+def _ledger_report(
+    config: Path | None, ledger: Path | None, start: float, end: float, group_by: str, sci: bool
+) -> tuple[list, list[str], list[str]]:
+    from wattwise.accounts.reports import (
+        GROUPS,
+        basis_notes,
+        report,
+        sci_report,
+        window_notes,
+    )
+    from wattwise.exporters.text import report_columns
+
+    if group_by not in GROUPS:
+        typer.echo("wattwise: --group-by is job, user or scheduler", err=True)
+        raise typer.Exit(2)
     db = _ledger(config, ledger)
     rows = (sci_report if sci else report)(db, start, end, group_by)
     notes = window_notes(db, start) + basis_notes(rows)
+    return rows, notes, report_columns(rows, group_by, sci)
+
+
+def _fleet_report(
+    url: str,
+    auth: dict,
+    start: float,
+    end: float,
+    group_by: str,
+    per: str | None,
+    job: str | None,
+    allow_partial: bool,
+) -> tuple[list, list[str], list[str]]:
+    from wattwise.accounts.fleet import FLEET_GROUPS, PartialData, fleet_report
+    from wattwise.errors import QueryError
+    from wattwise.exporters.text import fleet_columns
+    from wattwise.net.promql import PromQL
+
+    if group_by not in FLEET_GROUPS or per not in (None, "day", "month"):
+        typer.echo(
+            "wattwise: with --prometheus, --group-by is job, user, team or cluster and --per "
+            "day or month",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        api = PromQL(url, **auth)
+    except QueryError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        found = fleet_report(api, start, end, group_by, per, job, allow_partial)
+    except PartialData as exc:
+        typer.echo(f"wattwise: {exc}; --allow-partial prints them anyway", err=True)
+        raise typer.Exit(3) from None
+    except QueryError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        api.close()
+    return found.rows, found.notes, fleet_columns(found.rows)
+
+
+def _print_report(
+    rows: list, notes: list[str], columns: list[str], output_format: str, start: float, end: float
+) -> None:
+    from wattwise.exporters.text import report_csv, report_json, report_table
+
     for note in notes:
         typer.echo(f"wattwise: note: {note}", err=True)
     if output_format == "json":
         typer.echo(report_json(start, end, notes, rows))
-        return
-    columns = report_columns(rows, group_by, sci)
-    if output_format == "csv":
+    elif output_format == "csv":
         typer.echo(report_csv(rows, columns), nl=False)
     else:
         typer.echo(report_table(rows, columns))

@@ -42,8 +42,10 @@ class Node:
     nvml: Path
     ledger: Path
 
-    def start(self, preexec_fn: Callable[[], None] | None = None, **extra_env: str) -> Agent:
-        port = free_port()
+    def start(
+        self, preexec_fn: Callable[[], None] | None = None, port: int = 0, **extra_env: str
+    ) -> Agent:
+        port = port or free_port()
         env = subprocess_env(
             self.nvml,
             WATTWISE_INTERVAL_S="0.2",

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import subprocess_env
 from tests.support.book import book, record
 from tests.support.cli import wattwise
+from tests.support.providers import Script, serve
 from wattwise.model import EmbodiedSplit, JobEnergy, JobSeen
 
 T0 = 1_800_000_000  # a whole minute
@@ -208,3 +209,29 @@ def test_sci_report_gives_e_i_o_m_and_sci_per_job_hour(tmp_path: Path) -> None:
     )
     header = out.splitlines()[0].split()
     assert code == 0 and header[:2] == ["JOB", "JOBS"] and header[-1] == "SCI_G_PER_JOB_HOUR"
+
+
+def test_the_fleet_report_refuses_partial_data_and_says_what_is_wrong() -> None:
+    """`report --prometheus` through the real CLI against a storage that warns, fails or does
+    not know the job: a clear message and an exit code, never a smaller total."""
+    partial = {
+        "status": "success",
+        "warnings": ["store gateway east-2 unreachable"],
+        "data": {"resultType": "vector", "result": []},
+    }
+    window = ("--since", "2026-11-01", "--until", "2026-11-02")
+    with serve(Script(body=partial)) as url:
+        code, _, err = run("report", *window, "--prometheus", url)
+        assert code == 3 and "east-2 unreachable" in err and "--allow-partial" in err
+        code, _, err = run("report", *window, "--prometheus", url, "--allow-partial")
+        assert code == 0 and "PARTIAL" in err
+    empty = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    with serve(Script(body=empty)) as url:
+        code, _, err = run("report", *window, "--prometheus", url, "--job", "4242")
+        assert code == 1 and "no job '4242'" in err
+        code, _, err = run("report", *window, "--prometheus", url, "--per", "week")
+        assert code == 2 and "day or month" in err
+    code, _, err = run("report", *window, "--prometheus", "ftp://tsdb")
+    assert code == 2 and "not an http" in err
+    code, _, err = run("report", "--since", "1d", "--until", "7d", "--prometheus", "http://x")
+    assert code == 2 and "is not before" in err

@@ -28,9 +28,11 @@ def running_prometheus(
     targets: dict[str, int],
     rule_files: list[Path] = (),  # type: ignore[assignment]
     job_settings: dict[str, list[str]] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Scrapes 127.0.0.1:<port> for each scrape job name -> port, every second; yields its URL.
-    `job_settings` adds YAML lines to a scrape job (scheme, tls_config, basic_auth)."""
+    `job_settings` adds YAML lines to a scrape job (scheme, tls_config, basic_auth); `labels`
+    are set on every target (a `cluster`, as a central store sees the series)."""
     port = free_port()
     config = workdir / "prometheus.yml"
     lines = ["global: {scrape_interval: 1s, evaluation_interval: 1s}"]
@@ -40,7 +42,7 @@ def running_prometheus(
     for name, target in targets.items():
         lines += [
             f"  - job_name: {name}",
-            f"    static_configs: [{{targets: ['127.0.0.1:{target}']}}]",
+            f"    static_configs: [{{targets: ['127.0.0.1:{target}'], labels: {labels or {}}}}]",
             *(f"    {line}" for line in (job_settings or {}).get(name, [])),
         ]
     config.write_text("\n".join(lines) + "\n")

@@ -15,7 +15,8 @@ from typing import Any
 
 @dataclass
 class Script:
-    """What the server answers: a status and a JSON body (or raw bytes), maybe after a delay."""
+    """What the server answers: a status and a JSON body (or raw bytes, or a function of the
+    request's path giving both), maybe after a delay."""
 
     status: int = 200
     body: Any = None
@@ -31,6 +32,8 @@ def serve(script: Script) -> Iterator[str]:
             script.requests.append((self.path, dict(self.headers)))
             time.sleep(script.delay_s)
             status, body = script.status, script.body
+            if callable(body):  # an answer that depends on the request
+                status, body = body(self.path)
             for prefix, answer in script.routes.items():
                 if self.path.startswith(prefix):
                     status, body = answer

@@ -1,0 +1,253 @@
+"""`wattwise report --prometheus`: the ledger report's tables over the fleet's Prometheus-compatible
+storage, where every node's series meet (docs/fleet.md).
+
+Energy and carbon come from the job counters' values at the window's edges, not from
+increase()'s extrapolation: a series' amount is its last value in the window minus its last
+value in the hour before the window (0 for a job that started inside it). A series whose counter
+went down (an agent that lost its ledger) is read sample by sample and every reset added back.
+A multi-node job is summed over its nodes. Energy is split by basis: measured (a counter) or
+estimated (the agent's CPU estimate). What the storage could not answer is said: its warnings
+(a partial response) make the report refuse unless asked to go on; a node whose series stop
+before the window's end is named.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from wattwise.accounts.reports import ESTIMATED, basis_of
+from wattwise.errors import QueryError
+from wattwise.net.promql import PromQL, Series, matcher
+
+ENERGY = "wattwise_job_energy_joules_total"
+CARBON = "wattwise_job_carbon_grams_total"
+NODE_ENERGY = "wattwise_node_total_energy_joules_total"
+BASELINE_S = 3600  # how far before the window its baseline value is looked for
+TAIL_S = 300  # a node without samples in the window's last 5 minutes has a gap named
+FLEET_GROUPS = ("job", "user", "team", "cluster")
+FIGURES = (
+    "energy_j",
+    "measured_j",
+    "estimated_j",
+    "operational_g",
+    "estimated_operational_g",
+    "embodied_g",
+    "carbon_g",
+)
+
+
+class PartialData(QueryError):
+    """The storage answered, but said part of the data was missing."""
+
+
+@dataclass(slots=True)
+class FleetReport:
+    rows: list[dict[str, float | str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def counter_increases(
+    api: PromQL, metric: str, since: float, until: float, warnings: list[str]
+) -> list[tuple[dict[str, str], float]]:
+    """Each series of a counter with what it counted over [since, until)."""
+    window, reach = _range(until - since), _range(until - since + BASELINE_S)
+    end = _ask(api, f"last_over_time({metric}[{window}])", until, warnings)
+    start = _ask(api, f"last_over_time({metric}[{BASELINE_S}s])", since, warnings)
+    resets = _ask(api, f"resets({metric}[{reach}]) > 0", until, warnings)
+    baseline = {s.key(): s.value for s in start}
+    went_down = {s.key() for s in resets}
+    found = []
+    for series in end:
+        before = baseline.get(series.key(), 0.0)
+        if series.key() in went_down or series.value < before:
+            amount = _sample_by_sample(api, metric, series.labels, since, until, warnings)
+        else:
+            amount = series.value - before
+        found.append((series.labels, amount))
+    return found
+
+
+def _sample_by_sample(
+    api: PromQL, metric: str, labels: dict[str, str], since: float, until: float, warnings: list
+) -> float:
+    reach = _range(until - since + BASELINE_S)
+    found = _ask(api, f"{metric}{matcher(labels)}[{reach}]", until, warnings)
+    samples = found[0].samples if found else ()
+    previous, counted = 0.0, 0.0
+    for at, value in samples:
+        if at <= since:
+            previous = value  # the baseline: the last value before the window
+            continue
+        counted += value - previous if value >= previous else value  # a reset: from zero
+        previous = value
+    return counted
+
+
+def fleet_report(
+    api: PromQL,
+    since: float,
+    until: float,
+    group_by: str,
+    per: str | None = None,
+    job: str | None = None,
+    allow_partial: bool = False,
+) -> FleetReport:
+    """Energy and carbon per job (over its nodes), user, team or cluster; per day or month
+    (UTC) with `per`; one job's only with `job` (its id). PartialData when the storage warned
+    that data is missing, unless `allow_partial` (then its warnings are notes)."""
+    notes: list[str] = []
+    warnings: list[str] = []
+    rows: list[dict[str, float | str]] = []
+    for start, end in _buckets(since, until, per):
+        owners = _owners(api, start, end, warnings)
+        groups: dict[tuple[str, ...], dict] = defaultdict(_empty)
+        for measure, metric in (("energy", ENERGY), ("carbon", CARBON)):
+            for labels, amount in counter_increases(api, metric, start, end, warnings):
+                if job is not None and labels.get("job_id") != job:
+                    continue
+                node = (labels.get("cluster", ""), labels.get("instance", ""))
+                who = owners.get((*node, labels.get("scheduler", ""), labels.get("job_id", "")))
+                entry = groups[_group_key(group_by, labels, who)]
+                _add(entry, measure, labels, amount)
+                entry["nodes"].add(node)
+                entry["jobs"].add((node[0], labels.get("scheduler"), labels.get("job_id")))
+        for key, entry in sorted(groups.items()):
+            rows.append(_row(group_by, key, entry, start, end, per))
+        notes += _gaps(api, start, end, warnings)
+    notes += _intensities(api, since, until, warnings)
+    if warnings:
+        said = "; ".join(dict.fromkeys(warnings))
+        if not allow_partial:
+            raise PartialData(
+                f"the storage answered with warnings, so its totals may be too small: {said}"
+            )
+        notes.append(f"PARTIAL: the storage warned that data is missing ({said}): too small")
+    if job is not None and not rows:
+        raise QueryError(f"no job {job!r} in the storage between {_iso(since)} and {_iso(until)}")
+    return FleetReport(rows, notes)
+
+
+def _owners(api: PromQL, since: float, until: float, warnings: list) -> dict:
+    """(cluster, instance, scheduler, job_id) -> (user, team, name), from wattwise_job_info."""
+    info = _ask(api, f"last_over_time(wattwise_job_info[{_range(until - since)}])", until, warnings)
+    return {
+        tuple(s.labels.get(k, "") for k in ("cluster", "instance", "scheduler", "job_id")): (
+            s.labels.get("user", ""),
+            s.labels.get("team", ""),
+            s.labels.get("job_name", ""),
+        )
+        for s in info
+    }
+
+
+def _group_key(group_by: str, labels: dict[str, str], who: tuple | None) -> tuple[str, ...]:
+    cluster = labels.get("cluster", "")
+    user, team, name = who or ("", "", "")
+    if group_by == "job":
+        return (cluster, f"{labels.get('scheduler', '')}:{labels.get('job_id', '')}", name)
+    if group_by == "user":
+        return (cluster, user or "(unknown)")
+    if group_by == "team":
+        return (cluster, team or "(unknown)")
+    return (cluster,)
+
+
+def _empty() -> dict:
+    return {**dict.fromkeys(FIGURES, 0.0), "nodes": set(), "jobs": set()}
+
+
+def _add(entry: dict, measure: str, labels: dict[str, str], amount: float) -> None:
+    estimated = basis_of(labels.get("source", "")) == ESTIMATED
+    if measure == "energy":
+        entry["energy_j"] += amount
+        entry["estimated_j" if estimated else "measured_j"] += amount
+    elif labels.get("scope") == "embodied":
+        entry["embodied_g"] += amount
+        entry["carbon_g"] += amount
+    else:
+        entry["operational_g"] += amount
+        entry["carbon_g"] += amount
+        if estimated:
+            entry["estimated_operational_g"] += amount
+
+
+def _row(group_by: str, key: tuple, entry: dict, start: float, end: float, per: str | None):
+    names = {"job": ("cluster", "job", "job_name"), "user": ("cluster", "user")}
+    names |= {"team": ("cluster", "team"), "cluster": ("cluster",)}
+    row: dict[str, float | str] = dict(zip(names[group_by], key, strict=True))
+    if per is not None:
+        row["period"] = _iso(start)[: 10 if per == "day" else 7]
+    row |= {name: entry[name] for name in FIGURES}
+    row |= {"jobs": len(entry["jobs"]), "nodes": len(entry["nodes"])}
+    return row
+
+
+def _gaps(api: PromQL, since: float, until: float, warnings: list) -> list[str]:
+    """The nodes whose series stop before the window's end: energy after their last sample is
+    not in any total (a node switched off, or a scrape that failed)."""
+    if until - since <= TAIL_S:
+        return []
+    seen = _nodes(api, f"count_over_time({NODE_ENERGY}[{_range(until - since)}])", until, warnings)
+    tail = _nodes(api, f"count_over_time({NODE_ENERGY}[{TAIL_S}s])", until, warnings)
+    return [
+        f"node {instance} ({cluster or 'no cluster label'}) has no samples in the last"
+        f" {TAIL_S // 60} minutes before {_iso(until)}: what it used after its last sample is"
+        " not counted"
+        for cluster, instance in sorted(seen - tail)
+    ]
+
+
+def _nodes(api: PromQL, query: str, at: float, warnings: list) -> set[tuple[str, str]]:
+    return {
+        (s.labels.get("cluster", ""), s.labels.get("instance", ""))
+        for s in _ask(api, f"count by (cluster, instance) ({query})", at, warnings)
+    }
+
+
+def _intensities(api: PromQL, since: float, until: float, warnings: list) -> list[str]:
+    """Which intensity providers, zones and bases the window's carbon used, and on how many
+    nodes."""
+    query = (
+        "count by (provider, zone, signal, basis) (last_over_time("
+        f"wattwise_grid_carbon_intensity_grams_per_kwh[{_range(until - since)}]))"
+    )
+    return [
+        f"carbon intensity: {s.labels.get('provider', '?')} zone {s.labels.get('zone', '?')},"
+        f" {s.labels.get('signal', '?')} {s.labels.get('basis', '?')}, on {s.value:g} node(s)"
+        for s in sorted(_ask(api, query, until, warnings), key=lambda s: sorted(s.labels.items()))
+    ]
+
+
+def _ask(api: PromQL, query: str, at: float, warnings: list[str]) -> list[Series]:
+    answer = api.instant(query, at)
+    warnings += answer.warnings
+    return answer.series
+
+
+def _buckets(since: float, until: float, per: str | None) -> Iterable[tuple[float, float]]:
+    """[since, until) whole, or cut at UTC day or month starts."""
+    if per is None:
+        yield since, until
+        return
+    start = since
+    while start < until:
+        moment = datetime.fromtimestamp(start, UTC)
+        if per == "day":
+            nxt = datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp() + 86400
+        else:
+            year, month = divmod(moment.month, 12)
+            nxt = datetime(moment.year + year, month + 1, 1, tzinfo=UTC).timestamp()
+        yield start, min(nxt, until)
+        start = min(nxt, until)
+
+
+def _range(seconds: float) -> str:
+    return f"{max(math.ceil(seconds), 1)}s"
+
+
+def _iso(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,202 @@
+"""Issue 15: the fleet's report from Prometheus equals the sum of the nodes' ledgers. Three real
+`wattwise run` agents as three nodes (their own fixture trees and ledgers), one Slurm job
+spanning two of them, a node without RAPL whose CPU energy is estimated, one agent restarted
+in the middle, and a real Prometheus scraping all three with a `cluster` label."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import subprocess_env
+from tests.e2e.test_jobs import STEP, Node
+from tests.e2e.test_run import DEADLINE_S, Agent
+from tests.support.cli import wattwise
+from tests.support.fixtures.trees import (
+    add_process,
+    h100,
+    make_v2,
+    proc_stat,
+    set_energy,
+    two_socket_server,
+    write_nvml_state,
+)
+from tests.support.prometheus import needs_prometheus, query, running_prometheus
+
+pytestmark = needs_prometheus
+
+JOBS = {  # node -> (Slurm job id, user, account)
+    "a": ("12", "alice", "nlp"),
+    "b": ("12", "alice", "nlp"),  # job 12 spans nodes a and b
+    "c": ("13", "bob", "cv"),  # node c has no RAPL: its CPU energy is estimated
+}
+
+
+def make_node(root: Path, name: str) -> Node:
+    node = Node(root, root / "sys", root / "cg", root / "proc", root / "nvml.json", root / "l.db")
+    if name != "c":
+        two_socket_server(node.sysfs)
+    else:
+        node.sysfs.mkdir(parents=True)
+    job_id, user, account = JOBS[name]
+    step = STEP.replace("job_12", f"job_{job_id}")
+    make_v2(node.cgroups, {step: 1_000_000})
+    proc_stat(node.procfs, user=1_000, idle=1_000)
+    add_process(node.procfs, 4242, f"{step}/user/task_0")
+    (node.cgroups / step.lstrip("/") / "cgroup.procs").write_text("4242\n")
+    (node.procfs / "4242" / "environ").write_bytes(
+        f"SLURM_JOB_ID={job_id}\0SLURM_JOB_NAME=train\0SLURM_JOB_USER={user}\0"
+        f"SLURM_JOB_ACCOUNT={account}\0".encode()
+    )
+    write_nvml_state(node.nvml, [h100(0, energy_mj=1_000_000, pids=[4242])])
+    return node
+
+
+class Busy:
+    """Moves every node's counters as a busy node would, until stopped."""
+
+    def __init__(self, nodes: dict[str, Node]) -> None:
+        self.nodes, self.step = nodes, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.step += 1
+            for name, node in self.nodes.items():
+                step = STEP.replace("job_12", f"job_{JOBS[name][0]}")
+                if name != "c":
+                    for zone in ("intel-rapl:0", "intel-rapl:1"):
+                        set_energy(node.sysfs, zone, 1_000_000 + self.step * 20_000_000)
+                gpu = h100(0, energy_mj=1_000_000 + self.step * 60_000, pids=[4242])
+                write_nvml_state(node.nvml, [gpu])
+                make_v2(node.cgroups, {step: 1_000_000 + self.step * 150_000})
+                proc_stat(node.procfs, user=1_000 + self.step * 20, idle=1_000 + self.step * 20)
+
+    def __enter__(self) -> Busy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start(node: Node, port: int = 0) -> Agent:
+    env = {"WATTWISE_LEDGER__CLUSTER": "east", "WATTWISE_LEDGER__NODE": node.root.name}
+    agent = node.start(port=port, **env)
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        assert agent.process.poll() is None, agent.process.stderr.read()
+        try:
+            if "wattwise_last_tick_timestamp_seconds" in httpx.get(agent.url, timeout=2).text:
+                return agent
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the agent never served /metrics"
+        time.sleep(0.1)
+
+
+def stop(agent: Agent) -> None:
+    agent.process.send_signal(signal.SIGTERM)
+    agent.process.wait(timeout=DEADLINE_S)
+
+
+def port_of(agent: Agent) -> int:
+    return int(agent.url.rsplit(":", 1)[1].split("/")[0])
+
+
+def scraped_total(agents: Iterator[Agent]) -> float:
+    total = 0.0
+    for agent in agents:
+        for line in httpx.get(agent.url, timeout=5).text.splitlines():
+            if line.startswith("wattwise_job_energy_joules_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def report(*args: str) -> dict:
+    result = wattwise("report", "--format", "json", *args, env=subprocess_env(None))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[tuple[str, dict[str, Node], float, float]]:
+    """Yields Prometheus' URL, the nodes and a window holding all they did, once every counter
+    stopped and Prometheus holds its last value; the agents are stopped by then (their ledgers
+    closed)."""
+    nodes = {name: make_node(tmp_path / name, name) for name in JOBS}
+    began = (time.time() // 60 - 1) * 60  # the ledger's report counts whole minutes
+    agents = {name: start(node) for name, node in nodes.items()}
+    targets = {f"node-{name}": port_of(agent) for name, agent in agents.items()}
+    try:
+        with running_prometheus(tmp_path, targets, labels={"cluster": "east"}) as prom:
+            with Busy(nodes) as busy:
+                while busy.step < 15:
+                    time.sleep(0.2)
+                stop(agents["b"])  # a restart in the middle: its counters go on from the ledger
+                agents["b"] = start(nodes["b"], port=targets["node-b"])
+                while busy.step < 30:
+                    time.sleep(0.2)
+            # Counters stopped: wait for Prometheus to hold what the agents serve now.
+            deadline = time.monotonic() + DEADLINE_S
+            while True:
+                served = scraped_total(iter(agents.values()))
+                result = query(prom, f"sum(last_over_time({ENERGY}[5m]))")
+                if result and abs(float(result[0]["value"][1]) - served) < 1e-6 and served > 0:
+                    break
+                assert time.monotonic() < deadline, (result, served)
+                time.sleep(0.3)
+            until = (time.time() // 60 + 1) * 60
+            for agent in agents.values():
+                stop(agent)
+            yield prom, nodes, began, until
+    finally:
+        for agent in agents.values():
+            if agent.process.poll() is None:
+                agent.process.kill()
+
+
+ENERGY = "wattwise_job_energy_joules_total"
+
+
+def ledger_sums(nodes: dict[str, Node], began: float, until: float, group_by: str) -> dict:
+    """Each group's energy, measured and estimated, summed over the nodes' ledgers."""
+    sums: dict[str, dict[str, float]] = {}
+    window = ("--since", str(began), "--until", str(until), "--group-by", group_by)
+    for node in nodes.values():
+        for row in report(*window, "--ledger", str(node.ledger))["rows"]:
+            entry = sums.setdefault(str(row[group_by]), {"energy_j": 0.0, "estimated_j": 0.0})
+            entry["energy_j"] += row["energy_j"]
+            entry["estimated_j"] += row["estimated_j"]
+    return sums
+
+
+def test_the_fleet_report_equals_the_sum_of_the_nodes_ledgers(fleet) -> None:
+    prom, nodes, began, until = fleet
+    window = ("--since", str(began), "--until", str(until), "--prometheus", prom)
+    jobs = {row["job"]: row for row in report(*window, "--group-by", "job")["rows"]}
+    ledgers = ledger_sums(nodes, began, until, "job")
+    assert set(jobs) == set(ledgers) == {"slurm:12", "slurm:13"}
+    for key, row in jobs.items():
+        assert row["cluster"] == "east"
+        assert row["energy_j"] == pytest.approx(ledgers[key]["energy_j"], abs=1e-3), key
+        assert row["estimated_j"] == pytest.approx(ledgers[key]["estimated_j"], abs=1e-3), key
+    assert jobs["slurm:12"]["nodes"] == 2 and jobs["slurm:12"]["estimated_j"] == 0
+    assert jobs["slurm:13"]["estimated_j"] > 0  # node c's CPU: the estimate
+    assert jobs["slurm:13"]["measured_j"] > 0  # its GPU: NVML
+    teams = {row["team"]: row for row in report(*window, "--group-by", "team")["rows"]}
+    assert teams["nlp"]["energy_j"] == pytest.approx(ledgers["slurm:12"]["energy_j"], abs=1e-3)
+    assert teams["cv"]["estimated_j"] == pytest.approx(ledgers["slurm:13"]["estimated_j"], abs=1e-3)
+    (cluster,) = report(*window, "--group-by", "cluster")["rows"]
+    total = sum(entry["energy_j"] for entry in ledgers.values())
+    assert cluster["energy_j"] == pytest.approx(total, abs=1e-3)
+    assert cluster["nodes"] == 3 and cluster["jobs"] == 2

@@ -1,0 +1,137 @@
+"""The fleet report's arithmetic and its failures, against a local HTTP server answering as a
+Prometheus query API would (issue 15): counter resets, a partial response, a storage that is
+down, slow or answers garbage, an unknown job."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+
+import pytest
+
+from tests.support.providers import Script, serve
+from wattwise.accounts.fleet import PartialData, counter_increases, fleet_report
+from wattwise.errors import QueryError
+from wattwise.net.promql import PromQL
+
+SINCE, UNTIL = 1_800_000_000.0, 1_800_007_200.0
+A = {"cluster": "east", "instance": "a:9877", "scheduler": "slurm", "job_id": "12",
+     "domain": "gpu", "source": "nvml", "state": "active"}  # fmt: skip
+B = {**A, "instance": "b:9877", "domain": "package", "source": "estimate"}
+
+
+def vector(*series: tuple[dict, float]) -> dict:
+    result = [{"metric": labels, "value": [UNTIL, str(value)]} for labels, value in series]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+class Tsdb:
+    """Answers each query by the first key its text contains."""
+
+    def __init__(self, answers: dict[str, dict], warnings: list[str] | None = None) -> None:
+        self.answers, self.warnings, self.asked = answers, warnings, []
+
+    def __call__(self, path: str) -> tuple[int, dict]:
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)["query"][0]
+        self.asked.append(query)
+        for key, answer in self.answers.items():
+            if key in query:
+                return 200, {**answer, **({"warnings": self.warnings} if self.warnings else {})}
+        return 200, vector()
+
+
+def test_a_counter_counts_from_its_value_before_the_window_and_its_resets_are_added_back() -> None:
+    raw = {
+        "metric": A,
+        "values": [[SINCE - 30, "100"], [SINCE + 60, "150"], [SINCE + 120, "10"], [UNTIL, "40"]],
+    }
+    tsdb = Tsdb(
+        {
+            "resets(": vector((A, 1)),
+            "last_over_time(wattwise_job_energy_joules_total[3600s])": vector((A, 100), (B, 5)),
+            "last_over_time(wattwise_job_energy_joules_total[": vector((A, 40), (B, 25)),
+            'job_id="12"': {"status": "success", "data": {"resultType": "matrix", "result": [raw]}},
+        }
+    )
+    with serve(Script(body=tsdb)) as url:
+        api = PromQL(url)
+        try:
+            found = {
+                labels["instance"]: amount
+                for labels, amount in counter_increases(
+                    api, "wattwise_job_energy_joules_total", SINCE, UNTIL, []
+                )
+            }
+        finally:
+            api.close()
+    # a: 100 -> 150 (+50), reset to 10 (+10), -> 40 (+30); b: 5 -> 25, no reset.
+    assert found == {"a:9877": pytest.approx(90.0), "b:9877": pytest.approx(20.0)}
+
+
+def test_a_partial_response_is_refused_unless_asked_and_then_said() -> None:
+    tsdb = Tsdb(
+        {"last_over_time(wattwise_job_energy_joules_total": vector((A, 50))}, ["store b down"]
+    )
+    with serve(Script(body=tsdb)) as url:
+        api = PromQL(url)
+        try:
+            with pytest.raises(PartialData, match="store b down"):
+                fleet_report(api, SINCE, SINCE + 1, "job")
+            found = fleet_report(api, SINCE, SINCE + 1, "job", allow_partial=True)
+        finally:
+            api.close()
+    assert any(note.startswith("PARTIAL") and "store b down" in note for note in found.notes)
+
+
+def test_a_node_whose_series_stop_early_is_named() -> None:
+    node = {"cluster": "east", "instance": "c:9877"}
+    tsdb = Tsdb({"[7200s]))": vector((node, 50)), "[300s]))": vector()})
+    with serve(Script(body=tsdb)) as url:
+        api = PromQL(url)
+        try:
+            found = fleet_report(api, SINCE, UNTIL, "cluster")
+        finally:
+            api.close()
+    assert any("node c:9877 (east) has no samples in the last 5 minutes" in n for n in found.notes)
+
+
+def test_an_unknown_job_is_a_clear_error() -> None:
+    with serve(Script(body=Tsdb({}))) as url:
+        api = PromQL(url)
+        try:
+            with pytest.raises(QueryError, match="no job '99' in the storage between"):
+                fleet_report(api, SINCE, UNTIL, "job", job="99")
+        finally:
+            api.close()
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        (Script(status=503, body={"status": "error"}), "HTTP 503"),
+        (Script(body={"status": "error", "error": "query timed out"}), "query timed out"),
+        (Script(body=b"<html>proxy</html>"), "not JSON"),
+        (Script(body={"status": "success", "data": {"resultType": "string"}}), "unexpected"),
+        (Script(body=vector(({"job_id": "1"}, float("nan")))), "unexpected"),
+    ],
+)
+def test_a_storage_that_fails_says_so(script: Script, message: str) -> None:
+    with serve(script) as url:
+        api = PromQL(url)
+        try:
+            with pytest.raises(QueryError, match=message):
+                fleet_report(api, SINCE, UNTIL, "job")
+        finally:
+            api.close()
+
+
+def test_a_slow_storage_costs_its_deadline_not_forever() -> None:
+    with serve(Script(body=vector(), delay_s=5)) as url:
+        api = PromQL(url, deadline_s=1)
+        started = time.monotonic()
+        try:
+            with pytest.raises(QueryError, match="did not answer within 1 s"):
+                fleet_report(api, SINCE, UNTIL, "job")
+        finally:
+            api.close()
+    assert time.monotonic() - started < 4
