@@ -5,6 +5,7 @@ in the middle, and a real Prometheus scraping all three with a `cluster` label."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -28,7 +29,13 @@ from tests.support.fixtures.trees import (
     two_socket_server,
     write_nvml_state,
 )
-from tests.support.prometheus import needs_prometheus, query, running_prometheus
+from tests.support.prometheus import (
+    needs_prometheus,
+    needs_victoriametrics,
+    query,
+    running_prometheus,
+    running_victoriametrics,
+)
 
 pytestmark = needs_prometheus
 
@@ -128,41 +135,69 @@ def report(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[tuple[str, dict[str, Node], float, float]]:
-    """Yields Prometheus' URL, the nodes and a window holding all they did, once every counter
-    stopped and Prometheus holds its last value; the agents are stopped by then (their ledgers
-    closed)."""
+@pytest.fixture(
+    params=[
+        "prometheus",
+        pytest.param("victoriametrics", marks=needs_victoriametrics),
+    ]
+)
+def fleet(request, tmp_path: Path) -> Iterator[tuple[str, dict[str, Node], float, float]]:
+    """Yields the store's query URL, the nodes and a window holding all they did, once every
+    counter stopped and the store holds its last value; the agents are stopped by then (their
+    ledgers closed). The store is Prometheus itself, or VictoriaMetrics fed by Prometheus'
+    remote_write."""
     nodes = {name: make_node(tmp_path / name, name) for name in JOBS}
     began = (time.time() // 60 - 1) * 60  # the ledger's report counts whole minutes
     agents = {name: start(node) for name, node in nodes.items()}
     targets = {f"node-{name}": port_of(agent) for name, agent in agents.items()}
-    try:
-        with running_prometheus(tmp_path, targets, labels={"cluster": "east"}) as prom:
-            with Busy(nodes) as busy:
-                while busy.step < 15:
-                    time.sleep(0.2)
-                stop(agents["b"])  # a restart in the middle: its counters go on from the ledger
-                agents["b"] = start(nodes["b"], port=targets["node-b"])
-                while busy.step < 30:
-                    time.sleep(0.2)
-            # Counters stopped: wait for Prometheus to hold what the agents serve now.
-            deadline = time.monotonic() + DEADLINE_S
-            while True:
-                served = scraped_total(iter(agents.values()))
-                result = query(prom, f"sum(last_over_time({ENERGY}[5m]))")
-                if result and abs(float(result[0]["value"][1]) - served) < 1e-6 and served > 0:
-                    break
-                assert time.monotonic() < deadline, (result, served)
-                time.sleep(0.3)
-            until = (time.time() // 60 + 1) * 60
+    with contextlib.ExitStack() as stack:
+        store, extra = None, []
+        if request.param == "victoriametrics":
+            store = stack.enter_context(running_victoriametrics(tmp_path))
+            extra = [
+                "remote_write:",
+                f"  - url: {store}/api/v1/write",
+                "    queue_config: {batch_send_deadline: 200ms}",
+            ]
+        try:
+            yield from _run_fleet(tmp_path, nodes, agents, targets, began, extra, store)
+        finally:
             for agent in agents.values():
-                stop(agent)
-            yield prom, nodes, began, until
-    finally:
+                if agent.process.poll() is None:
+                    agent.process.kill()
+
+
+def _run_fleet(
+    tmp_path: Path,
+    nodes: dict[str, Node],
+    agents: dict[str, Agent],
+    targets: dict[str, int],
+    began: float,
+    extra: list[str],
+    store: str | None,
+) -> Iterator[tuple[str, dict[str, Node], float, float]]:
+    with running_prometheus(tmp_path, targets, labels={"cluster": "east"}, extra=extra) as prom:
+        store = store or prom
+        with Busy(nodes) as busy:
+            while busy.step < 15:
+                time.sleep(0.2)
+            stop(agents["b"])  # a restart in the middle: its counters go on from the ledger
+            agents["b"] = start(nodes["b"], port=targets["node-b"])
+            while busy.step < 30:
+                time.sleep(0.2)
+        # Counters stopped: wait for the store to hold what the agents serve now.
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            served = scraped_total(iter(agents.values()))
+            result = query(store, f"sum(last_over_time({ENERGY}[5m]))")
+            if result and abs(float(result[0]["value"][1]) - served) < 1e-6 and served > 0:
+                break
+            assert time.monotonic() < deadline, (result, served)
+            time.sleep(0.3)
+        until = (time.time() // 60 + 1) * 60
         for agent in agents.values():
-            if agent.process.poll() is None:
-                agent.process.kill()
+            stop(agent)
+        yield store, nodes, began, until
 
 
 ENERGY = "wattwise_job_energy_joules_total"

@@ -29,15 +29,18 @@ def running_prometheus(
     rule_files: list[Path] = (),  # type: ignore[assignment]
     job_settings: dict[str, list[str]] | None = None,
     labels: dict[str, str] | None = None,
+    extra: list[str] = (),  # type: ignore[assignment]
 ) -> Iterator[str]:
     """Scrapes 127.0.0.1:<port> for each scrape job name -> port, every second; yields its URL.
     `job_settings` adds YAML lines to a scrape job (scheme, tls_config, basic_auth); `labels`
-    are set on every target (a `cluster`, as a central store sees the series)."""
+    are set on every target (a `cluster`, as a central store sees the series); `extra` adds
+    top-level YAML lines (remote_write)."""
     port = free_port()
     config = workdir / "prometheus.yml"
     lines = ["global: {scrape_interval: 1s, evaluation_interval: 1s}"]
     if rule_files:
         lines += ["rule_files:", *(f"  - {path}" for path in rule_files)]
+    lines += extra
     lines.append("scrape_configs:")
     for name, target in targets.items():
         lines += [
@@ -103,3 +106,44 @@ def wait_until_prometheus_has(
             ]
             raise AssertionError(f"prometheus never had data for {promql}; targets: {health}")
         time.sleep(0.25)
+
+
+needs_victoriametrics = pytest.mark.skipif(
+    shutil.which("victoria-metrics") is None,
+    reason="Debian's victoria-metrics package is not installed",
+)
+
+
+@contextmanager
+def running_victoriametrics(workdir: Path) -> Iterator[str]:
+    """A real single-node VictoriaMetrics taking remote_write at /api/v1/write; yields its URL
+    (its query API is Prometheus'). Recent samples are served at once (no latency offset)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "victoria-metrics",
+            f"-storageDataPath={workdir / 'vm'}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "victoria-metrics did not become ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=DEADLINE_S)
