@@ -35,6 +35,12 @@ ledger_app = typer.Typer(
     help="Take the ledger's finished jobs elsewhere.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(ledger_app, name="ledger")
+slurm_app = typer.Typer(
+    help="A job's energy and carbon kept in Slurm's own record (AdminComment).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(slurm_app, name="slurm")
 
 ConfigOption = Annotated[
     Path | None,
@@ -99,4 +105,4 @@ def main() -> None:
 
 
 # Registered in this order, which `wattwise --help` lists.
-from wattwise.cli import daemons, ledger, work, checks  # noqa: E402, F401, I001
+from wattwise.cli import daemons, ledger, work, checks, slurm  # noqa: E402, F401, I001

@@ -7,6 +7,7 @@ plugin needs the v1 cpuacct hierarchy this machine has.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 from tests.conftest import subprocess_env
 from tests.e2e.test_run import DEADLINE_S, Agent
 from tests.support.cli import command, free_port
+from tests.support.providers import Script, serve
 
 TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "munge", "munged")
 pytestmark = pytest.mark.skipif(
@@ -90,14 +93,17 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         root = tmp_path_factory.mktemp("slurm")
         host = socket.gethostname().split(".")[0]
         conf = root / "slurm.conf"
+        accounting = start_accounting(root, cleanup)
         conf.write_text(
-            f"ClusterName=wattwise\nSlurmctldHost={host}\nSlurmUser=root\nSlurmdUser=root\n"
+            accounting
+            + f"ClusterName=wattwise\nSlurmctldHost={host}\nSlurmUser=root\nSlurmdUser=root\n"
             "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup\n"
             "JobAcctGatherType=jobacct_gather/cgroup\nSelectType=select/cons_tres\n"
             "MpiDefault=none\nReturnToService=2\n"
             f"StateSaveLocation={root}/ctld\nSlurmdSpoolDir={root}/d\n"
             f"SlurmctldPidFile={root}/ctld.pid\nSlurmdPidFile={root}/d.pid\n"
             f"SlurmctldLogFile={root}/ctld.log\nSlurmdLogFile={root}/d.log\n"
+            f"EpilogSlurmctld={root}/epilog.sh\n"
             f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN\n"
             f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n"
         )
@@ -105,8 +111,20 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nConstrainCores=no\n"
             "ConstrainRAMSpace=no\nConstrainDevices=no\n"
         )
+        # The controller's epilog: `wattwise slurm epilog`, once a test says where the store is.
+        epilog = root / "epilog.sh"
+        epilog.write_text(
+            "#!/bin/sh\n"
+            f"[ -f {root}/epilog.args ] || exit 0\n"
+            f"export SLURM_CONF={conf}\n"  # the test's cluster; a real one has /etc/slurm
+            f"exec {' '.join(command('slurm', 'epilog'))} $(cat {root}/epilog.args) "
+            f">>{root}/epilog.log 2>&1\n"
+        )
+        epilog.chmod(0o755)
         env = {**os.environ, "SLURM_CONF": str(conf)}
         cleanup.callback(stop_slurm, env, root)
+        if accounting:  # the cluster must be known to the database before slurmctld starts
+            subprocess.run(["sacctmgr", "-i", "add", "cluster", "wattwise"], env=env, check=True)
         subprocess.run(["slurmctld", "-f", str(conf)], env=env, check=True)
         subprocess.run(["slurmd", "-f", str(conf)], env=env, check=True)
         wait(
@@ -120,6 +138,54 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         )
         assert munged is None or munged.poll() is None
         yield env
+
+
+ACCOUNTING_TOOLS = ("mariadbd", "mariadb-install-db", "slurmdbd", "sacctmgr")
+
+
+def start_accounting(root: Path, cleanup: ExitStack) -> str:
+    """Slurm's accounting database where Debian's mariadb-server and slurmdbd are installed
+    (.ci/run installs them): a MariaDB on a scratch directory and a slurmdbd on it, both our
+    children. The slurm.conf lines that use it, or "" (then sacct has no records)."""
+    if any(shutil.which(t) is None for t in ACCOUNTING_TOOLS):
+        return ""
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 6819)) == 0:
+            return ""  # another slurmdbd: not ours to use
+    data, port = root / "db", free_port()
+    subprocess.run(
+        ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+         "--skip-test-db", "--auth-root-authentication-method=normal"],
+        capture_output=True, check=True, timeout=120,
+    )  # fmt: skip
+    mariadb = subprocess.Popen(
+        ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={root}/db.sock",
+         f"--port={port}", "--bind-address=127.0.0.1", "--user=root", "--skip-grant-tables"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    cleanup.callback(stop_process, mariadb)
+    dbd = root / "slurmdbd.conf"
+    dbd.write_text(
+        "AuthType=auth/munge\nDbdHost=localhost\nDbdPort=6819\nSlurmUser=root\n"
+        f"StorageType=accounting_storage/mysql\nStorageHost=127.0.0.1\nStoragePort={port}\n"
+        f"StorageUser=root\nStorageLoc=slurm_acct_db\nPidFile={root}/dbd.pid\n"
+        f"LogFile={root}/dbd.log\n"
+    )
+    dbd.chmod(0o600)
+    env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
+    slurmdbd = subprocess.Popen(
+        ["slurmdbd", "-D"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def listening() -> bool:
+        assert slurmdbd.poll() is None, (root / "dbd.log").read_text()[-2000:]
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", 6819)) == 0
+
+    cleanup.callback(stop_process, slurmdbd)
+    wait(listening, "slurmdbd", 60)
+    return "AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\n"
 
 
 def stop_slurm(env: dict[str, str], root: Path) -> None:
@@ -242,3 +308,73 @@ def test_a_real_sbatch_job_is_found_named_and_charged(
         .fetchone()
     )
     assert row == ("wattwise-e2e", "root", 1)
+
+
+def test_the_controllers_epilog_writes_the_jobs_figures_into_slurm(
+    slurm: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 15: slurmctld runs `wattwise slurm epilog` (EpilogSlurmctld) when a job ends; it
+    reads the job's totals over its nodes from the store (here a local server answering as
+    Prometheus would, for two nodes) and writes them with sacctmgr into the accounting
+    database (slurmdbd on MariaDB), where `wattwise slurm show` reads them back from sacct. A
+    job whose comment holds jobstats' summary keeps it untouched."""
+    root = Path(slurm["SLURM_CONF"]).parent
+    if "accounting_storage/slurmdbd" not in Path(slurm["SLURM_CONF"]).read_text():
+        pytest.skip(
+            "no slurmdbd and MariaDB here (.ci/run installs them): the controller refuses to "
+            "update a finished job, so the epilog has nowhere to write"
+        )
+    jobs: list[str] = []
+
+    def tsdb(path: str) -> tuple[int, dict]:
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)["query"][0]
+        result = []
+        end = query.startswith("last_over_time(wattwise_job_energy_joules_total[")
+        for job_id in jobs if end and "[3600s]" not in query else ():
+            for node, joules in (("a:9877", 1800.0), ("b:9877", 1200.0)):
+                labels = {"instance": node, "scheduler": "slurm", "job_id": job_id,
+                          "domain": "gpu", "source": "nvml", "state": "active"}  # fmt: skip
+                result.append({"metric": labels, "value": [0, str(joules)]})
+        return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+    def comment(job_id: str) -> str:
+        asked = ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "AdminComment"]
+        return subprocess.run(asked, env=slurm, capture_output=True, text=True).stdout.strip()
+
+    with serve(Script(body=tsdb)) as url:
+        (root / "epilog.args").write_text(f"--prometheus {url} --settle-s 0")
+        try:
+            for _ in range(2):
+                submitted = subprocess.run(
+                    ["sbatch", "--parsable", "--hold", f"--chdir={tmp_path}",
+                     f"--output={tmp_path}/slurm-%j.out", "--wrap", "sleep 1"],
+                    env=slurm, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                jobs.append(submitted.stdout.strip().split(";")[0])
+            jobstats, ours = jobs
+            scontrol = ["scontrol", "update", f"JobId={jobstats}", "AdminComment=JS1:H4sIAAAA"]
+            subprocess.run(scontrol, env=slurm, check=True)
+            subprocess.run(["scontrol", "release", *jobs], env=slurm, check=True)
+            try:
+                wait(lambda: "wattwise1:" in comment(ours), "the epilog's comment", 60)
+                wait(lambda: "not rewritten" in (root / "epilog.log").read_text(), "epilog", 30)
+            except (AssertionError, FileNotFoundError) as exc:
+                log = root / "epilog.log"
+                raise AssertionError(
+                    f"{exc}\n{log.read_text() if log.exists() else 'no epilog log'}"
+                    f"\n{diagnose(slurm, ours)}"
+                ) from None
+        finally:
+            (root / "epilog.args").unlink()
+    assert comment(jobstats) == "JS1:H4sIAAAA"  # jobstats' summary is kept, case and all
+    shown = subprocess.run(
+        command("slurm", "show", ours, "--json"),
+        env={**subprocess_env(None), "SLURM_CONF": slurm["SLURM_CONF"]},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    figures = json.loads(shown.stdout)
+    assert figures["from"] == "sacct"  # the accounting database: kept for good
+    assert figures["energy_j"] == 3000.0 and figures["nodes"] == 2
+    assert figures["estimated_j"] == 0.0 and figures["runtime_s"] >= 1
+    assert figures["cluster"] == "wattwise"

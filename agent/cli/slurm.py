@@ -1,0 +1,125 @@
+"""`slurm epilog` and `slurm show`: a job's energy and carbon written into Slurm's own record
+(AdminComment) from the fleet's store, and read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wattwise.cli import slurm_app
+
+
+@slurm_app.command("epilog")
+def epilog_command(
+    prometheus: Annotated[
+        str, typer.Option(help="The fleet's Prometheus-compatible query API (docs/fleet.md).")
+    ],
+    job: Annotated[
+        str | None, typer.Option(help="The job's id. [default: $SLURM_JOB_ID, as Slurm sets it]")
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="Only this cluster's series. [default: $SLURM_CLUSTER_NAME]"),
+    ] = None,
+    settle_s: Annotated[
+        float,
+        typer.Option(help="Wait this long first, for the nodes' last figures to be scraped."),
+    ] = 30.0,
+    lookback: Annotated[
+        str, typer.Option(help="How far back the job may have started: 30d, 24h, ...")
+    ] = "30d",
+    bearer_token_file: Annotated[Path | None, typer.Option(help="A file with a token.")] = None,
+    ca_file: Annotated[Path | None, typer.Option(help="CA bundle of the store's cert.")] = None,
+) -> None:
+    """Run as the controller's EpilogSlurmctld: reads the ended job's energy, carbon and SCI
+    over all its nodes from the store and writes them into its AdminComment (`wattwise1:...`)
+    through sacctmgr, where sacct keeps them after the store's retention. A comment that holds
+    another tool's summary is left alone.
+    An array task is its own job (SLURM_JOB_ID). Exits 0 without writing when the store has
+    no figures for the job (a job too short to be scraped), saying so on stderr."""
+    from wattwise.accounts import slurm_comment
+    from wattwise.accounts.fleet import fleet_report
+    from wattwise.accounts.reports import parse_time
+    from wattwise.errors import QueryError
+    from wattwise.net.promql import PromQL
+
+    job_id = job or os.environ.get("SLURM_JOB_ID", "")
+    if not job_id.isdigit():
+        typer.echo("wattwise: no job: give --job or run as EpilogSlurmctld", err=True)
+        raise typer.Exit(2)
+    cluster = cluster if cluster is not None else os.environ.get("SLURM_CLUSTER_NAME", "")
+    time.sleep(max(settle_s, 0.0))
+    now = time.time()
+    try:
+        since = parse_time(lookback, now)
+    except ValueError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        fields = slurm_comment.job_fields(job_id)
+        api = PromQL(prometheus, bearer_token_file=bearer_token_file, ca_file=ca_file)
+        try:
+            found = fleet_report(api, since, now + 1, "job", job=job_id)
+        finally:
+            api.close()
+    except QueryError as exc:
+        typer.echo(f"wattwise: job {job_id}: nothing written: {exc}", err=True)
+        raise typer.Exit(0 if "no job" in str(exc) else 1) from None
+    except slurm_comment.SlurmError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(1) from None
+    rows = [r for r in found.rows if not cluster or r.get("cluster") in ("", cluster)]
+    if not rows:
+        typer.echo(f"wattwise: job {job_id}: no series of cluster {cluster!r}", err=True)
+        return
+    totals = {k: sum(float(r[k]) for r in rows) for k in slurm_comment.KEPT}
+    totals["nodes"] = sum(int(r["nodes"]) for r in rows)
+    existing = slurm_comment.others(fields.get("AdminComment", ""))
+    if existing:
+        typer.echo(
+            f"wattwise: job {job_id}: its AdminComment holds another tool's summary "
+            f"({existing[:40]}...): not rewritten, as sacctmgr would lowercase it",
+            err=True,
+        )
+        return
+    try:
+        ours = slurm_comment.comment(totals, slurm_comment.runtime_s(fields), cluster)
+        where = slurm_comment.write(job_id, fields, ours)
+    except slurm_comment.SlurmError as exc:
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wattwise: job {job_id}: written by {where}: {ours}", err=True)
+
+
+@slurm_app.command("show")
+def show_command(
+    job: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """A job's energy, carbon and SCI as the epilog wrote them into Slurm: from sacct (the
+    accounting database, kept for good), else from `scontrol show job` while the controller
+    holds the job."""
+    from wattwise.accounts import slurm_comment
+    from wattwise.exporters.text import table
+
+    if not job.replace("_", "").isdigit():
+        typer.echo(f"wattwise: {job!r} is not a Slurm job id", err=True)
+        raise typer.Exit(2)
+    figures, where = slurm_comment.read_back(job)
+    if figures is None:
+        typer.echo(
+            f"wattwise: job {job} has no wattwise figures in Slurm (no epilog ran for it, or "
+            "sacct and scontrol do not know it)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps({"job": job, "from": where, **figures}, indent=2))
+        return
+    typer.echo(table([["FIELD", "VALUE"], *([k, str(v)] for k, v in figures.items())]))
+    typer.echo(f"(from {where})", err=True)
