@@ -37,6 +37,7 @@ RETRY_MAX_S = 300.0
 MICRO = 1_000_000  # per-minute and hourly amounts are kept in millionths (uJ, work units)
 NANO = 1_000_000_000  # and grams in billionths: a job's minute is a few hundredths of a gram
 NODE = ""  # the job key of the node's own rows (unattributed energy, node totals)
+INTENSITY = "intensity"  # a node series: seconds charged under one grid intensity
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from wattwise.accounts.ledger import MICRO, NANO, LedgerError
+from wattwise.accounts.ledger import INTENSITY, MICRO, NANO, LedgerError
 from wattwise.accounts.schema import SCHEMA_VERSION
 from wattwise.clock import unix_s_from_iso
 from wattwise.model import ESTIMATE, J_PER_KWH, JobSummary
@@ -87,11 +87,12 @@ def window(
     since_unix_s: float,
     until_unix_s: float,
     measures: tuple[str, ...] | None = None,
+    node: bool = False,
 ) -> list[WindowRow]:
     """Each job's sums per series (of `measures` only, if given) over [since, until), from the
     coarsest level that answers exactly: whole hours already rolled up from `hours`, the partial
     hours at either edge (and the hours not rolled up yet) from `minutes`. A month is a few
-    hundred rows per job."""
+    hundred rows per job. `node`: the node's own series instead of the jobs'."""
     hours_until = db.execute("SELECT value FROM meta WHERE key = 'hours_until'").fetchone()[0]
     first_hour = math.ceil(since_unix_s / 3600) * 3600
     last_hour = min(until_unix_s // 3600 * 3600, hours_until)
@@ -113,7 +114,7 @@ def window(
         "SELECT j.job_key, j.user, j.scheduler, j.first_seen_unix_s, j.last_seen_unix_s, "
         "s.measure, s.a, s.b, s.c, sum(w.amount), sum(w.carbon_ng) "
         f"FROM ({union}) w JOIN jobs j ON j.id = w.job JOIN series s ON s.id = w.series "
-        f"WHERE j.id != 0 {only} GROUP BY w.job, w.series",
+        f"WHERE j.id {'=' if node else '!='} 0 {only} GROUP BY w.job, w.series",
         [*(bound for *_, start, end in parts for bound in (start, end)), *(measures or ())],
     )
     return [WindowRow(*fields, amount / MICRO, grams / NANO) for *fields, amount, grams in rows]
@@ -274,6 +275,19 @@ def finished_jobs(
         elif measure == "work":
             sums[f"units_{a}"] = sums.get(f"units_{a}", 0.0) + amount
     return [{**described[key], **figures[key]} for key in described]
+
+
+def intensity_notes(db: sqlite3.Connection, since_unix_s: float, until_unix_s: float) -> list[str]:
+    """Which grid intensity the window's carbon was charged at: each provider, zone, signal
+    and basis, with its share of the time the agent charged carbon."""
+    rows = window(db, since_unix_s, until_unix_s, (INTENSITY,), node=True)
+    total = sum(row.amount for row in rows)
+    return [
+        f"carbon intensity: {row.a} zone {row.b} ({row.c}) for {row.amount / total:.0%} of"
+        " the window's charged time"
+        for row in sorted(rows, key=lambda r: -r.amount)
+        if total > 0
+    ]
 
 
 def basis_notes(rows: list[dict[str, float | str]]) -> list[str]:

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 from wattwise.accounts.identities import JobIdentities
-from wattwise.accounts.ledger import NODE, Batch, Ledger, LedgerError
+from wattwise.accounts.ledger import INTENSITY, NODE, Batch, Ledger, LedgerError
 from wattwise.accounts.minutes import MinuteRows, add_to
 from wattwise.checks import Rejections
 from wattwise.model import (
@@ -108,6 +108,16 @@ class RunningTotals:
             self._add(job, (measure, label, "", ""), amount, grams, minute)
         self._forget_past_grace(now_unix_s)
         return ended
+
+    def note_intensity(
+        self, now_unix_s: float, elapsed_s: float, provider: str, zone: str, kind: str
+    ) -> None:
+        """Which grid intensity this interval's carbon used: seconds under each provider, zone
+        and kind (signal and basis), kept on the node like its other series, so a report can
+        name them (accounts/reports.intensity_notes)."""
+        if elapsed_s > 0:
+            minute = int(now_unix_s // 60 * 60)
+            self._add(NODE, (INTENSITY, provider, zone, kind), elapsed_s, 0.0, minute)
 
     def _arrive_and_end(self, now_unix_s: float, jobs: Mapping[str, JobRef]) -> list[str]:
         """Takes the jobs present now; returns those that ended."""

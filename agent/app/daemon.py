@@ -93,7 +93,13 @@ class Agent:
         gpus = tuple(g for r in readouts for g in r.gpus)
         now_unix_s = self.clock.wall()
         carbon = self.carbon.now(now_unix_s)  # read once: what is charged is what is shown
-        jobs = self.jobs.charge(domains, gpus, now_unix_s, carbon.grams_per_joule)
+        intensity = carbon.intensity
+        basis = (
+            None
+            if intensity is None
+            else (intensity.provider, intensity.zone, f"{intensity.signal} {intensity.basis}")
+        )
+        jobs = self.jobs.charge(domains, gpus, now_unix_s, carbon.grams_per_joule, basis)
         snapshot = Snapshot(
             taken_at_unix_s=now_unix_s,
             interval_s=self.config.interval_s,

@@ -112,9 +112,11 @@ class JobStage:
         gpus: tuple[GpuStatus, ...],
         now_unix_s: float,
         grams_per_j: float,
+        intensity: tuple[str, str, str] | None = None,
     ) -> tuple[JobView, ...]:
         """Splits the tick among the jobs, counts and commits it; the jobs as /metrics shows
-        them."""
+        them. `intensity`: the provider, zone and kind of the intensity charged (kept in the
+        ledger, so its reports can name it)."""
         now = self.clock.monotonic()
         elapsed_s = now - (self._last_tick_monotonic_s or now)
         self._last_tick_monotonic_s = now
@@ -150,6 +152,8 @@ class JobStage:
         self.accounts.apply(
             now_unix_s, elapsed_s, activity.jobs, charged, left, seen, embodied, owners, figures
         )
+        if intensity is not None:
+            self.accounts.note_intensity(now_unix_s, elapsed_s, *intensity)
         self.commit(now_unix_s)
         views = self.accounts.views()
         self.work.counts.retain({view.job_key for view in views})

@@ -158,6 +158,7 @@ def _ledger_report(
     from wattwise.accounts.reports import (
         GROUPS,
         basis_notes,
+        intensity_notes,
         report,
         sci_report,
         window_notes,
@@ -169,7 +170,7 @@ def _ledger_report(
         raise typer.Exit(2)
     db = _ledger(config, ledger)
     rows = (sci_report if sci else report)(db, start, end, group_by)
-    notes = window_notes(db, start) + basis_notes(rows)
+    notes = window_notes(db, start) + basis_notes(rows) + intensity_notes(db, start, end)
     return rows, notes, report_columns(rows, group_by, sci)
 
 

@@ -208,7 +208,10 @@ def ledger_sums(nodes: dict[str, Node], began: float, until: float, group_by: st
     sums: dict[str, dict[str, float]] = {}
     window = ("--since", str(began), "--until", str(until), "--group-by", group_by)
     for node in nodes.values():
-        for row in report(*window, "--ledger", str(node.ledger))["rows"]:
+        answer = report(*window, "--ledger", str(node.ledger))
+        # Each ledger names the intensity its carbon was charged at (the bundled table here).
+        assert any(n.startswith("carbon intensity: table zone") for n in answer["notes"])
+        for row in answer["rows"]:
             entry = sums.setdefault(str(row[group_by]), {"energy_j": 0.0, "estimated_j": 0.0})
             entry["energy_j"] += row["energy_j"]
             entry["estimated_j"] += row["estimated_j"]

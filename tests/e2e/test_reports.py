@@ -37,6 +37,9 @@ def ledger(tmp_path: Path) -> Path:
                 JobEnergy("kubernetes:pod-b", "package", "estimate", "active", 120.0, 0.1)
             )
         record(accounts, now, seen, energy)
+        # The grid intensity charged: the live provider, then its fallback for two minutes.
+        provider = ("electricitymaps", "FR") if minute < 8 else ("table", "WORLD")
+        accounts.note_intensity(now, 60.0, *provider, "average lifecycle")
     record(accounts, T0 + 600, [ALICE])  # bob has ended
     accounts.ledger.close()
     return path
@@ -81,6 +84,9 @@ def test_report_groups_a_time_window(ledger: Path) -> None:
     assert float(rows["alice"]["gpu_j"]) == 5 * 600.0
     assert float(rows["bob"]["active_j"]) == 5 * 120.0 and rows["bob"]["jobs"] == "1"
     assert "600.0 J of 3900.0 J (15%) is the agent's CPU estimate" in err
+    # Which intensity the window's carbon used, and for how long: never unnamed.
+    assert "carbon intensity: electricitymaps zone FR (average lifecycle) for 60% of" in err
+    assert "carbon intensity: table zone WORLD (average lifecycle) for 40% of" in err
     # How the energy was obtained, never one figure: alice's was measured, bob's estimated.
     assert (float(rows["alice"]["measured_j"]), float(rows["alice"]["estimated_j"])) == (3300, 0)
     assert (float(rows["bob"]["measured_j"]), float(rows["bob"]["estimated_j"])) == (0, 600)
