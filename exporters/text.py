@@ -121,8 +121,16 @@ def report_csv(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _inert(v) for k, v in row.items()} for row in rows)
     return out.getvalue()
+
+
+def _inert(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (a job named `=HYPERLINK(...)`) starts with a
+    quote, as OWASP's CSV injection advice says; numbers are left alone."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def report_table(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> str:

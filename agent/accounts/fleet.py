@@ -44,20 +44,48 @@ class PartialData(QueryError):
     """The storage answered, but said part of the data was missing."""
 
 
+class UnknownJob(QueryError):
+    """The storage has no series of the job asked for in the window."""
+
+
+def _is_job(labels: dict[str, str], job: str) -> bool:
+    return all(labels.get(k) == v for k, v in _job(job).items())
+
+
+def _job(job: str) -> dict[str, str]:
+    """The labels of `slurm:12`, or of a bare id (`12`: a Slurm job's)."""
+    scheduler, _, job_id = job.rpartition(":")
+    return {"scheduler": scheduler or "slurm", "job_id": job_id}
+
+
 @dataclass(slots=True)
 class FleetReport:
     rows: list[dict[str, float | str]]
     notes: list[str] = field(default_factory=list)
 
 
+# What names one counter, whatever else a scrape adds: a DaemonSet's rolled pod, a service
+# discovery's labels. Series are matched and summed on these only.
+IDENTITY = "cluster, instance, scheduler, job_id, domain, source, state, scope"
+
+
 def counter_increases(
-    api: PromQL, metric: str, since: float, until: float, warnings: list[str]
+    api: PromQL,
+    metric: str,
+    since: float,
+    until: float,
+    warnings: list[str],
+    selector: str = "",
 ) -> list[tuple[dict[str, str], float]]:
-    """Each series of a counter with what it counted over [since, until)."""
+    """Each counter (by IDENTITY) with what it counted over [since, until); `selector` is a
+    label matcher (`{job_id="12"}`) that bounds what the store reads."""
+    chosen = f"{metric}{selector}"
     window, reach = _range(until - since), _range(until - since + BASELINE_S)
-    end = _ask(api, f"last_over_time({metric}[{window}])", until, warnings)
-    start = _ask(api, f"last_over_time({metric}[{BASELINE_S}s])", since, warnings)
-    resets = _ask(api, f"resets({metric}[{reach}]) > 0", until, warnings)
+    end = _ask(api, f"max by ({IDENTITY}) (last_over_time({chosen}[{window}]))", until, warnings)
+    start = _ask(
+        api, f"max by ({IDENTITY}) (last_over_time({chosen}[{BASELINE_S}s]))", since, warnings
+    )
+    resets = _ask(api, f"max by ({IDENTITY}) (resets({chosen}[{reach}])) > 0", until, warnings)
     baseline = {s.key(): s.value for s in start}
     went_down = {s.key() for s in resets}
     found = []
@@ -74,9 +102,14 @@ def counter_increases(
 def _sample_by_sample(
     api: PromQL, metric: str, labels: dict[str, str], since: float, until: float, warnings: list
 ) -> float:
+    """A counter that went down, from its raw samples: every series with its identity (one
+    per pod it was scraped from), in time order, each reset added back."""
     reach = _range(until - since + BASELINE_S)
     found = _ask(api, f"{metric}{matcher(labels)}[{reach}]", until, warnings)
-    samples = found[0].samples if found else ()
+    if not found:
+        warnings.append(f"the samples of {metric}{matcher(labels)} could not be read")
+        return 0.0
+    samples = sorted({at: value for series in found for at, value in series.samples}.items())
     previous, counted = 0.0, 0.0
     for at, value in samples:
         if at <= since:
@@ -102,13 +135,14 @@ def fleet_report(
     notes: list[str] = []
     warnings: list[str] = []
     rows: list[dict[str, float | str]] = []
+    selector = "" if job is None else matcher(_job(job))
     for start, end in _buckets(since, until, per):
-        owners = _owners(api, start, end, warnings)
+        owners = _owners(api, start, end, warnings, selector)
         groups: dict[tuple[str, ...], dict] = defaultdict(_empty)
         for measure, metric in (("energy", ENERGY), ("carbon", CARBON)):
-            for labels, amount in counter_increases(api, metric, start, end, warnings):
-                if job is not None and labels.get("job_id") != job:
-                    continue
+            for labels, amount in counter_increases(api, metric, start, end, warnings, selector):
+                if job is not None and not _is_job(labels, job):
+                    continue  # a store that ignored the selector
                 node = (labels.get("cluster", ""), labels.get("instance", ""))
                 who = owners.get((*node, labels.get("scheduler", ""), labels.get("job_id", "")))
                 entry = groups[_group_key(group_by, labels, who)]
@@ -117,7 +151,7 @@ def fleet_report(
                 entry["jobs"].add((node[0], labels.get("scheduler"), labels.get("job_id")))
         for key, entry in sorted(groups.items()):
             rows.append(_row(group_by, key, entry, start, end, per))
-        notes += _gaps(api, start, end, warnings)
+        notes += _gaps(api, start, end, warnings, {n for g in groups.values() for n in g["nodes"]})
     notes += _intensities(api, since, until, warnings)
     if warnings:
         said = "; ".join(dict.fromkeys(warnings))
@@ -127,13 +161,14 @@ def fleet_report(
             )
         notes.append(f"PARTIAL: the storage warned that data is missing ({said}): too small")
     if job is not None and not rows:
-        raise QueryError(f"no job {job!r} in the storage between {_iso(since)} and {_iso(until)}")
+        raise UnknownJob(f"no job {job!r} in the storage between {_iso(since)} and {_iso(until)}")
     return FleetReport(rows, notes)
 
 
-def _owners(api: PromQL, since: float, until: float, warnings: list) -> dict:
+def _owners(api: PromQL, since: float, until: float, warnings: list, selector: str) -> dict:
     """(cluster, instance, scheduler, job_id) -> (user, team, name), from wattwise_job_info."""
-    info = _ask(api, f"last_over_time(wattwise_job_info[{_range(until - since)}])", until, warnings)
+    query = f"last_over_time(wattwise_job_info{selector}[{_range(until - since)}])"
+    info = _ask(api, query, until, warnings)
     return {
         tuple(s.labels.get(k, "") for k in ("cluster", "instance", "scheduler", "job_id")): (
             s.labels.get("user", ""),
@@ -186,18 +221,20 @@ def _row(group_by: str, key: tuple, entry: dict, start: float, end: float, per: 
     return row
 
 
-def _gaps(api: PromQL, since: float, until: float, warnings: list) -> list[str]:
-    """The nodes whose series stop before the window's end: energy after their last sample is
-    not in any total (a node switched off, or a scrape that failed)."""
-    if until - since <= TAIL_S:
+def _gaps(
+    api: PromQL, since: float, until: float, warnings: list, nodes: set[tuple[str, str]]
+) -> list[str]:
+    """Of `nodes` (those the rows sum), the ones whose series stop before the window's end:
+    energy after their last sample is not in any total (a node switched off, or a scrape that
+    failed)."""
+    if until - since <= TAIL_S or not nodes:
         return []
-    seen = _nodes(api, f"count_over_time({NODE_ENERGY}[{_range(until - since)}])", until, warnings)
     tail = _nodes(api, f"count_over_time({NODE_ENERGY}[{TAIL_S}s])", until, warnings)
     return [
         f"node {instance} ({cluster or 'no cluster label'}) has no samples in the last"
         f" {TAIL_S // 60} minutes before {_iso(until)}: what it used after its last sample is"
         " not counted"
-        for cluster, instance in sorted(seen - tail)
+        for cluster, instance in sorted(nodes - tail)
     ]
 
 

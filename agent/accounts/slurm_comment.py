@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+from datetime import datetime
 from typing import Any
 
 from wattwise.errors import WattwiseError
@@ -106,6 +107,16 @@ def accounting_id(job_id: str, fields: dict[str, str]) -> str:
     would name the whole array's first record), else the job's id."""
     array, task = fields.get("ArrayJobId", ""), fields.get("ArrayTaskId", "")
     return f"{array}_{task}" if array.isdigit() and task.isdigit() else job_id
+
+
+def start_s(fields: dict[str, str], now_unix_s: float, lookback_s: float = 30 * 86400) -> float:
+    """When the job started (scontrol's StartTime, in the controller's local time), a minute
+    early; `lookback_s` before now where Slurm gives none. Bounds what the store reads."""
+    try:
+        started = datetime.fromisoformat(fields.get("StartTime", "")).timestamp()
+    except ValueError:
+        return now_unix_s - lookback_s
+    return min(started - 60, now_unix_s - 60)
 
 
 def write(job_id: str, fields: dict[str, str], text: str) -> str:

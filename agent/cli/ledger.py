@@ -66,6 +66,44 @@ def job_show(
     typer.echo(jobs_json(found))
 
 
+SciOption = Annotated[
+    bool,
+    typer.Option(
+        "--sci",
+        help="Software Carbon Intensity terms instead: E (energy_j, energy_kwh), I "
+        "(intensity_g_per_kwh, effective, PUE included), O (operational_g), M (embodied_g) "
+        "and SCI = (O + M) per job-hour.",
+    ),
+]
+PrometheusOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Report the fleet from this Prometheus-compatible query API (Prometheus, Thanos "
+        "Query, Mimir's /prometheus, VictoriaMetrics) instead of this node's ledger.",
+    ),
+]
+PerOption = Annotated[str | None, typer.Option(help="With --prometheus: day or month rows.")]
+JobOption = Annotated[
+    str | None, typer.Option(help="With --prometheus: one job (slurm:12, or a Slurm id).")
+]
+TokenOption = Annotated[
+    Path | None, typer.Option(help="With --prometheus: a file holding a bearer token.")
+]
+UserOption = Annotated[str | None, typer.Option(help="With --prometheus: basic auth user.")]
+PasswordOption = Annotated[
+    Path | None, typer.Option(help="With --prometheus: a file holding the password.")
+]
+CaOption = Annotated[Path | None, typer.Option(help="With --prometheus: CA bundle.")]
+InsecureOption = Annotated[bool, typer.Option(help="With --prometheus: skip TLS checks.")]
+PartialOption = Annotated[
+    bool,
+    typer.Option(
+        help="With --prometheus: print totals even when the storage says part of the data is "
+        "missing (they are then too small)."
+    ),
+]
+
+
 @app.command("report")
 def report_command(
     since: Annotated[
@@ -77,44 +115,16 @@ def report_command(
         typer.Option(help="job, user or scheduler; with --prometheus: job, user, team, cluster."),
     ] = "job",
     output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
-    sci: Annotated[
-        bool,
-        typer.Option(
-            "--sci",
-            help="Software Carbon Intensity terms instead: E (energy_j, energy_kwh), I "
-            "(intensity_g_per_kwh, effective, PUE included), O (operational_g), M (embodied_g) "
-            "and SCI = (O + M) per job-hour.",
-        ),
-    ] = False,
-    prometheus: Annotated[
-        str | None,
-        typer.Option(
-            help="Report the fleet from this Prometheus-compatible query API (Prometheus, Thanos "
-            "Query, Mimir's /prometheus, VictoriaMetrics) instead of this node's ledger.",
-        ),
-    ] = None,
-    per: Annotated[
-        str | None, typer.Option(help="With --prometheus: day or month rows (UTC).")
-    ] = None,
-    job: Annotated[str | None, typer.Option(help="With --prometheus: one job's id only.")] = None,
-    bearer_token_file: Annotated[
-        Path | None, typer.Option(help="With --prometheus: a file holding a bearer token.")
-    ] = None,
-    basic_auth_user: Annotated[str | None, typer.Option(help="With --prometheus.")] = None,
-    basic_auth_password_file: Annotated[
-        Path | None, typer.Option(help="With --prometheus.")
-    ] = None,
-    ca_file: Annotated[
-        Path | None, typer.Option(help="With --prometheus: CA bundle of its certificate.")
-    ] = None,
-    insecure_skip_verify: Annotated[bool, typer.Option(help="With --prometheus.")] = False,
-    allow_partial: Annotated[
-        bool,
-        typer.Option(
-            help="With --prometheus: print totals even when the storage says part of the data "
-            "is missing (they are then too small)."
-        ),
-    ] = False,
+    sci: SciOption = False,
+    prometheus: PrometheusOption = None,
+    per: PerOption = None,
+    job: JobOption = None,
+    bearer_token_file: TokenOption = None,
+    basic_auth_user: UserOption = None,
+    basic_auth_password_file: PasswordOption = None,
+    ca_file: CaOption = None,
+    insecure_skip_verify: InsecureOption = False,
+    allow_partial: PartialOption = False,
     config: ConfigOption = None,
     ledger: LedgerOption = None,
 ) -> None:
@@ -122,6 +132,39 @@ def report_command(
     per-minute ledger series; with --prometheus, per job (over all its nodes), user, team or
     cluster from the fleet's storage (docs/fleet.md). Measured and estimated energy are
     always apart."""
+    start, end = _window(since, until)
+    if output_format not in ("table", "csv", "json"):
+        typer.echo("wattwise: --format is table, csv or json", err=True)
+        raise typer.Exit(2)
+    auth = {
+        "bearer_token_file": bearer_token_file,
+        "basic_auth_user": basic_auth_user,
+        "basic_auth_password_file": basic_auth_password_file,
+        "ca_file": ca_file,
+        "insecure_skip_verify": insecure_skip_verify,
+    }
+    fleet_only = {"--per": per, "--job": job, "--allow-partial": allow_partial, **auth}
+    given = [name for name, value in fleet_only.items() if value not in (None, False)]
+    if prometheus is None and given:
+        names = ", ".join(n if n.startswith("--") else f"--{n.replace('_', '-')}" for n in given)
+        typer.echo(f"wattwise: {names} need --prometheus", err=True)
+        raise typer.Exit(2)
+    if prometheus is not None and (sci or ledger is not None):
+        typer.echo(
+            "wattwise: --sci and --ledger are for the node's ledger, not --prometheus", err=True
+        )
+        raise typer.Exit(2)
+    if prometheus is None:
+        rows, notes, columns = _ledger_report(config, ledger, start, end, group_by, sci)
+    else:
+        rows, notes, columns = _fleet_report(
+            prometheus, auth, start, end, group_by, per, job, allow_partial
+        )
+    _print_report(rows, notes, columns, output_format, start, end)
+
+
+def _window(since: str, until: str) -> tuple[float, float]:
+    """[since, until) in unix seconds, or exit 2 saying what is wrong with them."""
     from wattwise.accounts.reports import parse_time
 
     now = time.time()
@@ -130,26 +173,10 @@ def report_command(
     except ValueError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(2) from None
-    if output_format not in ("table", "csv", "json"):
-        typer.echo("wattwise: --format is table, csv or json", err=True)
-        raise typer.Exit(2)
     if start >= end:
         typer.echo(f"wattwise: --since ({since}) is not before --until ({until})", err=True)
         raise typer.Exit(2)
-    if prometheus is None:
-        rows, notes, columns = _ledger_report(config, ledger, start, end, group_by, sci)
-    else:
-        auth = {
-            "bearer_token_file": bearer_token_file,
-            "basic_auth_user": basic_auth_user,
-            "basic_auth_password_file": basic_auth_password_file,
-            "ca_file": ca_file,
-            "insecure_skip_verify": insecure_skip_verify,
-        }
-        rows, notes, columns = _fleet_report(
-            prometheus, auth, start, end, group_by, per, job, allow_partial
-        )
-    _print_report(rows, notes, columns, output_format, start, end)
+    return start, end
 
 
 def _ledger_report(
@@ -243,21 +270,13 @@ def export_command(
     or a data warehouse: the node and cluster they ran on (ledger.node, ledger.cluster),
     energy and operational carbon split into measured and estimated, embodied carbon, work
     units. Written to standard output."""
-    from wattwise.accounts.reports import EXPORT_COLUMNS, finished_jobs, parse_time
+    from wattwise.accounts.reports import EXPORT_COLUMNS, finished_jobs
     from wattwise.exporters.text import report_csv, rows_jsonl
 
     if output_format not in ("csv", "jsonl"):
         typer.echo("wattwise: --format is csv or jsonl", err=True)
         raise typer.Exit(2)
-    now = time.time()
-    try:
-        start, end = parse_time(since, now), parse_time(until, now)
-    except ValueError as exc:
-        typer.echo(f"wattwise: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if start >= end:
-        typer.echo(f"wattwise: --since ({since}) is not before --until ({until})", err=True)
-        raise typer.Exit(2)
+    start, end = _window(since, until)
     rows = finished_jobs(_ledger(config, ledger), start, end)
     if output_format == "jsonl":
         typer.echo(rows_jsonl(rows), nl=False)

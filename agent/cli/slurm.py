@@ -13,6 +13,13 @@ import typer
 
 from wattwise.cli import slurm_app
 
+SettleOption = Annotated[
+    float, typer.Option(help="Wait this long first, for the nodes' last figures to be scraped.")
+]
+ClusterOption = Annotated[
+    str | None, typer.Option(help="Only this cluster's series. [default: $SLURM_CLUSTER_NAME]")
+]
+
 
 @slurm_app.command("epilog")
 def epilog_command(
@@ -22,31 +29,18 @@ def epilog_command(
     job: Annotated[
         str | None, typer.Option(help="The job's id. [default: $SLURM_JOB_ID, as Slurm sets it]")
     ] = None,
-    cluster: Annotated[
-        str | None,
-        typer.Option(help="Only this cluster's series. [default: $SLURM_CLUSTER_NAME]"),
-    ] = None,
-    settle_s: Annotated[
-        float,
-        typer.Option(help="Wait this long first, for the nodes' last figures to be scraped."),
-    ] = 30.0,
-    lookback: Annotated[
-        str, typer.Option(help="How far back the job may have started: 30d, 24h, ...")
-    ] = "30d",
+    cluster: ClusterOption = None,
+    settle_s: SettleOption = 30.0,
     bearer_token_file: Annotated[Path | None, typer.Option(help="A file with a token.")] = None,
     ca_file: Annotated[Path | None, typer.Option(help="CA bundle of the store's cert.")] = None,
 ) -> None:
     """Run as the controller's EpilogSlurmctld: reads the ended job's energy, carbon and SCI
     over all its nodes from the store and writes them into its AdminComment (`wattwise1:...`)
     through sacctmgr, where sacct keeps them after the store's retention. A comment that holds
-    another tool's summary is left alone.
-    An array task is its own job (SLURM_JOB_ID). Exits 0 without writing when the store has
-    no figures for the job (a job too short to be scraped), saying so on stderr."""
+    another tool's summary is left alone. An array task is its own job (SLURM_JOB_ID). Exits 0
+    without writing when the store has no figures for the job (a job too short to be
+    scraped), saying so on stderr."""
     from wattwise.accounts import slurm_comment
-    from wattwise.accounts.fleet import fleet_report
-    from wattwise.accounts.reports import parse_time
-    from wattwise.errors import QueryError
-    from wattwise.net.promql import PromQL
 
     job_id = job or os.environ.get("SLURM_JOB_ID", "")
     if not job_id.isdigit():
@@ -54,31 +48,14 @@ def epilog_command(
         raise typer.Exit(2)
     cluster = cluster if cluster is not None else os.environ.get("SLURM_CLUSTER_NAME", "")
     time.sleep(max(settle_s, 0.0))
-    now = time.time()
-    try:
-        since = parse_time(lookback, now)
-    except ValueError as exc:
-        typer.echo(f"wattwise: {exc}", err=True)
-        raise typer.Exit(2) from None
     try:
         fields = slurm_comment.job_fields(job_id)
-        api = PromQL(prometheus, bearer_token_file=bearer_token_file, ca_file=ca_file)
-        try:
-            found = fleet_report(api, since, now + 1, "job", job=job_id)
-        finally:
-            api.close()
-    except QueryError as exc:
-        typer.echo(f"wattwise: job {job_id}: nothing written: {exc}", err=True)
-        raise typer.Exit(0 if "no job" in str(exc) else 1) from None
     except slurm_comment.SlurmError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(1) from None
-    rows = [r for r in found.rows if not cluster or r.get("cluster") in ("", cluster)]
-    if not rows:
-        typer.echo(f"wattwise: job {job_id}: no series of cluster {cluster!r}", err=True)
+    totals = _job_totals(prometheus, job_id, fields, cluster, bearer_token_file, ca_file)
+    if totals is None:
         return
-    totals = {k: sum(float(r[k]) for r in rows) for k in slurm_comment.KEPT}
-    totals["nodes"] = sum(int(r["nodes"]) for r in rows)
     existing = slurm_comment.others(fields.get("AdminComment", ""))
     if existing:
         typer.echo(
@@ -94,6 +71,50 @@ def epilog_command(
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"wattwise: job {job_id}: written by {where}: {ours}", err=True)
+
+
+def _job_totals(
+    url: str,
+    job_id: str,
+    fields: dict[str, str],
+    cluster: str,
+    bearer_token_file: Path | None,
+    ca_file: Path | None,
+) -> dict[str, float] | None:
+    """The job's totals over its nodes from the store, read from its start (scontrol's
+    StartTime, local time on the controller) to now; None (said) when there are none."""
+    from wattwise.accounts import slurm_comment
+    from wattwise.accounts.fleet import UnknownJob, fleet_report
+    from wattwise.errors import QueryError
+    from wattwise.net.promql import PromQL
+
+    now = time.time()
+    since = slurm_comment.start_s(fields, now)
+    try:
+        api = PromQL(url, bearer_token_file=bearer_token_file, ca_file=ca_file)
+        try:
+            found = fleet_report(api, since, now + 1, "job", job=f"slurm:{job_id}")
+        finally:
+            api.close()
+    except UnknownJob as exc:  # too short to be scraped: nothing to keep
+        typer.echo(f"wattwise: job {job_id}: nothing written: {exc}", err=True)
+        return None
+    except QueryError as exc:
+        typer.echo(f"wattwise: job {job_id}: nothing written: {exc}", err=True)
+        raise typer.Exit(1) from None
+    # This cluster's series; a store whose series carry no cluster label has only this one's.
+    rows = [r for r in found.rows if r.get("cluster") == cluster] or [
+        r for r in found.rows if not r.get("cluster")
+    ]
+    if not rows:
+        typer.echo(f"wattwise: job {job_id}: no series of cluster {cluster!r}", err=True)
+        return None
+    for note in found.notes:
+        if not note.startswith("carbon intensity"):
+            typer.echo(f"wattwise: job {job_id}: note: {note}", err=True)
+    totals = {k: sum(float(r[k]) for r in rows) for k in slurm_comment.KEPT}
+    totals["nodes"] = sum(int(r["nodes"]) for r in rows)
+    return totals
 
 
 @slurm_app.command("show")

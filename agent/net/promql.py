@@ -110,4 +110,5 @@ def _finite(text: Any) -> float:
 
 def matcher(labels: dict[str, str]) -> str:
     """A series selector matching exactly these labels (JSON strings are PromQL strings)."""
-    return "{" + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())) + "}"
+    pairs = (f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(labels.items()))
+    return "{" + ",".join(pairs) + "}"

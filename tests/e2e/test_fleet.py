@@ -33,8 +33,10 @@ from tests.support.prometheus import (
     needs_prometheus,
     needs_victoriametrics,
     query,
+    relabel,
     running_prometheus,
     running_victoriametrics,
+    wait_until_prometheus_has,
 )
 
 pytestmark = needs_prometheus
@@ -179,17 +181,25 @@ def _run_fleet(
     with running_prometheus(tmp_path, targets, labels={"cluster": "east"}, extra=extra) as prom:
         store = store or prom
         with Busy(nodes) as busy:
-            while busy.step < 15:
-                time.sleep(0.2)
-            stop(agents["b"])  # a restart in the middle: its counters go on from the ledger
+            # Node b's job counted and scraped before its restart, so that it has a series to
+            # go on from.
+            b = f'{ENERGY}{{instance="127.0.0.1:{targets["node-b"]}",job_id="12"}} > 100'
+            wait_until_prometheus_has(prom, b, alive=agents.values())
+            # A restart in the middle, as a rolled DaemonSet pod: the counters go on from the
+            # ledger, under a new `pod` label (a new series to Prometheus).
+            stop(agents["b"])
+            relabel(tmp_path, prom, "node-b", {"cluster": "east", "pod": "wattwise-b-2"})
             agents["b"] = start(nodes["b"], port=targets["node-b"])
-            while busy.step < 30:
+            restarted_at = busy.step
+            while busy.step < restarted_at + 15:
                 time.sleep(0.2)
         # Counters stopped: wait for the store to hold what the agents serve now.
         deadline = time.monotonic() + DEADLINE_S
         while True:
             served = scraped_total(iter(agents.values()))
-            result = query(store, f"sum(last_over_time({ENERGY}[5m]))")
+            # One value per counter, whichever `pod` label it was scraped under.
+            per_counter = f"max by (instance, job_id, domain, source, state) ({ENERGY})"
+            result = query(store, f"sum(last_over_time({per_counter}[5m:1s]))")
             if result and abs(float(result[0]["value"][1]) - served) < 1e-6 and served > 0:
                 break
             assert time.monotonic() < deadline, (result, served)

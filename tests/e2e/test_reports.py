@@ -143,6 +143,20 @@ def test_ledger_export_writes_finished_jobs_with_node_cluster_and_basis(ledger: 
     assert code == 2 and "csv or jsonl" in err
 
 
+def test_a_csv_cell_never_runs_as_a_spreadsheet_formula(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    accounts = book(path, minutely_retention_s=1e9)
+    evil = JobSeen("exec:1", "exec", "exec", "1", '=HYPERLINK("http://x")', "mallory")
+    record(accounts, T0, [evil], [JobEnergy("exec:1", "gpu", "nvml", "active", 10.0)])
+    record(accounts, T0 + 60, [])
+    accounts.ledger.close()
+    window = ("--since", str(T0 - 60), "--until", "2028-01-01", "--ledger", str(path))
+    code, out, err = run("ledger", "export", *window)
+    assert code == 0, err
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row["name"] == '\'=HYPERLINK("http://x")'
+
+
 def test_reports_say_what_is_wrong(tmp_path: Path, ledger: Path) -> None:
     code, _, err = run("jobs", "--ledger", str(tmp_path / "absent.db"))
     assert code == 1 and "no ledger at" in err
@@ -237,6 +251,10 @@ def test_the_fleet_report_refuses_partial_data_and_says_what_is_wrong() -> None:
         assert code == 1 and "no job '4242'" in err
         code, _, err = run("report", *window, "--prometheus", url, "--per", "week")
         assert code == 2 and "day or month" in err
+    code, _, err = run("report", *window, "--job", "42", "--per", "day")
+    assert code == 2 and "--per, --job need --prometheus" in err  # never silently ignored
+    code, _, err = run("report", *window, "--sci", "--prometheus", "http://x")
+    assert code == 2 and "--sci and --ledger are for the node's ledger" in err
     code, _, err = run("report", *window, "--prometheus", "ftp://tsdb")
     assert code == 2 and "not an http" in err
     code, _, err = run("report", "--since", "1d", "--until", "7d", "--prometheus", "http://x")

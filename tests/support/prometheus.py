@@ -55,6 +55,7 @@ def running_prometheus(
             f"--config.file={config}",
             f"--storage.tsdb.path={workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",  # a test may change its config and reload it
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -76,6 +77,17 @@ def running_prometheus(
     finally:
         process.terminate()
         process.wait(timeout=DEADLINE_S)
+
+
+def relabel(workdir: Path, url: str, job_name: str, labels: dict[str, str]) -> None:
+    """Sets one scrape job's target labels and reloads Prometheus, as a rolled DaemonSet pod
+    would change its `pod` label."""
+    config = workdir / "prometheus.yml"
+    lines = config.read_text().splitlines()
+    at = lines.index(f"  - job_name: {job_name}") + 1
+    lines[at] = lines[at].split("labels:")[0] + f"labels: {labels}}}]"
+    config.write_text("\n".join(lines) + "\n")
+    assert httpx.post(f"{url}/-/reload", timeout=10).status_code == 200
 
 
 def query(url: str, promql: str, **params: str) -> list[dict]:

@@ -4,6 +4,7 @@ and cuts at a quote in Slurm 22.05), array tasks' accounting ids, others' summar
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import pytest
 
@@ -14,6 +15,7 @@ from wattwise.accounts.slurm_comment import (
     others,
     parse,
     runtime_s,
+    start_s,
 )
 
 FIGURES = {"energy_j": 3000.0, "measured_j": 2000.0, "estimated_j": 1000.0,
@@ -51,3 +53,11 @@ def test_an_array_task_is_named_as_sacctmgr_knows_it() -> None:
 )
 def test_run_time_is_read_from_slurms_form(text: str, seconds: float) -> None:
     assert runtime_s({"RunTime": text}) == seconds
+
+
+def test_the_epilog_reads_the_store_from_the_jobs_start_only() -> None:
+    now = 1_800_000_000.0
+    started = datetime.fromtimestamp(now - 3600).isoformat(timespec="seconds")  # local time
+    assert start_s({"StartTime": started}, now) == pytest.approx(now - 3660)
+    assert start_s({"StartTime": "Unknown"}, now) == now - 30 * 86400
+    assert start_s({}, now, lookback_s=3600) == now - 3600
