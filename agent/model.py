@@ -155,6 +155,18 @@ class CpuActivity:
     total_cpus: int
 
 
+# A report's energy and carbon columns, measured and estimated apart (ledger export, the fleet
+# report, their text): energy_j = measured_j + estimated_j.
+BASIS_FIGURES = (
+    "energy_j",
+    "measured_j",
+    "estimated_j",
+    "operational_g",
+    "estimated_operational_g",
+    "embodied_g",
+)
+
+
 class GpuShare(NamedTuple):
     """A part of one GPU's energy, split on its own: a MIG instance's slices."""
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from wattwise.model import Finding, JobSummary, Snapshot
+from wattwise.model import BASIS_FIGURES, Finding, JobSummary, Snapshot
 
 REPORT_COLUMNS = ("jobs", "energy_j", "measured_j", "estimated_j", "active_j", "idle_j")
 SCI_COLUMNS = (
@@ -86,17 +86,7 @@ def report_columns(rows: Iterable[Mapping[str, Any]], group_by: str, sci: bool) 
     return columns + sorted({k for r in rows for k in r} - set(columns))
 
 
-FLEET_COLUMNS = (
-    "energy_j",
-    "measured_j",
-    "estimated_j",
-    "operational_g",
-    "estimated_operational_g",
-    "embodied_g",
-    "carbon_g",
-    "jobs",
-    "nodes",
-)
+FLEET_COLUMNS = (*BASIS_FIGURES, "carbon_g", "jobs", "nodes")
 
 
 def fleet_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:

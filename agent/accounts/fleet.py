@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from wattwise.accounts.reports import ESTIMATED, basis_of
 from wattwise.errors import QueryError
+from wattwise.model import BASIS_FIGURES
 from wattwise.net.promql import PromQL, Series, matcher
 
 ENERGY = "wattwise_job_energy_joules_total"
@@ -29,15 +30,7 @@ NODE_ENERGY = "wattwise_node_total_energy_joules_total"
 BASELINE_S = 3600  # how far before the window its baseline value is looked for
 TAIL_S = 300  # a node without samples in the window's last 5 minutes has a gap named
 FLEET_GROUPS = ("job", "user", "team", "cluster")
-FIGURES = (
-    "energy_j",
-    "measured_j",
-    "estimated_j",
-    "operational_g",
-    "estimated_operational_g",
-    "embodied_g",
-    "carbon_g",
-)
+FIGURES = (*BASIS_FIGURES, "carbon_g")
 
 
 class PartialData(QueryError):

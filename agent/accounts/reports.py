@@ -12,7 +12,7 @@ from pathlib import Path
 from wattwise.accounts.ledger import INTENSITY, MICRO, NANO, LedgerError
 from wattwise.accounts.schema import SCHEMA_VERSION
 from wattwise.clock import unix_s_from_iso
-from wattwise.model import ESTIMATE, J_PER_KWH, JobSummary
+from wattwise.model import BASIS_FIGURES, ESTIMATE, J_PER_KWH, JobSummary
 
 GROUPS = ("job", "user", "scheduler")
 MEASURED, ESTIMATED = "measured", "estimated"
@@ -232,12 +232,7 @@ EXPORT_COLUMNS = (
     "user",
     "started_unix_s",
     "ended_unix_s",
-    "energy_j",
-    "measured_j",
-    "estimated_j",
-    "operational_g",
-    "estimated_operational_g",
-    "embodied_g",
+    *BASIS_FIGURES,
 )
 
 

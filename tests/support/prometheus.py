@@ -63,20 +63,25 @@ def running_prometheus(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "prometheus did not become ready"
-            time.sleep(0.1)
+        wait_ready(process, f"{url}/-/ready", "prometheus")
         yield url
     finally:
         process.terminate()
         process.wait(timeout=DEADLINE_S)
+
+
+def wait_ready(process: subprocess.Popen, url: str, what: str) -> None:
+    """Until `url` answers 200; a daemon that exits first fails with what it printed."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{what} did not become ready"
+        time.sleep(0.1)
 
 
 def relabel(workdir: Path, url: str, job_name: str, labels: dict[str, str]) -> None:
@@ -145,16 +150,7 @@ def running_victoriametrics(workdir: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "victoria-metrics did not become ready"
-            time.sleep(0.1)
+        wait_ready(process, f"{url}/health", "victoria-metrics")
         yield url
     finally:
         process.terminate()
