@@ -27,7 +27,8 @@ from wattwise.net.promql import PromQL, Series, matcher
 ENERGY = "wattwise_job_energy_joules_total"
 CARBON = "wattwise_job_carbon_grams_total"
 NODE_ENERGY = "wattwise_node_total_energy_joules_total"
-BASELINE_S = 3600  # how far before the window its baseline value is looked for
+BASELINE_S = 3600  # how far before the window its baseline value is looked for first
+BASELINE_FAR_S = 7 * 86400  # and then, for the counters not found in that hour
 TAIL_S = 300  # a node without samples in the window's last 5 minutes has a gap named
 FLEET_GROUPS = ("job", "user", "team", "cluster")
 FIGURES = (*BASIS_FIGURES, "carbon_g")
@@ -69,17 +70,22 @@ def counter_increases(
     until: float,
     warnings: list[str],
     selector: str = "",
+    carried: dict | None = None,
 ) -> list[tuple[dict[str, str], float]]:
     """Each counter (by IDENTITY) with what it counted over [since, until); `selector` is a
-    label matcher (`{job_id="12"}`) that bounds what the store reads."""
+    label matcher (`{job_id="12"}`) that bounds what the store reads. `carried`: each
+    counter's value at `since` from the period before (`--per`), updated to its value at
+    `until`. A counter with no value in the hour before `since` is looked for over the
+    BASELINE_FAR_S before it (a node unscraped for a while), and only then counted from zero
+    (a job that started inside the window)."""
     chosen = f"{metric}{selector}"
     window, reach = _range(until - since), _range(until - since + BASELINE_S)
     end = _ask(api, f"max by ({IDENTITY}) (last_over_time({chosen}[{window}]))", until, warnings)
-    start = _ask(
-        api, f"max by ({IDENTITY}) (last_over_time({chosen}[{BASELINE_S}s]))", since, warnings
-    )
+    baseline = _baseline(api, chosen, since, BASELINE_S, warnings)
+    baseline |= carried or {}
+    if any(series.key() not in baseline for series in end):
+        baseline = _baseline(api, chosen, since, BASELINE_FAR_S, warnings) | baseline
     resets = _ask(api, f"max by ({IDENTITY}) (resets({chosen}[{reach}])) > 0", until, warnings)
-    baseline = {s.key(): s.value for s in start}
     went_down = {s.key() for s in resets}
     found = []
     for series in end:
@@ -89,7 +95,14 @@ def counter_increases(
         else:
             amount = series.value - before
         found.append((series.labels, amount))
+    if carried is not None:
+        carried.update({series.key(): series.value for series in end})
     return found
+
+
+def _baseline(api: PromQL, chosen: str, at: float, reach_s: float, warnings: list) -> dict:
+    query = f"max by ({IDENTITY}) (last_over_time({chosen}[{_range(reach_s)}]))"
+    return {s.key(): s.value for s in _ask(api, query, at, warnings)}
 
 
 def _sample_by_sample(
@@ -129,11 +142,15 @@ def fleet_report(
     warnings: list[str] = []
     rows: list[dict[str, float | str]] = []
     selector = "" if job is None else matcher(_job(job))
+    carried: dict[str, dict] = {ENERGY: {}, CARBON: {}}  # each counter at the last period's end
     for start, end in _buckets(since, until, per):
         owners = _owners(api, start, end, warnings, selector)
         groups: dict[tuple[str, ...], dict] = defaultdict(_empty)
         for measure, metric in (("energy", ENERGY), ("carbon", CARBON)):
-            for labels, amount in counter_increases(api, metric, start, end, warnings, selector):
+            increases = counter_increases(
+                api, metric, start, end, warnings, selector, carried[metric]
+            )
+            for labels, amount in increases:
                 if job is not None and not _is_job(labels, job):
                     continue  # a store that ignored the selector
                 node = (labels.get("cluster", ""), labels.get("instance", ""))

@@ -135,3 +135,60 @@ def test_a_slow_storage_costs_its_deadline_not_forever() -> None:
         finally:
             api.close()
     assert time.monotonic() - started < 4
+
+
+def test_a_counter_unseen_in_the_hour_before_the_window_is_looked_for_further_back() -> None:
+    """Node c was not scraped for two hours across the window's start: its job's counter is
+    taken from its last value before the gap, not from zero (found by review: counted whole,
+    it added the job's history to the window). A job that started inside it counts from 0."""
+    c = {**A, "instance": "c:9877"}
+    d = {**A, "instance": "d:9877", "job_id": "13"}
+    tsdb = Tsdb(
+        {
+            "[3600s]))": vector((A, 100)),
+            "[604800s]))": vector((A, 90), (c, 500)),
+            "last_over_time(wattwise_job_energy_joules_total": vector((A, 130), (c, 540), (d, 7)),
+        }
+    )
+    with serve(Script(body=tsdb)) as url:
+        api = PromQL(url)
+        try:
+            found = {
+                labels["instance"]: amount
+                for labels, amount in counter_increases(
+                    api, "wattwise_job_energy_joules_total", SINCE, UNTIL, []
+                )
+            }
+        finally:
+            api.close()
+    assert found == {"a:9877": 30.0, "c:9877": 40.0, "d:9877": 7.0}
+    assert any("[604800s]" in asked for asked in tsdb.asked)
+
+
+def test_each_period_starts_where_the_one_before_ended() -> None:
+    """--per day: day 2's baseline is day 1's last value, whatever the hour before midnight
+    held; the days add up to the whole window."""
+    carried: dict = {}
+    day = 86400.0
+    answers = {"[3600s]))": vector(), "[86400s]))": vector((A, 50))}
+    with serve(Script(body=Tsdb(answers))) as url:
+        api = PromQL(url)
+        try:
+            first = counter_increases(api, ENERGY_METRIC, SINCE, SINCE + day, [], "", carried)
+        finally:
+            api.close()
+    assert [amount for _, amount in first] == [50.0]
+    assert list(carried.values()) == [50.0]
+    answers = {"[3600s]))": vector(), "[86400s]))": vector((A, 80))}
+    with serve(Script(body=Tsdb(answers))) as url:
+        api = PromQL(url)
+        try:
+            second = counter_increases(
+                api, ENERGY_METRIC, SINCE + day, SINCE + 2 * day, [], "", carried
+            )
+        finally:
+            api.close()
+    assert [amount for _, amount in second] == [30.0]  # 80 - 50, not 80 from zero
+
+
+ENERGY_METRIC = "wattwise_job_energy_joules_total"
