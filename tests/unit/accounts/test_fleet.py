@@ -40,6 +40,19 @@ class Tsdb:
         return 200, vector()
 
 
+def increases(
+    tsdb: Tsdb, since: float = SINCE, until: float = UNTIL, carried: dict | None = None
+) -> list[tuple[dict, float]]:
+    """counter_increases of the job energy counter against `tsdb` served over real HTTP."""
+    with serve(Script(body=tsdb)) as url:
+        api = PromQL(url)
+        try:
+            metric = "wattwise_job_energy_joules_total"
+            return counter_increases(api, metric, since, until, [], "", carried)
+        finally:
+            api.close()
+
+
 def test_a_counter_counts_from_its_value_before_the_window_and_its_resets_are_added_back() -> None:
     raw = {
         "metric": A,
@@ -53,17 +66,7 @@ def test_a_counter_counts_from_its_value_before_the_window_and_its_resets_are_ad
             'job_id="12"': {"status": "success", "data": {"resultType": "matrix", "result": [raw]}},
         }
     )
-    with serve(Script(body=tsdb)) as url:
-        api = PromQL(url)
-        try:
-            found = {
-                labels["instance"]: amount
-                for labels, amount in counter_increases(
-                    api, "wattwise_job_energy_joules_total", SINCE, UNTIL, []
-                )
-            }
-        finally:
-            api.close()
+    found = {labels["instance"]: amount for labels, amount in increases(tsdb)}
     # a: 100 -> 150 (+50), reset to 10 (+10), -> 40 (+30); b: 5 -> 25, no reset.
     assert found == {"a:9877": pytest.approx(90.0), "b:9877": pytest.approx(20.0)}
 
@@ -150,17 +153,7 @@ def test_a_counter_unseen_in_the_hour_before_the_window_is_looked_for_further_ba
             "last_over_time(wattwise_job_energy_joules_total": vector((A, 130), (c, 540), (d, 7)),
         }
     )
-    with serve(Script(body=tsdb)) as url:
-        api = PromQL(url)
-        try:
-            found = {
-                labels["instance"]: amount
-                for labels, amount in counter_increases(
-                    api, "wattwise_job_energy_joules_total", SINCE, UNTIL, []
-                )
-            }
-        finally:
-            api.close()
+    found = {labels["instance"]: amount for labels, amount in increases(tsdb)}
     assert found == {"a:9877": 30.0, "c:9877": 40.0, "d:9877": 7.0}
     assert any("[604800s]" in asked for asked in tsdb.asked)
 
@@ -171,24 +164,9 @@ def test_each_period_starts_where_the_one_before_ended() -> None:
     carried: dict = {}
     day = 86400.0
     answers = {"[3600s]))": vector(), "[86400s]))": vector((A, 50))}
-    with serve(Script(body=Tsdb(answers))) as url:
-        api = PromQL(url)
-        try:
-            first = counter_increases(api, ENERGY_METRIC, SINCE, SINCE + day, [], "", carried)
-        finally:
-            api.close()
+    first = increases(Tsdb(answers), SINCE, SINCE + day, carried)
     assert [amount for _, amount in first] == [50.0]
     assert list(carried.values()) == [50.0]
     answers = {"[3600s]))": vector(), "[86400s]))": vector((A, 80))}
-    with serve(Script(body=Tsdb(answers))) as url:
-        api = PromQL(url)
-        try:
-            second = counter_increases(
-                api, ENERGY_METRIC, SINCE + day, SINCE + 2 * day, [], "", carried
-            )
-        finally:
-            api.close()
+    second = increases(Tsdb(answers), SINCE + day, SINCE + 2 * day, carried)
     assert [amount for _, amount in second] == [30.0]  # 80 - 50, not 80 from zero
-
-
-ENERGY_METRIC = "wattwise_job_energy_joules_total"
