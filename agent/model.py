@@ -279,6 +279,7 @@ class JobView:
     totals: JobTotals
     user: str = ""
     team: str = ""  # Slurm account or Kubernetes namespace
+    runtime_s: float = 0.0  # from first sight on this node (kept across restarts) to now or end
 
 
 @dataclass

@@ -244,6 +244,13 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     running = GaugeMetricFamily(
         "wattwise_jobs", "Jobs running now, per scheduler", labels=["scheduler"]
     )
+    runtime = CounterMetricFamily(
+        "wattwise_job_runtime",
+        "Seconds from the job's first sight on this node to its last; continues across agent "
+        f"restarts; the R of SCI per job-hour; {every}",
+        labels=JOB_LABELS,
+        unit="seconds",
+    )
     work = CounterMetricFamily(
         "wattwise_job_work_units",
         "Work a job reported (tokens, samples, ...) through the work API; divide its rate by "
@@ -260,6 +267,7 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
     for job in snapshot.jobs:
         labels = [job.job_id, job.name, job.scheduler]
         info.add_metric([*labels, job.user, job.team], 1)
+        runtime.add_metric(labels, job.runtime_s)
         for domain, source, state, joules in job.totals.energy_j:
             energy.add_metric([*labels, domain, source, state], joules)
         if job.power_w is not None:
@@ -272,7 +280,7 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
             counts[job.scheduler] = counts.get(job.scheduler, 0) + 1
     for scheduler, count in sorted(counts.items()):
         running.add_metric([scheduler], count)
-    yield from (energy, power, allocated_idle, running, work, info)
+    yield from (energy, power, allocated_idle, running, runtime, work, info)
 
 
 def _node_use_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:

@@ -86,7 +86,7 @@ def report_columns(rows: Iterable[Mapping[str, Any]], group_by: str, sci: bool) 
     return columns + sorted({k for r in rows for k in r} - set(columns))
 
 
-FLEET_COLUMNS = (*BASIS_FIGURES, "carbon_g", "jobs", "nodes")
+FLEET_COLUMNS = (*BASIS_FIGURES, "carbon_g", "jobs", "nodes", "job_hours", "sci_g_per_job_hour")
 
 
 def fleet_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -1,11 +1,9 @@
 """`wattwise report --prometheus`: the ledger report's tables over the fleet's Prometheus-compatible
 storage, where every node's series meet (docs/fleet.md).
 
-Energy and carbon come from the job counters' values at the window's edges, not from
-increase()'s extrapolation: a series' amount is its last value in the window minus its last
-value in the hour before the window (0 for a job that started inside it). A series whose counter
-went down (an agent that lost its ledger) is read sample by sample and every reset added back.
-A multi-node job is summed over its nodes. Energy is split by basis: measured (a counter) or
+Energy, carbon and runtime come from exact counter increases (accounts/increases.py). A
+multi-node job's energy and carbon are summed over its nodes; its hours (SCI's R) are its
+runtime on the node that saw it longest. Energy is split by basis: measured (a counter) or
 estimated (the agent's CPU estimate). What the storage could not answer is said: its warnings
 (a partial response) make the report refuse unless asked to go on; a node whose series stop
 before the window's end is named.
@@ -13,25 +11,25 @@ before the window's end is named.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from wattwise.accounts.increases import ask, counter_increases, promql_range
 from wattwise.accounts.reports import ESTIMATED, basis_of
 from wattwise.errors import QueryError
 from wattwise.model import BASIS_FIGURES
-from wattwise.net.promql import PromQL, Series, matcher
+from wattwise.net.promql import PromQL, matcher
 
 ENERGY = "wattwise_job_energy_joules_total"
 CARBON = "wattwise_job_carbon_grams_total"
 NODE_ENERGY = "wattwise_node_total_energy_joules_total"
-BASELINE_S = 3600  # how far before the window its baseline value is looked for first
-BASELINE_FAR_S = 7 * 86400  # and then, for the counters not found in that hour
+RUNTIME = "wattwise_job_runtime_seconds_total"
 TAIL_S = 300  # a node without samples in the window's last 5 minutes has a gap named
 FLEET_GROUPS = ("job", "user", "team", "cluster")
 FIGURES = (*BASIS_FIGURES, "carbon_g")
+JobId = tuple[str, str, str]  # cluster, scheduler, job_id
 
 
 class PartialData(QueryError):
@@ -54,76 +52,8 @@ def _job(job: str) -> dict[str, str]:
 
 @dataclass(slots=True)
 class FleetReport:
-    rows: list[dict[str, float | str]]
+    rows: list[dict[str, float | str | None]]
     notes: list[str] = field(default_factory=list)
-
-
-# What names one counter, whatever else a scrape adds: a DaemonSet's rolled pod, a service
-# discovery's labels. Series are matched and summed on these only.
-IDENTITY = "cluster, instance, scheduler, job_id, domain, source, state, scope"
-
-
-def counter_increases(
-    api: PromQL,
-    metric: str,
-    since: float,
-    until: float,
-    warnings: list[str],
-    selector: str = "",
-    carried: dict | None = None,
-) -> list[tuple[dict[str, str], float]]:
-    """Each counter (by IDENTITY) with what it counted over [since, until); `selector` is a
-    label matcher (`{job_id="12"}`) that bounds what the store reads. `carried`: each
-    counter's value at `since` from the period before (`--per`), updated to its value at
-    `until`. A counter with no value in the hour before `since` is looked for over the
-    BASELINE_FAR_S before it (a node unscraped for a while), and only then counted from zero
-    (a job that started inside the window)."""
-    chosen = f"{metric}{selector}"
-    window, reach = _range(until - since), _range(until - since + BASELINE_S)
-    end = _ask(api, f"max by ({IDENTITY}) (last_over_time({chosen}[{window}]))", until, warnings)
-    baseline = _baseline(api, chosen, since, BASELINE_S, warnings)
-    baseline |= carried or {}
-    if any(series.key() not in baseline for series in end):
-        baseline = _baseline(api, chosen, since, BASELINE_FAR_S, warnings) | baseline
-    resets = _ask(api, f"max by ({IDENTITY}) (resets({chosen}[{reach}])) > 0", until, warnings)
-    went_down = {s.key() for s in resets}
-    found = []
-    for series in end:
-        before = baseline.get(series.key(), 0.0)
-        if series.key() in went_down or series.value < before:
-            amount = _sample_by_sample(api, metric, series.labels, since, until, warnings)
-        else:
-            amount = series.value - before
-        found.append((series.labels, amount))
-    if carried is not None:
-        carried.update({series.key(): series.value for series in end})
-    return found
-
-
-def _baseline(api: PromQL, chosen: str, at: float, reach_s: float, warnings: list) -> dict:
-    query = f"max by ({IDENTITY}) (last_over_time({chosen}[{_range(reach_s)}]))"
-    return {s.key(): s.value for s in _ask(api, query, at, warnings)}
-
-
-def _sample_by_sample(
-    api: PromQL, metric: str, labels: dict[str, str], since: float, until: float, warnings: list
-) -> float:
-    """A counter that went down, from its raw samples: every series with its identity (one
-    per pod it was scraped from), in time order, each reset added back."""
-    reach = _range(until - since + BASELINE_S)
-    found = _ask(api, f"{metric}{matcher(labels)}[{reach}]", until, warnings)
-    if not found:
-        warnings.append(f"the samples of {metric}{matcher(labels)} could not be read")
-        return 0.0
-    samples = sorted({at: value for series in found for at, value in series.samples}.items())
-    previous, counted = 0.0, 0.0
-    for at, value in samples:
-        if at <= since:
-            previous = value  # the baseline: the last value before the window
-            continue
-        counted += value - previous if value >= previous else value  # a reset: from zero
-        previous = value
-    return counted
 
 
 def fleet_report(
@@ -140,9 +70,11 @@ def fleet_report(
     that data is missing, unless `allow_partial` (then its warnings are notes)."""
     notes: list[str] = []
     warnings: list[str] = []
-    rows: list[dict[str, float | str]] = []
+    rows: list[dict[str, float | str | None]] = []
+    untimed: set[JobId] = set()  # jobs whose agents predate the runtime counter
     selector = "" if job is None else matcher(_job(job))
-    carried: dict[str, dict] = {ENERGY: {}, CARBON: {}}  # each counter at the last period's end
+    # each counter's value at the last period's end
+    carried: dict[str, dict] = {ENERGY: {}, CARBON: {}, RUNTIME: {}}
     for start, end in _buckets(since, until, per):
         owners = _owners(api, start, end, warnings, selector)
         groups: dict[tuple[str, ...], dict] = defaultdict(_empty)
@@ -158,11 +90,18 @@ def fleet_report(
                 entry = groups[_group_key(group_by, labels, who)]
                 _add(entry, measure, labels, amount)
                 entry["nodes"].add(node)
-                entry["jobs"].add((node[0], labels.get("scheduler"), labels.get("job_id")))
+                entry["jobs"].add(_job_id(labels))
+        hours = _job_hours(api, start, end, warnings, selector, carried[RUNTIME])
         for key, entry in sorted(groups.items()):
-            rows.append(_row(group_by, key, entry, start, end, per))
+            rows.append(_row(group_by, key, entry, start, end, per, hours))
+            untimed.update(entry["jobs"] - hours.keys())
         notes += _gaps(api, start, end, warnings, {n for g in groups.values() for n in g["nodes"]})
     notes += _intensities(api, since, until, warnings)
+    if untimed:
+        notes.append(
+            f"{len(untimed)} job(s) have no {RUNTIME} (their agents predate it): their hours"
+            " are not in job_hours, so SCI is too high or blank"
+        )
     if warnings:
         said = "; ".join(dict.fromkeys(warnings))
         if not allow_partial:
@@ -175,10 +114,28 @@ def fleet_report(
     return FleetReport(rows, notes)
 
 
+def _job_id(labels: dict[str, str]) -> JobId:
+    return (labels.get("cluster", ""), labels.get("scheduler", ""), labels.get("job_id", ""))
+
+
+def _job_hours(
+    api: PromQL, since: float, until: float, warnings: list, selector: str, carried: dict
+) -> dict[JobId, float]:
+    """Each job's hours in [since, until): its runtime counter's increase on the node that saw
+    it longest. SCI's R is an hour of the job, whatever the number of its nodes."""
+    hours: dict[JobId, float] = {}
+    for labels, seconds in counter_increases(
+        api, RUNTIME, since, until, warnings, selector, carried
+    ):
+        job = _job_id(labels)
+        hours[job] = max(hours.get(job, 0.0), seconds / 3600)
+    return hours
+
+
 def _owners(api: PromQL, since: float, until: float, warnings: list, selector: str) -> dict:
     """(cluster, instance, scheduler, job_id) -> (user, team, name), from wattwise_job_info."""
-    query = f"last_over_time(wattwise_job_info{selector}[{_range(until - since)}])"
-    info = _ask(api, query, until, warnings)
+    query = f"last_over_time(wattwise_job_info{selector}[{promql_range(until - since)}])"
+    info = ask(api, query, until, warnings)
     return {
         tuple(s.labels.get(k, "") for k in ("cluster", "instance", "scheduler", "job_id")): (
             s.labels.get("user", ""),
@@ -220,14 +177,24 @@ def _add(entry: dict, measure: str, labels: dict[str, str], amount: float) -> No
             entry["estimated_operational_g"] += amount
 
 
-def _row(group_by: str, key: tuple, entry: dict, start: float, end: float, per: str | None):
+def _row(
+    group_by: str,
+    key: tuple,
+    entry: dict,
+    start: float,
+    end: float,
+    per: str | None,
+    hours: dict[JobId, float],
+) -> dict[str, float | str | None]:
     names = {"job": ("cluster", "job", "job_name"), "user": ("cluster", "user")}
     names |= {"team": ("cluster", "team"), "cluster": ("cluster",)}
-    row: dict[str, float | str] = dict(zip(names[group_by], key, strict=True))
+    row: dict[str, float | str | None] = dict(zip(names[group_by], key, strict=True))
     if per is not None:
         row["period"] = _iso(start)[: 10 if per == "day" else 7]
     row |= {name: entry[name] for name in FIGURES}
-    row |= {"jobs": len(entry["jobs"]), "nodes": len(entry["nodes"])}
+    job_hours = sum(hours.get(job, 0.0) for job in entry["jobs"])
+    row |= {"jobs": len(entry["jobs"]), "nodes": len(entry["nodes"]), "job_hours": job_hours}
+    row["sci_g_per_job_hour"] = entry["carbon_g"] / job_hours if job_hours > 0 else None
     return row
 
 
@@ -251,7 +218,7 @@ def _gaps(
 def _nodes(api: PromQL, query: str, at: float, warnings: list) -> set[tuple[str, str]]:
     return {
         (s.labels.get("cluster", ""), s.labels.get("instance", ""))
-        for s in _ask(api, f"count by (cluster, instance) ({query})", at, warnings)
+        for s in ask(api, f"count by (cluster, instance) ({query})", at, warnings)
     }
 
 
@@ -260,19 +227,13 @@ def _intensities(api: PromQL, since: float, until: float, warnings: list) -> lis
     nodes."""
     query = (
         "count by (provider, zone, signal, basis) (last_over_time("
-        f"wattwise_grid_carbon_intensity_grams_per_kwh[{_range(until - since)}]))"
+        f"wattwise_grid_carbon_intensity_grams_per_kwh[{promql_range(until - since)}]))"
     )
     return [
         f"carbon intensity: {s.labels.get('provider', '?')} zone {s.labels.get('zone', '?')},"
         f" {s.labels.get('signal', '?')} {s.labels.get('basis', '?')}, on {s.value:g} node(s)"
-        for s in sorted(_ask(api, query, until, warnings), key=lambda s: sorted(s.labels.items()))
+        for s in sorted(ask(api, query, until, warnings), key=lambda s: sorted(s.labels.items()))
     ]
-
-
-def _ask(api: PromQL, query: str, at: float, warnings: list[str]) -> list[Series]:
-    answer = api.instant(query, at)
-    warnings += answer.warnings
-    return answer.series
 
 
 def _buckets(since: float, until: float, per: str | None) -> Iterable[tuple[float, float]]:
@@ -290,10 +251,6 @@ def _buckets(since: float, until: float, per: str | None) -> Iterable[tuple[floa
             nxt = datetime(moment.year + year, month + 1, 1, tzinfo=UTC).timestamp()
         yield start, min(nxt, until)
         start = min(nxt, until)
-
-
-def _range(seconds: float) -> str:
-    return f"{max(math.ceil(seconds), 1)}s"
 
 
 def _iso(unix_s: float) -> str:

@@ -40,6 +40,15 @@ class JobIdentities:
             self._owners_given = owners
             self.owners.update({k: v for k, v in owners.items() if any(v)})
 
+    def resume(self, first_seen: Mapping[str, float]) -> None:
+        """When the ledger first saw these jobs: their runtime continues across restarts."""
+        self._first.update(first_seen)
+
+    def runtime_s(self, key: str) -> float:
+        """Seconds from a job's first sight to its last, as the ledger's jobs row has them."""
+        first = self._first.get(key)
+        return 0.0 if first is None else max(self._last.get(key, first) - first, 0.0)
+
     def rows(
         self, ended: Container[str], ended_unsaved: Container[str]
     ) -> dict[str, tuple[JobSeen, float, float]]:

@@ -247,18 +247,28 @@ class Ledger:
         """The committed totals of `jobs` and (with `node`) of the node (key ''), as exported
         counters resume from them. Read by job, so it costs the same however long the ledger's
         history."""
-        wanted = [*jobs, NODE] if node else list(jobs)
         loaded: dict[str, dict[SeriesKey, Sums]] = {}
-        for start in range(0, len(wanted), 500):  # SQLite's bound on parameters
-            chunk = wanted[start : start + 500]
-            for key, measure, a, b, c, amount, grams in self._rows(
-                "SELECT j.job_key, s.measure, s.a, s.b, s.c, t.amount, t.carbon_g FROM jobs j "
-                "JOIN totals t ON t.job = j.id JOIN series s ON s.id = t.series "
-                f"WHERE j.job_key IN ({', '.join('?' * len(chunk))})",
-                tuple(chunk),
-            ):
-                loaded.setdefault(key, {})[(measure, a, b, c)] = [amount, grams]
+        for key, measure, a, b, c, amount, grams in self._by_job(
+            "SELECT j.job_key, s.measure, s.a, s.b, s.c, t.amount, t.carbon_g FROM jobs j "
+            "JOIN totals t ON t.job = j.id JOIN series s ON s.id = t.series",
+            [*jobs, NODE] if node else list(jobs),
+        ):
+            loaded.setdefault(key, {})[(measure, a, b, c)] = [amount, grams]
         return loaded
+
+    def first_seen(self, jobs: Iterable[str]) -> dict[str, float]:
+        """When each of `jobs` was first seen, as its runtime resumes from it."""
+        rows = self._by_job("SELECT j.job_key, j.first_seen_unix_s FROM jobs j", list(jobs))
+        return dict(rows)
+
+    def _by_job(self, select: str, keys: list[str]) -> list[tuple]:
+        """`select` (over `jobs j`) for the rows of `keys`, read by job key."""
+        found: list[tuple] = []
+        for start in range(0, len(keys), 500):  # SQLite's bound on parameters
+            chunk = keys[start : start + 500]
+            where = f" WHERE j.job_key IN ({', '.join('?' * len(chunk))})"
+            found += self._rows(select + where, tuple(chunk))
+        return found
 
     def open_jobs(self) -> set[str]:
         rows = self._rows("SELECT job_key FROM jobs WHERE ended_unix_s IS NULL AND id != 0")

@@ -73,6 +73,7 @@ class RunningTotals:
         if ledger is not None and ledger.is_open:
             self._open_at_start = ledger.open_jobs()
             self._reload(self._open_at_start)
+            self._identities.resume(ledger.first_seen(self._open_at_start))
 
     # --- counting -------------------------------------------------------------------------
 
@@ -197,10 +198,12 @@ class RunningTotals:
         if wanted:
             try:
                 loaded = self.ledger.load(wanted, node=False)
+                first_seen = self.ledger.first_seen(wanted)
             except LedgerError as exc:  # damaged or locked: the next commit says so
                 log.warning("totals of %s not read from the ledger: %s", ", ".join(wanted), exc)
                 return
             self._committed.update(loaded)
+            self._identities.resume(first_seen)
 
     def _add_embodied(self, split: EmbodiedSplit, elapsed_s: float, minute: int) -> None:
         reserved = 0.0
@@ -296,6 +299,7 @@ class RunningTotals:
             self._order = sorted(self._refs)
         shown, power_w = self._shown, self._power_w
         names, owners = self._identities.names, self._identities.owners
+        runtime_s = self._identities.runtime_s
         for key in self._order:
             ref = self._refs[key]
             totals = shown.get(key)
@@ -316,6 +320,7 @@ class RunningTotals:
                     totals,
                     user,
                     team,
+                    runtime_s(key),
                 )
             )
         return tuple(views)

@@ -72,7 +72,8 @@ SciOption = Annotated[
         "--sci",
         help="Software Carbon Intensity terms instead: E (energy_j, energy_kwh), I "
         "(intensity_g_per_kwh, effective, PUE included), O (operational_g), M (embodied_g) "
-        "and SCI = (O + M) per job-hour.",
+        "and SCI = (O + M) per job-hour. With --prometheus, every table has job_hours and "
+        "sci_g_per_job_hour.",
     ),
 ]
 PrometheusOption = Annotated[
@@ -149,10 +150,8 @@ def report_command(
         names = ", ".join(n if n.startswith("--") else f"--{n.replace('_', '-')}" for n in given)
         typer.echo(f"wattwise: {names} need --prometheus", err=True)
         raise typer.Exit(2)
-    if prometheus is not None and (sci or ledger is not None):
-        typer.echo(
-            "wattwise: --sci and --ledger are for the node's ledger, not --prometheus", err=True
-        )
+    if prometheus is not None and ledger is not None:
+        typer.echo("wattwise: --ledger is for the node's ledger, not --prometheus", err=True)
         raise typer.Exit(2)
     if prometheus is None:
         rows, notes, columns = _ledger_report(config, ledger, start, end, group_by, sci)

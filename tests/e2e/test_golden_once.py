@@ -38,7 +38,7 @@ CLOCK_BOUND = re.compile(
     r"|wattwise_\w*power_watts"
     r"|wattwise_node_embodied|wattwise_node_carbon_grams_total\{scope=\"embodied\""
     r"|wattwise_job_carbon_grams_total\{.*scope=\"embodied\""
-    r"|wattwise_grid_carbon_intensity_age_seconds)"
+    r"|wattwise_grid_carbon_intensity_age_seconds|wattwise_job_runtime_seconds_total)"
 )
 
 

@@ -253,8 +253,8 @@ def test_the_fleet_report_refuses_partial_data_and_says_what_is_wrong() -> None:
         assert code == 2 and "day or month" in err
     code, _, err = run("report", *window, "--job", "42", "--per", "day")
     assert code == 2 and "--per, --job need --prometheus" in err  # never silently ignored
-    code, _, err = run("report", *window, "--sci", "--prometheus", "http://x")
-    assert code == 2 and "--sci and --ledger are for the node's ledger" in err
+    code, _, err = run("report", *window, "--ledger", "x.db", "--prometheus", "http://x")
+    assert code == 2 and "--ledger is for the node's ledger" in err
     code, _, err = run("report", *window, "--prometheus", "ftp://tsdb")
     assert code == 2 and "not an http" in err
     code, _, err = run("report", "--since", "1d", "--until", "7d", "--prometheus", "http://x")

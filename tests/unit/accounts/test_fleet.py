@@ -10,7 +10,8 @@ import urllib.parse
 import pytest
 
 from tests.support.providers import Script, serve
-from wattwise.accounts.fleet import PartialData, counter_increases, fleet_report
+from wattwise.accounts.fleet import PartialData, fleet_report
+from wattwise.accounts.increases import counter_increases
 from wattwise.errors import QueryError
 from wattwise.net.promql import PromQL
 
@@ -170,3 +171,39 @@ def test_each_period_starts_where_the_one_before_ended() -> None:
     answers = {"[3600s]))": vector(), "[86400s]))": vector((A, 80))}
     second = increases(Tsdb(answers), SINCE + day, SINCE + 2 * day, carried)
     assert [amount for _, amount in second] == [30.0]  # 80 - 50, not 80 from zero
+
+
+def _report(tsdb: Tsdb, group_by: str):
+    with serve(Script(body=tsdb)) as url:
+        api = PromQL(url)
+        try:
+            return fleet_report(api, SINCE, UNTIL, group_by)
+        finally:
+            api.close()
+
+
+def test_sci_counts_an_hour_of_a_multi_node_job_once_and_says_which_jobs_have_no_hours() -> None:
+    """Job 12 ran 2 h on node a and 1 h on node b: 2 job-hours, not 3 (SCI's R is an hour of
+    the job, as Slurm's elapsed time is). Job 13's agent exports no runtime: said, not zero."""
+    b = {**A, "instance": "b:9877"}
+    j13 = {**A, "job_id": "13"}
+    who = {k: A[k] for k in ("cluster", "instance", "scheduler", "job_id")} | {"team": "ml"}
+    info = [(who, 1), ({**who, "instance": "b:9877"}, 1), ({**who, "job_id": "13"}, 1)]
+    last = "last_over_time(wattwise_job_"
+    tsdb = Tsdb(
+        {
+            "wattwise_job_info": vector(*info),
+            f"{last}runtime_seconds_total[7200s]": vector((A, 7200), (b, 3600)),
+            f"{last}energy_joules_total[7200s]": vector((A, 900), (b, 100), (j13, 300)),
+            f"{last}carbon_grams_total[7200s]": vector((A, 100), (b, 50), (j13, 30)),
+        }
+    )
+    by_job = {row["job"]: row for row in _report(tsdb, "job").rows}
+    assert by_job["slurm:12"]["job_hours"] == 2.0
+    assert by_job["slurm:12"]["sci_g_per_job_hour"] == 75.0  # 150 g / 2 h
+    assert by_job["slurm:13"]["job_hours"] == 0.0
+    assert by_job["slurm:13"]["sci_g_per_job_hour"] is None
+    found = _report(tsdb, "team")
+    (team,) = found.rows
+    assert (team["team"], team["job_hours"], team["carbon_g"]) == ("ml", 2.0, 180.0)
+    assert any("1 job(s) have no wattwise_job_runtime_seconds_total" in n for n in found.notes)

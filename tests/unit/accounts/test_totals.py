@@ -69,3 +69,20 @@ def test_totals_of_series_sum_operational_grams_over_states_and_count_held_idle_
     assert totals.carbon_g == (("gpu", "nvml", 1.5),)
     assert totals.gpu_allocated_idle_j == 4.0
     assert totals.work_units == (("tokens", 300.0),)
+
+
+def test_a_jobs_runtime_runs_from_its_first_sight_and_continues_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    accounts = book(tmp_path / "ledger.db")
+    _tick(accounts, 100.0, [JobFigure(JOB.job_key, "work", "tokens", 5.0)])
+    _tick(accounts, 160.0, [])
+    assert [v.runtime_s for v in accounts.views()] == [60.0]
+    assert accounts.ledger is not None
+    accounts.ledger.close()
+
+    # Restarted 40 s later: the runtime counts from the ledger's first sight, not from the
+    # restart, so the exported counter never goes back.
+    again = book(tmp_path / "ledger.db")
+    _tick(again, 200.0, [])
+    assert [v.runtime_s for v in again.views()] == [100.0]
