@@ -97,7 +97,8 @@ def probe(
     from wattwise.app.daemon import Agent
     from wattwise.exporters.text import findings_json, findings_table
 
-    cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root, cgroup_root=cgroup_root)
+    roots = {"sysfs_root": sysfs_root, "procfs_root": procfs_root, "cgroup_root": cgroup_root}
+    cfg = _config(config, interval_s=interval, **roots)  # what the readings' interval was
     _logging(cfg)
     agent = Agent(cfg, durable=False)
     try:
@@ -111,7 +112,10 @@ def probe(
 def once(
     config: ConfigOption = None,
     interval: Annotated[
-        float, typer.Option(min=0.0, help="Seconds between the two readings.")
+        float,
+        typer.Option(
+            min=0.05, max=60, help="Seconds between the two readings (the sampling interval)."
+        ),
     ] = 1.0,
     output_format: Annotated[
         str, typer.Option("--format", help="prom (what /metrics serves) or json.")
@@ -130,7 +134,8 @@ def once(
     if output_format not in ("prom", "json"):
         typer.echo("wattwise: --format must be prom or json", err=True)
         raise typer.Exit(2)
-    cfg = _config(config, sysfs_root=sysfs_root, procfs_root=procfs_root, cgroup_root=cgroup_root)
+    roots = {"sysfs_root": sysfs_root, "procfs_root": procfs_root, "cgroup_root": cgroup_root}
+    cfg = _config(config, interval_s=interval, **roots)  # what the readings' interval was
     _logging(cfg)
     agent = Agent(cfg, durable=False)
     try:

@@ -78,6 +78,11 @@ def test_once_prints_what_metrics_would_serve(server_tree: tuple[Path, Path]) ->
     assert values[("wattwise_node_energy_joules_total", "gpu", "0", "nvml")] == 5000.0
     assert values[("wattwise_node_power_watts", "dram", "0", "rapl")] == 0.0
     assert ("wattwise_node_energy_joules_total", "gpu", "1", "nvml_power") in values
+    # The interval it sampled at, not the configured one; `once` keeps no ledger, so it
+    # exports no ledger state at all rather than a ledger that is down.
+    assert values[("wattwise_sampling_interval_seconds", None, None, None)] == 0.2
+    assert "wattwise_ledger_up" not in result.stdout
+    assert "sampled every 0.2 s" in result.stdout
 
 
 def test_once_json(server_tree: tuple[Path, Path]) -> None:
@@ -85,7 +90,7 @@ def test_once_json(server_tree: tuple[Path, Path]) -> None:
     result = wattwise(
         "once",
         "--interval",
-        "0",
+        "0.05",
         "--format",
         "json",
         "--sysfs-root",
