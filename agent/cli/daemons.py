@@ -98,7 +98,7 @@ def probe(
     from wattwise.exporters.text import findings_json, findings_table
 
     roots = {"sysfs_root": sysfs_root, "procfs_root": procfs_root, "cgroup_root": cgroup_root}
-    cfg = _config(config, interval_s=interval, **roots)  # what the readings' interval was
+    cfg = _config(config, **roots)
     _logging(cfg)
     agent = Agent(cfg, durable=False)
     try:
