@@ -157,13 +157,29 @@ def problem_of(path: Path, exc: sqlite3.Error) -> Exception:
 
 def probe_ledger(path: Path) -> Finding:
     """Whether the agent will be able to keep its ledger at `path`; writes nothing."""
-    if path.exists():
+    fix = "run as the agent's user, or fix the file's ownership"
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        ok, detail = False, "is a directory or a special file, not a ledger file"
+        fix = "set ledger.path to a file (for example /var/lib/wattwise/ledger.db)"
+    elif path.exists():
         ok = os.access(path, os.R_OK | os.W_OK)
         detail = "present, writable" if ok else "present but not writable by this user"
-        fix = "run as the agent's user, or fix the file's ownership"
+        if ok and not _looks_like_sqlite(path):
+            ok, detail = False, "present, but not an SQLite database"
+            fix = "set ledger.path to the agent's ledger, or move this file aside"
     else:
         parent = next((p for p in path.parents if p.exists()), path.parent)
-        ok = os.access(parent, os.W_OK)
+        ok = parent.is_dir() and os.access(parent, os.W_OK)
         detail = "will be created" if ok else f"cannot be created: {parent} is not writable"
         fix = "set ledger.path, or run as root"
     return Finding("ledger", "sqlite", str(path), ok, detail, "" if ok else fix)
+
+
+def _looks_like_sqlite(path: Path) -> bool:
+    """An empty file (SQLite makes it a database) or one with SQLite's header."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(16)
+    except OSError:
+        return False
+    return head in (b"", b"SQLite format 3\x00")

@@ -240,12 +240,21 @@ class JobStage:
         return found
 
     def probe(self) -> list[Finding]:
+        findings = [self._probe_cgroups()]
+        if self.config.ledger.enabled:
+            findings.append(probe_ledger(self.config.ledger.path))
+        findings += self.work.probe()
+        if self.mig_activity is not None:
+            findings.append(self.mig_activity.probe())
+        return findings
+
+    def _probe_cgroups(self) -> Finding:
         config = self.config
         hierarchy = self.tracker.hierarchy
         if hierarchy is None:
             fix = "mount cgroups, or point cgroup_root at the host's (a container needs it)"
             detail = "no cgroup v1 cpuacct or v2 hierarchy"
-            return [Finding("jobs", "cgroups", str(config.cgroup_root), False, detail, fix)]
+            return Finding("jobs", "cgroups", str(config.cgroup_root), False, detail, fix)
         jobs = self.tracker.observe().jobs
         kinds = ", ".join(config.jobs.schedulers)
         detail = f"cgroup v{hierarchy.version}, {len(jobs)} job(s) now; accounting {kinds}"
@@ -255,12 +264,7 @@ class JobStage:
                 f"; a Slurm job missing from cpuacct is looked for in {others}, and timed by "
                 "its processes (docs/concepts.md, CPU time)"
             )
-        findings = [Finding("jobs", "cgroups", str(hierarchy.root), True, detail)]
-        if config.ledger.enabled:
-            findings.append(probe_ledger(config.ledger.path))
-        if self.mig_activity is not None:
-            findings.append(self.mig_activity.probe())
-        return findings
+        return Finding("jobs", "cgroups", str(hierarchy.root), True, detail)
 
     def close(self, last_unix_s: float | None) -> None:
         """Commits what is left (the last partial minute too) and stops every helper."""

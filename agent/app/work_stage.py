@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from wattwise.accounts.totals import RunningTotals
 from wattwise.config import Config
 from wattwise.jobs.tracker import JobTracker
-from wattwise.work.api import WorkCounts, WorkServer
+from wattwise.model import Finding
+from wattwise.work.api import WorkCounts, WorkServer, probe_socket
 
 if TYPE_CHECKING:  # imported where they are used: only when configured
     from wattwise.jobs.kubelet import PodNames
@@ -62,6 +63,10 @@ class WorkStage:
                 self.counts, self._endpoints, work.scrape_interval_s, work.scrape_timeout_s
             )
             self.scraper.start()
+
+    def probe(self) -> list[Finding]:
+        work = self.config.work
+        return [probe_socket(work.socket_path)] if work.enabled else []
 
     @property
     def endpoints_state(self) -> tuple[int, int] | None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pwd
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from wattwise.checks import BadNumber, Rejections, number
 from wattwise.errors import WorkError
-from wattwise.model import JobFigure
+from wattwise.model import Finding, JobFigure
 from wattwise.net.listen import Listener
 from wattwise.net.pool import MAX_CONNECTIONS
 from wattwise.net.unix_lines import serve_unix_lines
@@ -199,6 +201,37 @@ class WorkServer:
             self._listener.stop()
             self._listener = None
             self.path.unlink(missing_ok=True)
+
+
+SUN_PATH_MAX = 107  # bytes of a Unix socket's path, as Linux's sockaddr_un holds it
+
+
+def probe_socket(path: Path) -> Finding:
+    """Whether the work API can listen at `path`; creates nothing."""
+    fix = "set work.socket_path, or run as the agent's user"
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        ok, detail = False, f"longer than a Unix socket's path may be ({SUN_PATH_MAX} bytes)"
+        fix = "set work.socket_path to a shorter path"
+    elif path.is_socket():
+        ok, detail = True, _socket_state(path)
+    elif path.exists():
+        ok, detail = False, "something that is not a socket is in the way"
+        fix = "move it aside, or set work.socket_path"
+    else:
+        parent = next((p for p in path.parents if p.exists()), path.parent)
+        ok = parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+        detail = "will be created" if ok else f"cannot be created: {parent} is not writable"
+    return Finding("work", "socket", str(path), ok, detail, "" if ok else fix)
+
+
+def _socket_state(path: Path) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return "a socket no agent answers on (left by a stopped agent): replaced at start"
+    return "an agent is listening on it now"
 
 
 def _not_a_number(constant: str) -> float:

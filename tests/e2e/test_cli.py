@@ -288,3 +288,50 @@ def test_each_command_imports_only_what_it_uses(
     assert result.returncode == 0, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("LOADED")]
     assert set(line.split()[1:]) <= allowed, line
+
+
+def _probe_ledger_and_socket(tmp_path: Path, ledger: Path, sock: Path) -> dict[str, dict]:
+    proc_stat(tmp_path / "proc", user=1, idle=1)
+    env = subprocess_env(
+        None,
+        WATTWISE_JOBS__ENABLED="true",
+        WATTWISE_LEDGER__PATH=str(ledger),
+        WATTWISE_WORK__ENABLED="true",
+        WATTWISE_WORK__SOCKET_PATH=str(sock),
+        WATTWISE_NVML__ENABLED="false",
+    )
+    roots = ("--sysfs-root", str(tmp_path), "--procfs-root", str(tmp_path / "proc"))
+    roots += ("--cgroup-root", str(tmp_path / "no-cgroups"))  # the ledger is probed all the same
+    result = wattwise("probe", "--json", *roots, env=env)
+    assert result.returncode == 0, result.stderr
+    return {f["source"]: f for f in json.loads(result.stdout) if f["source"] in ("ledger", "work")}
+
+
+def test_probe_refuses_a_ledger_that_is_a_directory_or_not_sqlite(tmp_path: Path) -> None:
+    """Both were called "present, writable" (issue 16); the agent then could not open them."""
+    (tmp_path / "dir.db").mkdir()
+    found = _probe_ledger_and_socket(tmp_path, tmp_path / "dir.db", tmp_path / "w.sock")
+    assert not found["ledger"]["ok"] and "directory" in found["ledger"]["detail"]
+    (tmp_path / "notes.db").write_text("my notes\n")
+    found = _probe_ledger_and_socket(tmp_path, tmp_path / "notes.db", tmp_path / "w.sock")
+    assert not found["ledger"]["ok"] and "not an SQLite database" in found["ledger"]["detail"]
+
+
+def test_probe_checks_the_work_api_socket(tmp_path: Path) -> None:
+    """It never did (issue 16): a file in the way, a path too long for a Unix socket, a
+    directory that cannot be written, and a socket an agent listens on."""
+    ledger = tmp_path / "ledger.db"
+    found = _probe_ledger_and_socket(tmp_path, ledger, tmp_path / "run" / "w.sock")
+    assert found["work"]["ok"] and found["work"]["detail"] == "will be created"
+    (tmp_path / "file").write_text("")
+    found = _probe_ledger_and_socket(tmp_path, ledger, tmp_path / "file")
+    assert not found["work"]["ok"] and "not a socket" in found["work"]["detail"]
+    found = _probe_ledger_and_socket(tmp_path, ledger, tmp_path / ("d" * 120) / "w.sock")
+    assert not found["work"]["ok"] and "107 bytes" in found["work"]["detail"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
+        listening.bind(str(tmp_path / "live.sock"))
+        listening.listen(1)
+        found = _probe_ledger_and_socket(tmp_path, ledger, tmp_path / "live.sock")
+    assert found["work"]["ok"] and found["work"]["detail"] == "an agent is listening on it now"
+    found = _probe_ledger_and_socket(tmp_path, ledger, tmp_path / "live.sock")  # now stale
+    assert found["work"]["ok"] and "replaced at start" in found["work"]["detail"]
