@@ -321,9 +321,22 @@ def efficiency(work: dict[str, float], energy_j: float, carbon_g: float) -> dict
     return figures
 
 
+LAST_UNIX_S = 253402300799.0  # 9999-12-31T23:59:59Z: the last time ISO 8601 writes plainly
+
+
 def parse_time(text: str, now_unix_s: float) -> float:
-    """Unix seconds, ISO 8601 (UTC if no zone), or an age such as 30m, 24h, 7d."""
+    """Unix seconds, ISO 8601 (UTC if no zone), an age such as 30m, 24h, 7d, or `now`; a
+    ValueError for anything else, and for a time before 1970 or after 9999 (NaN and inf too)."""
+    found = _parse_time(text.strip(), now_unix_s)
+    if not 0.0 <= found <= LAST_UNIX_S:  # false for NaN as well
+        raise ValueError(f"{text!r} is out of range: give a time between 1970 and 9999")
+    return found
+
+
+def _parse_time(text: str, now_unix_s: float) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text == "now":
+        return now_unix_s
     if text[:-1].replace(".", "", 1).isdigit() and text[-1] in units:
         return now_unix_s - float(text[:-1]) * units[text[-1]]
     try:
@@ -332,7 +345,7 @@ def parse_time(text: str, now_unix_s: float) -> float:
         pass
     try:
         return unix_s_from_iso(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(
-            f"{text!r} is not a time: use 2026-11-01T00:00, 24h or unix seconds"
+            f"{text!r} is not a time: use 2026-11-01T00:00, 24h, now or unix seconds"
         ) from None

@@ -67,7 +67,10 @@ def last_tick_age_s(
 
     try:
         response = httpx.get(target, timeout=5, verify=verify, auth=auth)
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise Unhealthy(
+                f"{target} answered HTTP {response.status_code} (the agent serves /metrics)"
+            )
         last = [
             sample.value
             for family in text_string_to_metric_families(response.text)

@@ -26,7 +26,7 @@ def health_command(
         ),
     ] = None,
     max_age_s: Annotated[
-        float, typer.Option(help="Oldest acceptable last tick, in seconds.")
+        float, typer.Option(min=0.0, help="Oldest acceptable last tick, in seconds.")
     ] = 30.0,
     web_config_file: WebConfigOption = None,
     ca_file: Annotated[

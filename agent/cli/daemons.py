@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -108,6 +109,11 @@ def probe(
     typer.echo(findings_json(findings) if as_json else findings_table(findings))
 
 
+class OnceFormat(StrEnum):
+    prom = "prom"
+    json = "json"
+
+
 @app.command()
 def once(
     config: ConfigOption = None,
@@ -118,8 +124,8 @@ def once(
         ),
     ] = 1.0,
     output_format: Annotated[
-        str, typer.Option("--format", help="prom (what /metrics serves) or json.")
-    ] = "prom",
+        OnceFormat, typer.Option("--format", help="prom is what /metrics serves.")
+    ] = OnceFormat.prom,
     sysfs_root: SysfsOption = None,
     procfs_root: ProcfsOption = None,
     cgroup_root: CgroupOption = None,
@@ -131,9 +137,6 @@ def once(
     from wattwise.exporters.prometheus import SnapshotCollector
     from wattwise.exporters.text import snapshot_json
 
-    if output_format not in ("prom", "json"):
-        typer.echo("wattwise: --format must be prom or json", err=True)
-        raise typer.Exit(2)
     roots = {"sysfs_root": sysfs_root, "procfs_root": procfs_root, "cgroup_root": cgroup_root}
     cfg = _config(config, interval_s=interval, **roots)  # what the readings' interval was
     _logging(cfg)
@@ -144,7 +147,7 @@ def once(
         snapshot = agent.tick()
     finally:
         agent.close()
-    if output_format == "json":
+    if output_format is OnceFormat.json:
         typer.echo(snapshot_json(snapshot))
         return
     registry = CollectorRegistry()

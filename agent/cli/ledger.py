@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,32 @@ from wattwise.cli import (
     ledger_app,
 )
 
+
+class ReportFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+class GroupBy(StrEnum):
+    job = "job"
+    user = "user"
+    scheduler = "scheduler"  # the node's ledger only
+    team = "team"  # --prometheus only
+    cluster = "cluster"  # --prometheus only
+
+
+class Period(StrEnum):
+    day = "day"
+    month = "month"
+
+
+TIME_FORMS = "ISO 8601 (UTC if no zone), an age (30m, 24h, 7d), unix seconds or now"
 LedgerOption = Annotated[
     Path | None, typer.Option("--ledger", help="Ledger file (default: ledger.path from config).")
 ]
@@ -83,7 +110,9 @@ PrometheusOption = Annotated[
         "Query, Mimir's /prometheus, VictoriaMetrics) instead of this node's ledger.",
     ),
 ]
-PerOption = Annotated[str | None, typer.Option(help="With --prometheus: day or month rows.")]
+PerOption = Annotated[
+    Period | None, typer.Option(help="With --prometheus: a row per UTC day or month.")
+]
 JobOption = Annotated[
     str | None, typer.Option(help="With --prometheus: one job (slurm:12, or a Slurm id).")
 ]
@@ -95,7 +124,9 @@ PasswordOption = Annotated[
     Path | None, typer.Option(help="With --prometheus: a file holding the password.")
 ]
 CaOption = Annotated[Path | None, typer.Option(help="With --prometheus: CA bundle.")]
-InsecureOption = Annotated[bool, typer.Option(help="With --prometheus: skip TLS checks.")]
+InsecureOption = Annotated[
+    bool, typer.Option("--insecure-skip-verify", help="With --prometheus: skip TLS checks.")
+]
 PartialOption = Annotated[
     bool,
     typer.Option(
@@ -107,15 +138,13 @@ PartialOption = Annotated[
 
 @app.command("report")
 def report_command(
-    since: Annotated[
-        str, typer.Option(help="Start: ISO 8601 (UTC if no zone), 24h, or unix s.")
-    ] = "24h",
-    until: Annotated[str, typer.Option(help="End, same forms. [default: now]")] = "0s",
+    since: Annotated[str, typer.Option(metavar="TIME", help=f"Start: {TIME_FORMS}.")] = "24h",
+    until: Annotated[str, typer.Option(metavar="TIME", help="End, same forms.")] = "now",
     group_by: Annotated[
-        str,
-        typer.Option(help="job, user or scheduler; with --prometheus: job, user, team, cluster."),
-    ] = "job",
-    output_format: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+        GroupBy,
+        typer.Option(help="team and cluster with --prometheus only; scheduler without it."),
+    ] = GroupBy.job,
+    output_format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.table,
     sci: SciOption = False,
     prometheus: PrometheusOption = None,
     per: PerOption = None,
@@ -134,9 +163,6 @@ def report_command(
     cluster from the fleet's storage (docs/fleet.md). Measured and estimated energy are
     always apart."""
     start, end = _window(since, until)
-    if output_format not in ("table", "csv", "json"):
-        typer.echo("wattwise: --format is table, csv or json", err=True)
-        raise typer.Exit(2)
     auth = {
         "bearer_token_file": bearer_token_file,
         "basic_auth_user": basic_auth_user,
@@ -153,13 +179,14 @@ def report_command(
     if prometheus is not None and ledger is not None:
         typer.echo("wattwise: --ledger is for the node's ledger, not --prometheus", err=True)
         raise typer.Exit(2)
+    by, period = group_by.value, per.value if per is not None else None
     if prometheus is None:
-        rows, notes, columns = _ledger_report(config, ledger, start, end, group_by, sci)
+        rows, notes, columns = _ledger_report(config, ledger, start, end, by, sci)
     else:
         rows, notes, columns = _fleet_report(
-            prometheus, auth, start, end, group_by, per, job, allow_partial
+            prometheus, auth, start, end, by, period, job, allow_partial
         )
-    _print_report(rows, notes, columns, output_format, start, end)
+    _print_report(rows, notes, columns, output_format.value, start, end)
 
 
 def _window(since: str, until: str) -> tuple[float, float]:
@@ -192,7 +219,7 @@ def _ledger_report(
     from wattwise.exporters.text import report_columns
 
     if group_by not in GROUPS:
-        typer.echo("wattwise: --group-by is job, user or scheduler", err=True)
+        typer.echo("wattwise: --group-by team or cluster needs --prometheus", err=True)
         raise typer.Exit(2)
     db = _ledger(config, ledger)
     rows = (sci_report if sci else report)(db, start, end, group_by)
@@ -215,12 +242,8 @@ def _fleet_report(
     from wattwise.exporters.text import fleet_columns
     from wattwise.net.promql import PromQL
 
-    if group_by not in FLEET_GROUPS or per not in (None, "day", "month"):
-        typer.echo(
-            "wattwise: with --prometheus, --group-by is job, user, team or cluster and --per "
-            "day or month",
-            err=True,
-        )
+    if group_by not in FLEET_GROUPS:
+        typer.echo("wattwise: --group-by scheduler is for the node's ledger", err=True)
         raise typer.Exit(2)
     try:
         api = PromQL(url, **auth)
@@ -258,10 +281,10 @@ def _print_report(
 @ledger_app.command("export")
 def export_command(
     since: Annotated[
-        str, typer.Option(help="Jobs that ended from: ISO 8601 (UTC if no zone), 30d, unix s.")
+        str, typer.Option(metavar="TIME", help=f"Jobs that ended from: {TIME_FORMS}.")
     ] = "30d",
-    until: Annotated[str, typer.Option(help="Until, same forms. [default: now]")] = "0s",
-    output_format: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    until: Annotated[str, typer.Option(metavar="TIME", help="Until, same forms.")] = "now",
+    output_format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.csv,
     config: ConfigOption = None,
     ledger: LedgerOption = None,
 ) -> None:
@@ -272,12 +295,9 @@ def export_command(
     from wattwise.accounts.reports import EXPORT_COLUMNS, finished_jobs
     from wattwise.exporters.text import report_csv, rows_jsonl
 
-    if output_format not in ("csv", "jsonl"):
-        typer.echo("wattwise: --format is csv or jsonl", err=True)
-        raise typer.Exit(2)
     start, end = _window(since, until)
     rows = finished_jobs(_ledger(config, ledger), start, end)
-    if output_format == "jsonl":
+    if output_format is ExportFormat.jsonl:
         typer.echo(rows_jsonl(rows), nl=False)
         return
     units = sorted({k for row in rows for k in row} - set(EXPORT_COLUMNS))

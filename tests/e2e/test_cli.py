@@ -105,7 +105,7 @@ def test_once_json(server_tree: tuple[Path, Path]) -> None:
 
 def test_once_rejects_an_unknown_format(tmp_path: Path) -> None:
     result = wattwise("once", "--format", "xml", env=subprocess_env(None))
-    assert result.returncode == 2 and "--format must be prom or json" in result.stderr
+    assert result.returncode == 2 and "'xml' is not one of 'prom', 'json'" in result.stderr
 
 
 def test_config_check_prints_effective_values(tmp_path: Path) -> None:

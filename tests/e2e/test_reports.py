@@ -140,7 +140,7 @@ def test_ledger_export_writes_finished_jobs_with_node_cluster_and_basis(ledger: 
     code, _, err = run("ledger", "export", "--since", "1d", "--until", "7d", *window[2:])
     assert code == 2 and "is not before" in err
     code, _, err = run("ledger", "export", "--format", "xml", *window[2:])
-    assert code == 2 and "csv or jsonl" in err
+    assert code == 2 and "'csv', 'jsonl'" in err
 
 
 def test_a_csv_cell_never_runs_as_a_spreadsheet_formula(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_reports_say_what_is_wrong(tmp_path: Path, ledger: Path) -> None:
     code, _, err = run("report", "--since", "last tuesday", "--ledger", str(ledger))
     assert code == 2 and "'last tuesday' is not a time" in err
     code, _, err = run("report", "--group-by", "team", "--ledger", str(ledger))
-    assert code == 2 and "--group-by is job, user or scheduler" in err
+    assert code == 2 and "--group-by team or cluster needs --prometheus" in err
 
 
 def test_sci_report_gives_e_i_o_m_and_sci_per_job_hour(tmp_path: Path) -> None:
@@ -250,7 +250,7 @@ def test_the_fleet_report_refuses_partial_data_and_says_what_is_wrong() -> None:
         code, _, err = run("report", *window, "--prometheus", url, "--job", "4242")
         assert code == 1 and "no job '4242'" in err
         code, _, err = run("report", *window, "--prometheus", url, "--per", "week")
-        assert code == 2 and "day or month" in err
+        assert code == 2 and "'week' is not one of 'day', 'month'" in err
     code, _, err = run("report", *window, "--job", "42", "--per", "day")
     assert code == 2 and "--per, --job need --prometheus" in err  # never silently ignored
     code, _, err = run("report", *window, "--ledger", "x.db", "--prometheus", "http://x")
@@ -259,3 +259,12 @@ def test_the_fleet_report_refuses_partial_data_and_says_what_is_wrong() -> None:
     assert code == 2 and "not an http" in err
     code, _, err = run("report", "--since", "1d", "--until", "7d", "--prometheus", "http://x")
     assert code == 2 and "is not before" in err
+    # Times that are no time (issue 16: NaN passed every check, as a start after any end).
+    for nonsense in ("99999999999999999999", "nan", "inf", "-5", "1e400", "999999999999d"):
+        code, _, err = run("report", "--since", nonsense)
+        assert code == 2 and "out of range" in err, (nonsense, err)
+    code, _, err = run("ledger", "export", "--until", "-inf")
+    assert code == 2 and "out of range" in err
+    # Choices are choices: refused with the list, before anything is read.
+    code, _, err = run("report", "--format", "xml")
+    assert code == 2 and "'table', 'csv', 'json'" in err

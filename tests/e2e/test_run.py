@@ -193,3 +193,9 @@ def test_health_tells_a_ticking_agent_from_a_stalled_or_absent_one(agent: Agent)
     assert result.returncode == 1 and "last tick" in result.stderr and "s ago" in result.stderr
     result = wattwise("health", "--url", f"http://127.0.0.1:{free_port()}/metrics", env=env)
     assert result.returncode == 1 and "unhealthy" in result.stderr
+    # A wrong path is no agent (issue 16: it once said healthy), and a negative age is refused.
+    nope = agent.url.replace("/metrics", "/nope")
+    result = wattwise("health", "--url", nope, env=env)
+    assert result.returncode == 1 and "answered HTTP 404" in result.stderr
+    result = wattwise("health", "--url", agent.url, "--max-age-s", "-1", env=env)
+    assert result.returncode == 2 and "--max-age-s" in result.stderr
