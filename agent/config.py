@@ -702,6 +702,14 @@ def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> s
             parent = _model_at(error["loc"][:-1])
             allowed = ", ".join(parent.model_fields) if parent else "?"
             lines.append(f"  {field}: unknown key (allowed here: {allowed}){origin}")
+        elif error["type"] == "model_type":  # pydantic names the section's class: ours, not theirs
+            section = _model_at(error["loc"])
+            keys = ", ".join(section.model_fields) if section else "?"
+            value = _shorten(repr(error["input"]))
+            hint = ""
+            if isinstance(error["input"], bool) and section and "enabled" in section.model_fields:
+                hint = f"; to switch it off: {field}: {{enabled: false}}"
+            lines.append(f"  {field} = {value}: must be a section with keys {keys}{hint}{origin}")
         else:
             message = error["msg"].removeprefix("Value error, ")
             value = _shorten(repr(error["input"]))

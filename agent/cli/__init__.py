@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none o
 app = typer.Typer(
     help="wattwise: energy of GPU servers from hardware counters (RAPL, NVML), for Prometheus.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion for bash, zsh, fish, PowerShell
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )

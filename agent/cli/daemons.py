@@ -38,7 +38,11 @@ def _serve(daemon: Any, *args: Any) -> None:
 def run(
     config: ConfigOption = None,
     listen: Annotated[
-        str | None, typer.Option(help="HOST:PORT for /metrics (default 0.0.0.0:9877).")
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Where /metrics listens. [default: listen from config, 0.0.0.0:9877]",
+        ),
     ] = None,
     web_config_file: WebConfigOption = None,
     sysfs_root: SysfsOption = None,
@@ -67,7 +71,12 @@ def run(
 def facility(
     config: ConfigOption = None,
     listen: Annotated[
-        str | None, typer.Option(help="HOST:PORT for the facility's /metrics (default :9878).")
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Where the facility's /metrics listens. [default: facility.listen from "
+            "config, 0.0.0.0:9878]",
+        ),
     ] = None,
     web_config_file: WebConfigOption = None,
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -13,9 +13,6 @@ from wattwise.cli import (
     _config,
     app,
 )
-
-if TYPE_CHECKING:  # each command imports what it uses: `--help` pays for none of it
-    pass
 
 
 @app.command("work")
@@ -29,7 +26,12 @@ def work_command(
         str | None, typer.Option(help="Job id or key; default: the job this command runs in.")
     ] = None,
     socket_path: Annotated[
-        Path | None, typer.Option("--socket", help="The agent's work socket (work.socket_path).")
+        Path | None,
+        typer.Option(
+            "--socket",
+            help="The agent's work socket. [default: work.socket_path from config, "
+            "/run/wattwise/wattwise.sock]",
+        ),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -56,14 +58,18 @@ def work_command(
     typer.echo(f"{answer['job']}: {answer['total_units']:g} {answer['unit']}")
 
 
-@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    "exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    options_metavar="[OPTIONS] -- CMD [ARGS]...",
+)
 def exec_command(
     ctx: typer.Context,
     job_name: Annotated[str | None, typer.Option(help="Name for the job (default: CMD).")] = None,
     config: ConfigOption = None,
     cgroup_root: CgroupOption = None,
 ) -> None:
-    """Run CMD as its own job: wattwise exec [--job-name NAME] -- CMD [ARGS...].
+    """Run CMD as its own job, e.g. wattwise exec --job-name train -- python train.py.
 
     A transient systemd scope where systemd runs, else a cgroup wattwise creates. CMD's exit
     status is passed through.

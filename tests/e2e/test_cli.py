@@ -335,3 +335,50 @@ def test_probe_checks_the_work_api_socket(tmp_path: Path) -> None:
     assert found["work"]["ok"] and found["work"]["detail"] == "an agent is listening on it now"
     found = _probe_ledger_and_socket(tmp_path, ledger, tmp_path / "live.sock")  # now stale
     assert found["work"]["ok"] and "replaced at start" in found["work"]["detail"]
+
+
+COMMANDS = [
+    ["run"], ["once"], ["probe"], ["health"], ["exec"], ["facility"], ["work"], ["report"],
+    ["jobs"], ["job", "show"], ["ledger", "export"], ["config", "check"], ["slurm", "epilog"],
+    ["slurm", "show"],
+]  # fmt: skip
+
+
+def test_help_shows_usage_choices_and_defaults_as_they_are() -> None:
+    """What issue 16 found misleading in --help, each as a new operator reads it."""
+    env = subprocess_env(None)
+    helps = {" ".join(c): wattwise(*c, "--help", env=env).stdout for c in COMMANDS}
+    for name, text in helps.items():
+        assert text.startswith("Usage: wattwise"), name
+        assert "<bool>" not in text, name  # a flag takes no value
+    assert "Usage: wattwise exec [OPTIONS] -- CMD [ARGS]..." in helps["exec"]
+    assert "--format <table|csv|json>" in helps["report"]
+    assert "--group-by <job|user|scheduler|team|cluster>" in helps["report"]
+    assert "--per <day|month>" in helps["report"]
+    assert "--format <csv|jsonl>" in helps["ledger export"]
+    assert "--format <prom|json>" in helps["once"]
+    until = " ".join(helps["report"].split("--until", 1)[1].split()[:6])
+    assert until == "TIME End, same forms. [default: now]"  # not "0s"
+    assert "--no-insecure-skip-verify" not in helps["report"]
+    assert "0.0.0.0:9878" in " ".join(helps["facility"].split())
+    assert "/run/wattwise/wattwise.sock" in " ".join(helps["work"].split())
+
+
+def test_shell_completion_offers_the_choices() -> None:
+    env = subprocess_env(
+        None,
+        _WATTWISE_COMPLETE="complete_bash",
+        COMP_WORDS="wattwise report --group-by ",
+        COMP_CWORD="3",
+    )
+    result = wattwise(env=env)
+    assert result.stdout.split() == ["job", "user", "scheduler", "team", "cluster"]
+
+
+def test_a_section_given_as_a_scalar_names_its_keys_not_a_class(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("rapl: false\n")
+    result = wattwise("config", "check", str(path), env=subprocess_env(None))
+    assert result.returncode == 2 and "Config" not in result.stderr
+    assert "rapl = False: must be a section with keys enabled" in result.stderr
+    assert "to switch it off: rapl: {enabled: false}" in result.stderr
