@@ -39,7 +39,7 @@ def work_command(
     performance per watt: wattwise work --units tokens 512.
 
     From inside a job it is charged to that job; root, or the job's own user, may name one
-    with --job. Python code can call wattwise.work.client.report_work instead.
+    with --job. Python code can call wattwise.work.client.report_work_or_drop instead.
     """
     from wattwise.work.client import WorkReportError, report_work
 

@@ -1,14 +1,19 @@
-"""Report a job's work to the local wattwise agent, from Python:
+"""Report a job's work to the local wattwise agent, from Python. In a training or serving
+loop, use the form that never raises: a job must not fail because its meter is down.
 
-from wattwise.work.client import report_work
-report_work("tokens", add=512)          # inside the job: the job is found from this process
-report_work("samples", total=step * batch)   # or a cumulative counter; resets are handled
+from wattwise.work.client import report_work_or_drop
+report_work_or_drop("tokens", add=512)   # inside the job: the job is found from this process
+report_work_or_drop("samples", total=step * batch)   # a cumulative counter; resets are handled
+
+report_work() is the same report, raising WorkReportError when it was not taken.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +21,10 @@ from wattwise.errors import WorkReportError
 
 DEFAULT_SOCKET = Path("/run/wattwise/wattwise.sock")
 CONNECT_ATTEMPTS = 10
+QUIET_TIMEOUT_S = 0.25  # what one report may cost a loop whose agent hangs
+BACKOFF_S = 30.0  # after a failure, reports are dropped unsent for this long
+
+log = logging.getLogger(__name__)
 
 
 def report_work(
@@ -34,11 +43,12 @@ def report_work(
         request["total"] = total
     if job is not None:
         request["job"] = job
+    payload = json.dumps(request).encode() + b"\n"  # a TypeError before anything is sent
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout_s)
             _connect(sock, str(socket_path), time.monotonic() + timeout_s)
-            sock.sendall(json.dumps(request).encode() + b"\n")
+            sock.sendall(payload)
             answer = sock.makefile("rb").readline()
     except OSError as exc:
         raise WorkReportError(f"cannot reach the wattwise agent at {socket_path}: {exc}") from None
@@ -49,6 +59,47 @@ def report_work(
     if not reply.get("ok"):
         raise WorkReportError(reply.get("error", "refused"))
     return {k: v for k, v in reply.items() if k != "ok"}
+
+
+class _Backoff:
+    """When the last failure was, and how many reports were dropped since it was logged."""
+
+    lock = threading.Lock()
+    until_monotonic_s = 0.0
+    dropped = 0
+
+
+def report_work_or_drop(
+    unit: str,
+    add: float | None = None,
+    total: float | None = None,
+    job: str | None = None,
+    socket_path: Path | str = DEFAULT_SOCKET,
+    timeout_s: float = QUIET_TIMEOUT_S,
+) -> dict | None:
+    """report_work() that never raises: a report the agent did not take is logged (one warning
+    per BACKOFF_S) and dropped, and for BACKOFF_S after a failure reports are dropped without
+    trying, so a down or hung agent costs the caller at most `timeout_s` every 30 s. Returns
+    the agent's answer, or None when the report was dropped. With `total`, a dropped report
+    loses nothing: the next one taken carries it."""
+    with _Backoff.lock:
+        if time.monotonic() < _Backoff.until_monotonic_s:
+            _Backoff.dropped += 1
+            return None
+    try:
+        return report_work(unit, add, total, job, socket_path, timeout_s)
+    except (WorkReportError, ValueError, TypeError) as exc:
+        with _Backoff.lock:
+            dropped, _Backoff.dropped = _Backoff.dropped, 0
+            _Backoff.until_monotonic_s = time.monotonic() + BACKOFF_S
+        log.warning(
+            "wattwise: work report dropped (%s); %d more dropped since the last warning; "
+            "reports are dropped unsent for %.0f s",
+            exc,
+            dropped,
+            BACKOFF_S,
+        )
+        return None
 
 
 def _connect(sock: socket.socket, path: str, deadline: float) -> None:

@@ -1,0 +1,68 @@
+"""The Python client's never-raising form (issue 16): a training loop that follows the docs'
+example must not crash, nor slow down, when the agent is down or hung."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from wattwise.work import client
+
+
+@pytest.fixture(autouse=True)
+def no_backoff_left() -> None:
+    client._Backoff.until_monotonic_s, client._Backoff.dropped = 0.0, 0
+
+
+def test_a_loop_reporting_to_an_absent_agent_runs_to_its_end(tmp_path: Path) -> None:
+    loop = textwrap.dedent(
+        f"""
+        import logging
+        from wattwise.work.client import report_work_or_drop
+        logging.basicConfig(level=logging.WARNING)
+        answers = [report_work_or_drop("tokens", add=512, socket_path={str(tmp_path / "x.sock")!r})
+                   for step in range(1000)]
+        print("trained", answers.count(None))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", loop], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "trained 1000\n"
+    warnings = [line for line in result.stderr.splitlines() if "work report dropped" in line]
+    assert len(warnings) == 1 and "cannot reach the wattwise agent" in warnings[0]
+
+
+def test_a_hung_agent_is_asked_once_per_backoff_not_once_per_report(tmp_path: Path) -> None:
+    path = tmp_path / "hung.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hung:
+        hung.bind(str(path))
+        hung.listen(16)  # connections queue, and nothing ever answers
+        answers = [client.report_work_or_drop("tokens", add=1, socket_path=path) for _ in range(50)]
+        hung.setblocking(False)
+        asked = 0
+        while True:
+            try:
+                hung.accept()[0].close()
+            except BlockingIOError:
+                break
+            asked += 1
+    assert answers == [None] * 50
+    assert asked == 1  # the other 49 were dropped unsent during the back-off
+    assert client._Backoff.dropped == 49
+
+
+def test_arguments_the_agent_could_never_take_are_dropped_too(tmp_path: Path) -> None:
+    class Tensor:  # what a training loop might pass by mistake: not JSON
+        pass
+
+    path = tmp_path / "x.sock"
+    assert client.report_work_or_drop("tokens", add=Tensor(), socket_path=path) is None  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        client.report_work("tokens", add=Tensor(), socket_path=path)  # type: ignore[arg-type]
