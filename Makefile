@@ -2,34 +2,45 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Stamps: the agent and what it needs to run; then the test tools as well.
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# No pip cache and no version check: setting up writes nothing outside this checkout.
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip --quiet --no-cache-dir
 
-.PHONY: run test lint bench bench-scale probe docs clean
+.PHONY: run test lint bench bench-scale probe docs dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
 	touch $(STAMP)
 
-run: $(STAMP)  ## set up and run the agent in the foreground (Ctrl-C stops it)
-	$(BIN)/wattwise run --config config/wattwise.yaml
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -e '.[test]'
+	touch $(TEST_STAMP)
 
-test: $(STAMP)  ## set up and run lint and the whole test suite
+run: $(STAMP)  ## run the agent in the foreground as any user, keeping its state in .wattwise/ (Ctrl-C stops it)
+	$(BIN)/wattwise run --config config/quickstart.yaml
+
+test: $(TEST_STAMP)  ## set up and run lint and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)  ## every cost target of issue 12 (tick, 30-day ledger, scrape, idle, launch, RSS), ~9 min
+bench: $(TEST_STAMP)  ## every cost target of issue 12 (tick, 30-day ledger, scrape, idle, launch, RSS), ~9 min
 	$(BIN)/python benchmarks/bench_tick.py
 
-bench-scale: $(STAMP)  ## tick CPU time with 20,000 idle cgroups, and with up to 20,000 jobs (minutes)
+bench-scale: $(TEST_STAMP)  ## tick CPU time with 20,000 idle cgroups, and with up to 20,000 jobs (minutes)
 	$(BIN)/python benchmarks/bench_scale.py
 
-docs: $(STAMP)  ## regenerate docs/configuration.md and docs/metrics.md from the code
+docs: $(TEST_STAMP)  ## regenerate docs/configuration.md and docs/metrics.md from the code
 	$(BIN)/python docs/generate.py
 
-probe: $(STAMP)
-	$(BIN)/wattwise probe --config config/wattwise.yaml
+dist: $(STAMP)  ## build the wheel a server installs (docs/install.md): dist/wattwise-<version>-py3-none-any.whl
+	$(PIP) wheel --no-deps -w dist .
 
-clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+probe: $(STAMP)  ## what this machine offers, with the quick start's paths
+	$(BIN)/wattwise probe --config config/quickstart.yaml
+
+clean:  ## everything set up or built here, and the quick start's state (.wattwise/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .wattwise build dist *.egg-info

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -195,14 +196,20 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # Prometheus Operator: no sche
 def manifests() -> dict[str, dict]:
     return {
         p.name: yaml.safe_load(p.read_text())
-        for p in sorted(KUBERNETES.glob("*.yaml"))
+        for folder in ("base", "monitoring")
+        for p in sorted((KUBERNETES / folder).glob("*.yaml"))
         if p.name != "kustomization.yaml"
     }
 
 
 def test_kustomization_lists_every_manifest() -> None:
-    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(manifests())
+    """The base holds everything Kubernetes itself knows; the monitoring component, the two
+    Prometheus Operator resources (its CRDs are optional: issue 16)."""
+    base = yaml.safe_load((KUBERNETES / "base" / "kustomization.yaml").read_text())
+    monitoring = yaml.safe_load((KUBERNETES / "monitoring" / "kustomization.yaml").read_text())
+    assert monitoring["kind"] == "Component"
+    assert sorted(base["resources"] + monitoring["resources"]) == sorted(manifests())
+    assert {manifests()[n]["kind"] for n in monitoring["resources"]} == CRD_KINDS
 
 
 @pytest.mark.parametrize(
@@ -220,19 +227,50 @@ def test_the_validator_rejects_what_kubernetes_would() -> None:
         kubernetes_validate.validate(daemonset, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (for kustomize) is missing")
-def test_the_rendered_kustomization_is_valid() -> None:
+def kustomize(folder: Path) -> list[dict]:
     result = subprocess.run(
-        ["kubectl", "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=120
+        ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    rendered = [r for r in yaml.safe_load_all(result.stdout) if r]
-    assert len(rendered) == len(manifests())
+    return [r for r in yaml.safe_load_all(result.stdout) if r]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (for kustomize) is missing")
+@pytest.mark.parametrize("overlay", ["", "with-monitoring"])
+def test_the_rendered_kustomizations_are_valid(overlay: str) -> None:
+    """`kubectl apply -k deploy/kubernetes` needs no CRD; with-monitoring/ adds both."""
+    rendered = kustomize(KUBERNETES / overlay)
+    kinds = [r["kind"] for r in rendered]
+    assert CRD_KINDS.isdisjoint(kinds) if not overlay else set(kinds) >= CRD_KINDS
+    assert len(rendered) == len(manifests()) - (0 if overlay else len(CRD_KINDS))
     for resource in rendered:
         if resource["kind"] not in CRD_KINDS:
             kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
         if resource["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
             assert resource["metadata"]["namespace"] == "wattwise"
+        if resource["kind"] == "DaemonSet":
+            (container,) = resource["spec"]["template"]["spec"]["containers"]
+            assert container["image"] == "wattwise:0.1.0"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (for kustomize) is missing")
+def test_the_image_is_one_setting(tmp_path: Path) -> None:
+    """A site's overlay, as docs/install.md writes it, names its registry once and every
+    container follows (issue 16)."""
+    base, monitoring = (os.path.relpath(KUBERNETES / d, tmp_path) for d in ("base", "monitoring"))
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{base}]\ncomponents: [{monitoring}]\n"
+        "images: [{name: wattwise, newName: registry.example.org/wattwise, newTag: '1.2'}]\n"
+    )
+    rendered = kustomize(tmp_path)
+    images = {
+        c["image"]
+        for r in rendered
+        if r["kind"] == "DaemonSet"
+        for c in r["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"registry.example.org/wattwise:1.2"}
+    assert {r["kind"] for r in rendered} >= CRD_KINDS
 
 
 def test_the_daemonset_has_no_more_privilege_than_it_needs() -> None:
@@ -276,12 +314,14 @@ def test_the_servicemonitor_scrapes_the_service_port() -> None:
 
 def test_the_prometheusrule_carries_the_rule_files() -> None:
     spec = importlib.util.spec_from_file_location(
-        "build_prometheusrule", KUBERNETES / "build_prometheusrule.py"
+        "build_prometheusrule", KUBERNETES / "monitoring" / "build_prometheusrule.py"
     )
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    shipped = (KUBERNETES / "prometheusrule.yaml").read_text()
-    assert shipped == module.render(), "run: python deploy/kubernetes/build_prometheusrule.py"
+    shipped = (KUBERNETES / "monitoring" / "prometheusrule.yaml").read_text()
+    assert shipped == module.render(), (
+        "run: python deploy/kubernetes/monitoring/build_prometheusrule.py"
+    )
 
 
 DOCKERFILE = DEPLOY / "container" / "Dockerfile"
@@ -328,16 +368,21 @@ def test_the_build_stage_context_builds_a_working_wheel(tmp_path: Path) -> None:
             elif path.name != "wattwise.yaml":
                 shutil.copy(path, context / path.name)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"), "."],
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path / "w"), "."],
         cwd=context,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    # setuptools' "project.license as a TOML table is deprecated" banner (issue 16), or any other
+    assert "deprecat" not in (result.stdout + result.stderr).lower()
     wheel = next((tmp_path / "w").glob("wattwise-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith("/METADATA"))).decode()
+        assert "License-Expression: Apache-2.0" in metadata
+        assert any(n.endswith("/licenses/LICENSE") for n in names)
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "wattwise = wattwise.cli:main" in archive.read(entry_points).decode()
     # One import package: nothing named agent or exporters lands in site-packages, and every

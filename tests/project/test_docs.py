@@ -55,3 +55,28 @@ def test_every_family_on_metrics_is_in_the_reference() -> None:
     shown = _families(GOLDEN / "once.prom") | _families(GOLDEN / "metrics.prom")
     assert len(shown) > 30
     assert shown - documented == set()
+
+
+def _shell_blocks(page: Path) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def test_the_install_steps_name_what_exists() -> None:
+    """Every repository path, make target and wheel name in docs/install.md's commands is
+    real (issue 16: the docs installed a package published nowhere)."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    makefile = (ROOT / "Makefile").read_text()
+    steps = "\n".join(_shell_blocks(DOCS / "install.md"))
+    for path in re.findall(r"\b((?:config|deploy|dist)/[\w./-]+)", steps):
+        if path.startswith("dist/"):
+            assert path == f"dist/wattwise-{version}-py3-none-any.whl", path
+        else:
+            assert (ROOT / path).exists(), path
+    for target in re.findall(r"\bmake (\w+)", steps):
+        assert re.search(rf"^{target}:", makefile, flags=re.M), f"make {target}"
+    for page in [ROOT / "README.md", *DOCS.glob("*.md"), *(ROOT / "deploy").rglob("*")]:
+        if page.is_file() and page.suffix in ("", ".md", ".service", ".yaml"):
+            text = page.read_text(errors="replace")
+            assert not re.search(r"(?<!not `)pipx? install wattwise\b(?!\[)", text), page

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).parent
-RULES = HERE.parent / "prometheus"
+RULES = HERE.parents[1] / "prometheus"
 
 
 def render() -> str:
