@@ -396,3 +396,13 @@ def test_the_build_stage_context_builds_a_working_wheel(tmp_path: Path) -> None:
         for p in (DEPLOY.parent / "agent").rglob("__init__.py")
     } | {"wattwise/exporters"}
     assert packaged == {f.removesuffix("/.") for f in folders}
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is missing")
+def test_the_image_check_script_parses() -> None:
+    """check-image.sh is run by hand (it builds the image: minutes, and a registry or a
+    Debian mirror); here, only that it is executable and parses."""
+    script = DEPLOY / "container" / "check-image.sh"
+    assert os.access(script, os.X_OK)
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
