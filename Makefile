@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 # Stamps: the agent and what it needs to run; then the test tools as well.
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
-# No pip cache and no version check: setting up writes nothing outside this checkout.
-PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip --quiet --no-cache-dir
+# No pip cache and no version check: setting up writes nothing outside this checkout. The
+# warning filter hides setuptools' note that an editable install maps wattwise to agent/
+# (information, not a problem); tests/project checks the build prints no deprecation.
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONWARNINGS="ignore:Editable installation" \
+	$(BIN)/python -m pip --quiet --no-cache-dir
 
 .PHONY: run test lint bench bench-scale probe docs dist clean
 

@@ -62,6 +62,22 @@ def test_item7_errors_say_whether_the_file_the_environment_or_a_flag_is_at_fault
         load_config(base)
 
 
+def test_item7_the_cli_names_the_flag_the_variable_or_the_file(tmp_path: Path) -> None:
+    """As an operator sees it (issue 16): `run --config base.yaml --listen garbage` blamed
+    base.yaml; now the flag, the variable or the file is named, whichever gave the value."""
+    base = tmp_path / "base.yaml"
+    base.write_text('listen: "127.0.0.1:9877"\n')
+    run = ("run", "--config", str(base))
+    result = wattwise(*run, "--listen", "garbage", env=subprocess_env(None))
+    assert result.returncode == 2 and "listen = 'garbage'" in result.stderr
+    assert "(from the command line)" in result.stderr and str(base) not in result.stderr
+    result = wattwise(*run, env=subprocess_env(None, WATTWISE_INTERVAL_S="fast"))
+    assert result.returncode == 2 and "(from WATTWISE_INTERVAL_S)" in result.stderr
+    base.write_text("interval_s: fast\n")
+    result = wattwise(*run, env=subprocess_env(None))
+    assert result.returncode == 2 and f"(from {base})" in result.stderr
+
+
 def bomb(levels: int) -> str:
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     for level in range(1, levels):
