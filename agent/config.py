@@ -707,8 +707,14 @@ def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> s
             keys = ", ".join(section.model_fields) if section else "?"
             value = _shorten(repr(error["input"]))
             hint = ""
-            if isinstance(error["input"], bool) and section and "enabled" in section.model_fields:
-                hint = f"; to switch it off: {field}: {{enabled: false}}"
+            flag = error["input"]
+            if (
+                isinstance(flag, bool)
+                and len(loc) == 1
+                and section
+                and "enabled" in section.model_fields
+            ):
+                hint = f"; did you mean {field}: {{enabled: {str(flag).lower()}}}"
             lines.append(f"  {field} = {value}: must be a section with keys {keys}{hint}{origin}")
         else:
             message = error["msg"].removeprefix("Value error, ")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import MAXYEAR, UTC, datetime
 
 from wattwise.accounts.increases import ask, counter_increases, promql_range
 from wattwise.accounts.reports import ESTIMATED, basis_of
@@ -26,6 +26,7 @@ ENERGY = "wattwise_job_energy_joules_total"
 CARBON = "wattwise_job_carbon_grams_total"
 NODE_ENERGY = "wattwise_node_total_energy_joules_total"
 RUNTIME = "wattwise_job_runtime_seconds_total"
+MAX_PERIODS = 1000  # --per day: 2.7 years; each period costs about eleven queries
 TAIL_S = 300  # a node without samples in the window's last 5 minutes has a gap named
 FLEET_GROUPS = ("job", "user", "team", "cluster")
 FIGURES = (*BASIS_FIGURES, "carbon_g")
@@ -68,6 +69,12 @@ def fleet_report(
     """Energy and carbon per job (over its nodes), user, team or cluster; per day or month
     (UTC) with `per`; one job's only with `job` (its id). PartialData when the storage warned
     that data is missing, unless `allow_partial` (then its warnings are notes)."""
+    periods = list(_buckets(since, until, per))
+    if len(periods) > MAX_PERIODS:
+        raise ValueError(
+            f"--per {per} over this window is {len(periods):,} periods, each about eleven "
+            f"queries; at most {MAX_PERIODS:,}: shorten the window or use --per month"
+        )
     notes: list[str] = []
     warnings: list[str] = []
     rows: list[dict[str, float | str | None]] = []
@@ -75,7 +82,7 @@ def fleet_report(
     selector = "" if job is None else matcher(_job(job))
     # each counter's value at the last period's end
     carried: dict[str, dict] = {ENERGY: {}, CARBON: {}, RUNTIME: {}}
-    for start, end in _buckets(since, until, per):
+    for start, end in periods:
         owners = _owners(api, start, end, warnings, selector)
         groups: dict[tuple[str, ...], dict] = defaultdict(_empty)
         for measure, metric in (("energy", ENERGY), ("carbon", CARBON)):
@@ -122,13 +129,15 @@ def _job_hours(
     api: PromQL, since: float, until: float, warnings: list, selector: str, carried: dict
 ) -> dict[JobId, float]:
     """Each job's hours in [since, until): its runtime counter's increase on the node that saw
-    it longest. SCI's R is an hour of the job, whatever the number of its nodes."""
+    it longest. SCI's R is an hour of the job, whatever the number of its nodes. A node's
+    increase is at most the window: a counter first scraped already high (an agent upgraded
+    mid-job resumes the runtime from its ledger) counts no hours from before it."""
     hours: dict[JobId, float] = {}
     for labels, seconds in counter_increases(
         api, RUNTIME, since, until, warnings, selector, carried
     ):
         job = _job_id(labels)
-        hours[job] = max(hours.get(job, 0.0), seconds / 3600)
+        hours[job] = max(hours.get(job, 0.0), min(seconds, until - since) / 3600)
     return hours
 
 
@@ -248,6 +257,9 @@ def _buckets(since: float, until: float, per: str | None) -> Iterable[tuple[floa
             nxt = datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp() + 86400
         else:
             year, month = divmod(moment.month, 12)
+            if moment.year + year > MAXYEAR:  # December 9999: the window ends first
+                yield start, until
+                return
             nxt = datetime(moment.year + year, month + 1, 1, tzinfo=UTC).timestamp()
         yield start, min(nxt, until)
         start = min(nxt, until)

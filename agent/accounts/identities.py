@@ -3,6 +3,7 @@ its name and owner (user, team), and when it was first and last seen."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Container, Mapping
 
 from wattwise.model import JobSeen
@@ -16,6 +17,7 @@ class JobIdentities:
         self._first: dict[str, float] = {}
         self._last: dict[str, float] = {}
         self._seen_given: Mapping[str, JobSeen] | None = None
+        self._latest_s = -math.inf  # the latest tick's time: a clock stepped back waits for it
         self._owners_given: Mapping[str, tuple[str, str]] | None = None
 
     def note(
@@ -25,7 +27,10 @@ class JobIdentities:
         owners: Mapping[str, tuple[str, str]] | None,
     ) -> None:
         """The daemon hands the same mappings while no job's identity changed: then there is
-        nothing to look at, for any number of jobs."""
+        nothing to look at, for any number of jobs. Times never go back: after the wall clock
+        is stepped back, jobs are stamped with the latest time seen until it passes it, so a
+        job's runtime (an exported counter) never drops."""
+        now_unix_s = self._latest_s = max(now_unix_s, self._latest_s)
         if seen is not None and seen is not self._seen_given:
             self._seen_given = seen
             for key, job in seen.items():

@@ -157,6 +157,15 @@ def problem_of(path: Path, exc: sqlite3.Error) -> Exception:
 
 def probe_ledger(path: Path) -> Finding:
     """Whether the agent will be able to keep its ledger at `path`; writes nothing."""
+    try:
+        return _probe_ledger(path)
+    except OSError as exc:  # a directory on the way this user may not search
+        fix = "run probe as the agent's user (or root)"
+        detail = f"cannot be checked by this user: {exc.strerror or exc}"
+        return Finding("ledger", "sqlite", str(path), False, detail, fix)
+
+
+def _probe_ledger(path: Path) -> Finding:
     fix = "run as the agent's user, or fix the file's ownership"
     if path.is_dir() or (path.exists() and not path.is_file()):
         ok, detail = False, "is a directory or a special file, not a ledger file"

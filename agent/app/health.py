@@ -11,11 +11,21 @@ from pathlib import Path
 from wattwise.errors import ConfigError, Unhealthy
 from wattwise.net.webconfig_file import load_file
 
-DEFAULT_URL = "127.0.0.1:9877/metrics"
+
+def local_metrics_url(listen: str, tls: bool) -> str:
+    """Where an agent listening on `listen` (HOST:PORT) answers on this host: a wildcard
+    address is reached on the loopback."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}/metrics"
 
 
 def client_settings(
     url: str | None,
+    listen: str,
     web_config_file: Path | None,
     ca_file: Path | None,
     cert_file: Path | None,
@@ -27,7 +37,7 @@ def client_settings(
     --ca-file, the agent's own certificate is trusted as it is (pinned: health runs beside the
     agent, where its name may not match 127.0.0.1)."""
     tls = load_file(web_config_file).tls_server_config if web_config_file else None
-    target = url or f"{'https' if tls else 'http'}://{DEFAULT_URL}"
+    target = url or local_metrics_url(listen, tls is not None)
     trusted = ca_file
     if tls is not None and trusted is None and tls.cert_file is not None:
         trusted = web_config_file.parent / tls.cert_file  # type: ignore[union-attr]

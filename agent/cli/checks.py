@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from wattwise.cli import (
+    ConfigOption,
     WebConfigOption,
     _config,
     app,
@@ -21,8 +22,8 @@ def health_command(
     url: Annotated[
         str | None,
         typer.Option(
-            help="The agent's /metrics. [default: http://127.0.0.1:9877/metrics, https:// when "
-            "the web configuration sets up TLS]"
+            help="The agent's /metrics. [default: this host, at the config's listen port "
+            "(127.0.0.1:9877), https:// when the web configuration sets up TLS]"
         ),
     ] = None,
     max_age_s: Annotated[
@@ -44,6 +45,7 @@ def health_command(
     password_file: Annotated[
         Path | None, typer.Option(help="File holding the basic auth password.")
     ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Exit 0 if the agent answers and its sampling loop ticked within --max-age-s, else 1 with
     the reason: for a container HEALTHCHECK or a Kubernetes exec probe. With the agent's web
@@ -51,9 +53,13 @@ def health_command(
 
     from wattwise.app.health import client_settings, last_tick_age_s
 
+    listen = "0.0.0.0:9877"
+    if url is None:  # the agent's own address and web configuration, from its config
+        cfg = _config(config)
+        listen, web_config_file = cfg.listen, web_config_file or cfg.web_config_file
     try:
         target, verify, auth = client_settings(
-            url, web_config_file, ca_file, cert_file, key_file, username, password_file
+            url, listen, web_config_file, ca_file, cert_file, key_file, username, password_file
         )
     except ConfigError as exc:
         typer.echo(f"wattwise: {exc}", err=True)

@@ -258,6 +258,9 @@ def _fleet_report(
     except QueryError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(1) from None
+    except ValueError as exc:  # a window too long for its periods: asked nothing
+        typer.echo(f"wattwise: {exc}", err=True)
+        raise typer.Exit(2) from None
     finally:
         api.close()
     return found.rows, found.notes, fleet_columns(found.rows)

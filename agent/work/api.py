@@ -208,6 +208,15 @@ SUN_PATH_MAX = 107  # bytes of a Unix socket's path, as Linux's sockaddr_un hold
 
 def probe_socket(path: Path) -> Finding:
     """Whether the work API can listen at `path`; creates nothing."""
+    try:
+        return _probe_socket(path)
+    except OSError as exc:  # a directory on the way this user may not search
+        fix = "run probe as the agent's user (or root)"
+        detail = f"cannot be checked by this user: {exc.strerror or exc}"
+        return Finding("work", "socket", str(path), False, detail, fix)
+
+
+def _probe_socket(path: Path) -> Finding:
     fix = "set work.socket_path, or run as the agent's user"
     if len(os.fsencode(path)) > SUN_PATH_MAX:
         ok, detail = False, f"longer than a Unix socket's path may be ({SUN_PATH_MAX} bytes)"

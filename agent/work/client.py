@@ -35,15 +35,10 @@ def report_work(
     socket_path: Path | str = DEFAULT_SOCKET,
     timeout_s: float = 2.0,
 ) -> dict:
-    """Sends one report; returns the agent's answer ({"job", "unit", "total_units"})."""
-    request: dict = {"unit": unit}
-    if add is not None:
-        request["add"] = add
-    if total is not None:
-        request["total"] = total
-    if job is not None:
-        request["job"] = job
-    payload = json.dumps(request).encode() + b"\n"  # a TypeError before anything is sent
+    """Sends one report; returns the agent's answer ({"job", "unit", "total_units"}).
+    WorkReportError when the agent did not take it; TypeError or ValueError, before anything
+    is sent, for a value that is no number."""
+    payload = _request_line(unit, add, total, job)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout_s)
@@ -56,49 +51,85 @@ def report_work(
         reply = json.loads(answer)
     except ValueError:
         raise WorkReportError("the agent's answer is not JSON") from None
+    if not isinstance(reply, dict):
+        raise WorkReportError("the agent's answer is not a JSON object")
     if not reply.get("ok"):
         raise WorkReportError(reply.get("error", "refused"))
     return {k: v for k, v in reply.items() if k != "ok"}
 
 
+def _request_line(unit: str, add: object, total: object, job: str | None) -> bytes:
+    """The report as the agent reads it. Counts go through float(), so numpy and PyTorch
+    scalars are taken; anything else is a TypeError or ValueError here, not at the agent."""
+    request: dict = {"unit": str(unit)}
+    if add is not None:
+        request["add"] = float(add)  # type: ignore[arg-type]
+    if total is not None:
+        request["total"] = float(total)  # type: ignore[arg-type]
+    if job is not None:
+        request["job"] = str(job)
+    return json.dumps(request).encode() + b"\n"
+
+
 class _Backoff:
-    """When the last failure was, and how many reports were dropped since it was logged."""
+    """Until when reports are dropped unsent, how many were since the last warning, and when
+    a report that was no number was last logged."""
 
     lock = threading.Lock()
     until_monotonic_s = 0.0
     dropped = 0
+    bad_logged_monotonic_s = -BACKOFF_S
 
 
 def report_work_or_drop(
     unit: str,
-    add: float | None = None,
-    total: float | None = None,
+    add: object = None,
+    total: object = None,
     job: str | None = None,
     socket_path: Path | str = DEFAULT_SOCKET,
     timeout_s: float = QUIET_TIMEOUT_S,
 ) -> dict | None:
-    """report_work() that never raises: a report the agent did not take is logged (one warning
-    per BACKOFF_S) and dropped, and for BACKOFF_S after a failure reports are dropped without
-    trying, so a down or hung agent costs the caller at most `timeout_s` every 30 s. Returns
+    """report_work() that never raises. A report the agent did not take (down, hung, refusing)
+    is dropped with one warning, and for BACKOFF_S after it reports are dropped unsent, so a
+    down or hung agent costs the caller at most about twice `timeout_s` (connecting, then
+    waiting for the answer) every 30 s. A count that is no number is dropped with a warning
+    (at most one per BACKOFF_S) and no back-off: the caller's next good report goes. Returns
     the agent's answer, or None when the report was dropped. With `total`, a dropped report
     loses nothing: the next one taken carries it."""
+    try:
+        _request_line(unit, add, total, job)
+    except (TypeError, ValueError) as exc:
+        with _Backoff.lock:
+            now = time.monotonic()
+            quiet = now - _Backoff.bad_logged_monotonic_s < BACKOFF_S
+            if not quiet:
+                _Backoff.bad_logged_monotonic_s = now
+        if not quiet:
+            log.warning("wattwise: work report dropped, its count is no number: %s", exc)
+        return None
     with _Backoff.lock:
         if time.monotonic() < _Backoff.until_monotonic_s:
             _Backoff.dropped += 1
             return None
     try:
-        return report_work(unit, add, total, job, socket_path, timeout_s)
-    except (WorkReportError, ValueError, TypeError) as exc:
+        return report_work(unit, add, total, job, socket_path, timeout_s)  # type: ignore[arg-type]
+    except Exception as exc:  # whatever happened, it is not the caller's job to handle it
         with _Backoff.lock:
-            dropped, _Backoff.dropped = _Backoff.dropped, 0
-            _Backoff.until_monotonic_s = time.monotonic() + BACKOFF_S
-        log.warning(
-            "wattwise: work report dropped (%s); %d more dropped since the last warning; "
-            "reports are dropped unsent for %.0f s",
-            exc,
-            dropped,
-            BACKOFF_S,
-        )
+            first = time.monotonic() >= _Backoff.until_monotonic_s  # not another thread's
+            dropped = _Backoff.dropped
+            if first:
+                _Backoff.dropped = 0
+                _Backoff.until_monotonic_s = time.monotonic() + BACKOFF_S
+            else:
+                _Backoff.dropped += 1
+        if first:
+            log.warning(
+                "wattwise: work report dropped (%s); %d more dropped since the last warning; "
+                "reports are dropped unsent for %.0f s",
+                exc,
+                dropped,
+                BACKOFF_S,
+            )
         return None
 
 

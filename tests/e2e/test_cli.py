@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import subprocess_env
-from tests.support.cli import free_port, wattwise
+from tests.support.cli import command, free_port, wattwise
 from tests.support.fixtures.trees import (
     h100,
     pascal,
@@ -381,4 +384,42 @@ def test_a_section_given_as_a_scalar_names_its_keys_not_a_class(tmp_path: Path) 
     result = wattwise("config", "check", str(path), env=subprocess_env(None))
     assert result.returncode == 2 and "Config" not in result.stderr
     assert "rapl = False: must be a section with keys enabled" in result.stderr
-    assert "to switch it off: rapl: {enabled: false}" in result.stderr
+    assert "did you mean rapl: {enabled: false}" in result.stderr
+    path.write_text("rapl: true\n")
+    result = wattwise("config", "check", str(path), env=subprocess_env(None))
+    assert result.returncode == 2 and "did you mean rapl: {enabled: true}" in result.stderr
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root to run probe as another user (setpriv)",
+)
+def test_probe_as_a_user_who_cannot_look_in_says_so(tmp_path: Path) -> None:
+    """The unit's state directory is 0750: a user's probe of it raised PermissionError, a
+    traceback (found by review)."""
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run([*as_nobody, *command("--version")], capture_output=True).returncode:
+        pytest.skip("the virtual environment is not readable by uid 65534")
+    state = tmp_path / "state"  # under pytest's root-only folders, as a 0750 state directory
+    state.mkdir(mode=0o700)
+    env = subprocess_env(
+        None,
+        WATTWISE_JOBS__ENABLED="true",
+        WATTWISE_LEDGER__PATH=str(state / "ledger.db"),
+        WATTWISE_WORK__ENABLED="true",
+        WATTWISE_WORK__SOCKET_PATH=str(state / "w.sock"),
+        WATTWISE_NVML__ENABLED="false",
+    )
+    result = subprocess.run(
+        [*as_nobody, *command("probe", "--json", "--cgroup-root", "/nonexistent")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    found = {f["source"]: f for f in json.loads(result.stdout)}
+    for source in ("ledger", "work"):
+        assert not found[source]["ok"]
+        assert found[source]["detail"].startswith("cannot be checked by this user"), found

@@ -248,6 +248,8 @@ def test_the_rendered_kustomizations_are_valid(overlay: str) -> None:
             kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
         if resource["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
             assert resource["metadata"]["namespace"] == "wattwise"
+        # What `kubectl apply --prune -l` and `kubectl get -l` select on.
+        assert resource["metadata"]["labels"]["app.kubernetes.io/part-of"] == "wattwise"
         if resource["kind"] == "DaemonSet":
             (container,) = resource["spec"]["template"]["spec"]["containers"]
             assert container["image"] == "wattwise:0.1.0"

@@ -24,7 +24,10 @@ def render() -> str:
         "metadata": {
             "name": "wattwise",
             "namespace": "wattwise",
-            "labels": {"app.kubernetes.io/name": "wattwise"},
+            "labels": {
+                "app.kubernetes.io/name": "wattwise",
+                "app.kubernetes.io/part-of": "wattwise",
+            },
         },
         "spec": {"groups": groups},
     }

@@ -203,6 +203,10 @@ def test_sci_counts_an_hour_of_a_multi_node_job_once_and_says_which_jobs_have_no
     assert by_job["slurm:12"]["sci_g_per_job_hour"] == 75.0  # 150 g / 2 h
     assert by_job["slurm:13"]["job_hours"] == 0.0
     assert by_job["slurm:13"]["sci_g_per_job_hour"] is None
+    # An agent upgraded mid-job: its runtime counter first appears at 10 h (resumed from the
+    # ledger), with no value before the window: at most the window's 2 h, not 10.
+    tsdb.answers[f"{last}runtime_seconds_total[7200s]"] = vector((A, 36000), (b, 3600))
+    assert {row["job"]: row["job_hours"] for row in _report(tsdb, "job").rows}["slurm:12"] == 2.0
     found = _report(tsdb, "team")
     (team,) = found.rows
     assert (team["team"], team["job_hours"], team["carbon_g"]) == ("ml", 2.0, 180.0)

@@ -86,3 +86,9 @@ def test_a_jobs_runtime_runs_from_its_first_sight_and_continues_across_a_restart
     again = book(tmp_path / "ledger.db")
     _tick(again, 200.0, [])
     assert [v.runtime_s for v in again.views()] == [100.0]
+    # The wall clock stepped back 50 s (NTP): the runtime holds until the clock passes where
+    # it was; a drop would read as a reset and count the whole runtime again (found by review).
+    _tick(again, 150.0, [])
+    assert [v.runtime_s for v in again.views()] == [100.0]
+    _tick(again, 230.0, [])
+    assert [v.runtime_s for v in again.views()] == [130.0]

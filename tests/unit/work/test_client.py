@@ -59,10 +59,67 @@ def test_a_hung_agent_is_asked_once_per_backoff_not_once_per_report(tmp_path: Pa
 
 
 def test_arguments_the_agent_could_never_take_are_dropped_too(tmp_path: Path) -> None:
-    class Tensor:  # what a training loop might pass by mistake: not JSON
+    class Tensor:  # what a training loop might pass by mistake: not a number
         pass
 
     path = tmp_path / "x.sock"
-    assert client.report_work_or_drop("tokens", add=Tensor(), socket_path=path) is None  # type: ignore[arg-type]
+    assert client.report_work_or_drop("tokens", add=Tensor(), socket_path=path) is None
     with pytest.raises(TypeError):
         client.report_work("tokens", add=Tensor(), socket_path=path)  # type: ignore[arg-type]
+
+
+class _Agent:
+    """A socket that answers every report with `line`, counting what it was sent."""
+
+    def __init__(self, path: Path, line: bytes) -> None:
+        import threading
+
+        self.sent: list[bytes] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.line = line
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.sent.append(conn.makefile("rb").readline())
+                conn.sendall(self.line)
+
+
+def test_an_answer_that_is_no_object_is_dropped_not_raised(tmp_path: Path) -> None:
+    """`null` from the agent raised AttributeError through the never-raising form (review)."""
+    agent = _Agent(tmp_path / "a.sock", b"null\n")
+    try:
+        assert client.report_work_or_drop("tokens", add=1, socket_path=tmp_path / "a.sock") is None
+        with pytest.raises(client.WorkReportError, match="not a JSON object"):
+            client.report_work("tokens", add=1, socket_path=tmp_path / "a.sock")
+    finally:
+        agent.sock.close()
+
+
+def test_scalars_that_convert_to_float_are_sent_and_a_bad_count_costs_no_back_off(
+    tmp_path: Path,
+) -> None:
+    class Scalar:  # a numpy or PyTorch scalar: float() takes it, json.dumps does not
+        def __float__(self) -> float:
+            return 512.0
+
+    class Tensor:  # many elements: no float
+        pass
+
+    path = tmp_path / "a.sock"
+    agent = _Agent(path, b'{"ok": true, "job": "slurm:1", "unit": "tokens", "total_units": 512}\n')
+    try:
+        assert client.report_work_or_drop("tokens", add=Tensor(), socket_path=path) is None
+        assert client._Backoff.until_monotonic_s == 0.0  # the next good report still goes
+        answer = client.report_work_or_drop("tokens", add=Scalar(), socket_path=path)
+    finally:
+        agent.sock.close()
+    assert answer == {"job": "slurm:1", "unit": "tokens", "total_units": 512}
+    assert agent.sent == [b'{"unit": "tokens", "add": 512.0}\n']
