@@ -11,6 +11,7 @@ before the window's end is named.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ JobId = tuple[str, str, str]  # cluster, scheduler, job_id
 
 class PartialData(QueryError):
     """The storage answered, but said part of the data was missing."""
+
+
+class TooManyPeriods(ValueError):
+    """--per over a window that would cost more queries than a report should; none was sent."""
 
 
 class UnknownJob(QueryError):
@@ -69,11 +74,11 @@ def fleet_report(
     """Energy and carbon per job (over its nodes), user, team or cluster; per day or month
     (UTC) with `per`; one job's only with `job` (its id). PartialData when the storage warned
     that data is missing, unless `allow_partial` (then its warnings are notes)."""
-    periods = list(_buckets(since, until, per))
+    periods = list(itertools.islice(_buckets(since, until, per), MAX_PERIODS + 1))
     if len(periods) > MAX_PERIODS:
-        raise ValueError(
-            f"--per {per} over this window is {len(periods):,} periods, each about eleven "
-            f"queries; at most {MAX_PERIODS:,}: shorten the window or use --per month"
+        raise TooManyPeriods(
+            f"--per {per} over this window is more than {MAX_PERIODS:,} periods, each about "
+            "eleven queries: shorten the window or use --per month"
         )
     notes: list[str] = []
     warnings: list[str] = []

@@ -17,7 +17,6 @@ class JobIdentities:
         self._first: dict[str, float] = {}
         self._last: dict[str, float] = {}
         self._seen_given: Mapping[str, JobSeen] | None = None
-        self._latest_s = -math.inf  # the latest tick's time: a clock stepped back waits for it
         self._owners_given: Mapping[str, tuple[str, str]] | None = None
 
     def note(
@@ -27,10 +26,9 @@ class JobIdentities:
         owners: Mapping[str, tuple[str, str]] | None,
     ) -> None:
         """The daemon hands the same mappings while no job's identity changed: then there is
-        nothing to look at, for any number of jobs. Times never go back: after the wall clock
-        is stepped back, jobs are stamped with the latest time seen until it passes it, so a
-        job's runtime (an exported counter) never drops."""
-        now_unix_s = self._latest_s = max(now_unix_s, self._latest_s)
+        nothing to look at, for any number of jobs. A job's last sight never goes back: after
+        the wall clock is stepped back it holds until the clock passes it, so the job's
+        runtime (an exported counter) never drops."""
         if seen is not None and seen is not self._seen_given:
             self._seen_given = seen
             for key, job in seen.items():
@@ -40,14 +38,20 @@ class JobIdentities:
                     if job.name:
                         self.names[key] = job.name
         if seen:
-            self._last.update(dict.fromkeys(seen, now_unix_s))
+            last = self._last
+            for key in seen:
+                if last.get(key, -math.inf) < now_unix_s:
+                    last[key] = now_unix_s
         if owners is not None and owners is not self._owners_given:
             self._owners_given = owners
             self.owners.update({k: v for k, v in owners.items() if any(v)})
 
-    def resume(self, first_seen: Mapping[str, float]) -> None:
-        """When the ledger first saw these jobs: their runtime continues across restarts."""
-        self._first.update(first_seen)
+    def resume(self, seen_times: Mapping[str, tuple[float, float]]) -> None:
+        """When the ledger first and last saw these jobs: their runtime continues across
+        restarts, and does not drop when this process starts with the clock behind the last."""
+        for key, (first, last) in seen_times.items():
+            self._first[key] = first
+            self._last[key] = max(self._last.get(key, last), last)
 
     def runtime_s(self, key: str) -> float:
         """Seconds from a job's first sight to its last, as the ledger's jobs row has them."""

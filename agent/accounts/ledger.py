@@ -256,10 +256,10 @@ class Ledger:
             loaded.setdefault(key, {})[(measure, a, b, c)] = [amount, grams]
         return loaded
 
-    def first_seen(self, jobs: Iterable[str]) -> dict[str, float]:
-        """When each of `jobs` was first seen, as its runtime resumes from it."""
-        rows = self._by_job("SELECT j.job_key, j.first_seen_unix_s FROM jobs j", list(jobs))
-        return dict(rows)
+    def seen_times(self, jobs: Iterable[str]) -> dict[str, tuple[float, float]]:
+        """When each of `jobs` was first and last seen, as its runtime resumes from them."""
+        select = "SELECT j.job_key, j.first_seen_unix_s, j.last_seen_unix_s FROM jobs j"
+        return {key: (first, last) for key, first, last in self._by_job(select, list(jobs))}
 
     def _by_job(self, select: str, keys: list[str]) -> list[tuple]:
         """`select` (over `jobs j`) for the rows of `keys`, read by job key."""

@@ -73,7 +73,7 @@ class RunningTotals:
         if ledger is not None and ledger.is_open:
             self._open_at_start = ledger.open_jobs()
             self._reload(self._open_at_start)
-            self._identities.resume(ledger.first_seen(self._open_at_start))
+            self._identities.resume(ledger.seen_times(self._open_at_start))
 
     # --- counting -------------------------------------------------------------------------
 
@@ -198,12 +198,12 @@ class RunningTotals:
         if wanted:
             try:
                 loaded = self.ledger.load(wanted, node=False)
-                first_seen = self.ledger.first_seen(wanted)
+                seen_times = self.ledger.seen_times(wanted)
             except LedgerError as exc:  # damaged or locked: the next commit says so
                 log.warning("totals of %s not read from the ledger: %s", ", ".join(wanted), exc)
                 return
             self._committed.update(loaded)
-            self._identities.resume(first_seen)
+            self._identities.resume(seen_times)
 
     def _add_embodied(self, split: EmbodiedSplit, elapsed_s: float, minute: int) -> None:
         reserved = 0.0

@@ -16,6 +16,8 @@ from wattwise.cli import (
 )
 from wattwise.errors import ConfigError, Unhealthy
 
+DEFAULT_LISTEN = "0.0.0.0:9877"  # the agent's default listen
+
 
 @app.command("health")
 def health_command(
@@ -48,15 +50,16 @@ def health_command(
     config: ConfigOption = None,
 ) -> None:
     """Exit 0 if the agent answers and its sampling loop ticked within --max-age-s, else 1 with
-    the reason: for a container HEALTHCHECK or a Kubernetes exec probe. With the agent's web
-    configuration it speaks TLS, presents a client certificate and basic auth as told."""
+    the reason: for a container HEALTHCHECK or a Kubernetes exec probe. Without --url, the
+    agent is looked for on this host where its configuration (--config) has it listen. With
+    the agent's web configuration it speaks TLS, presents a client certificate and basic auth
+    as told. Exit 2 for wrong arguments."""
 
     from wattwise.app.health import client_settings, last_tick_age_s
 
-    listen = "0.0.0.0:9877"
-    if url is None:  # the agent's own address and web configuration, from its config
-        cfg = _config(config)
-        listen, web_config_file = cfg.listen, web_config_file or cfg.web_config_file
+    listen = DEFAULT_LISTEN
+    if url is None:
+        listen, web_config_file = _agent_address(config, web_config_file)
     try:
         target, verify, auth = client_settings(
             url, listen, web_config_file, ca_file, cert_file, key_file, username, password_file
@@ -75,6 +78,23 @@ def health_command(
         )
         raise typer.Exit(1)
     typer.echo(f"healthy: last tick {age_s:.1f} s ago")
+
+
+def _agent_address(config: Path | None, web_config_file: Path | None) -> tuple[str, Path | None]:
+    """The agent's listen address and web configuration, from its configuration. A file that
+    cannot be read now (edited while the agent runs) is said, and the default address tried:
+    the probe judges the running agent, not the next start."""
+    from wattwise.config import load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"wattwise: note: {exc}; trying {DEFAULT_LISTEN}", err=True)
+        return DEFAULT_LISTEN, web_config_file
+    if cfg.listen_port == 0:
+        typer.echo("wattwise: the agent listens on a port the system picks: give --url", err=True)
+        raise typer.Exit(2)
+    return cfg.listen, web_config_file or cfg.web_config_file
 
 
 @config_app.command("check")

@@ -237,7 +237,7 @@ def _fleet_report(
     job: str | None,
     allow_partial: bool,
 ) -> tuple[list, list[str], list[str]]:
-    from wattwise.accounts.fleet import FLEET_GROUPS, PartialData, fleet_report
+    from wattwise.accounts.fleet import FLEET_GROUPS, PartialData, TooManyPeriods, fleet_report
     from wattwise.errors import QueryError
     from wattwise.exporters.text import fleet_columns
     from wattwise.net.promql import PromQL
@@ -258,7 +258,7 @@ def _fleet_report(
     except QueryError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(1) from None
-    except ValueError as exc:  # a window too long for its periods: asked nothing
+    except TooManyPeriods as exc:  # asked nothing
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(2) from None
     finally:

@@ -11,6 +11,7 @@ or {"ok": false, "error": "..."}.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -210,9 +211,11 @@ def probe_socket(path: Path) -> Finding:
     """Whether the work API can listen at `path`; creates nothing."""
     try:
         return _probe_socket(path)
-    except OSError as exc:  # a directory on the way this user may not search
-        fix = "run probe as the agent's user (or root)"
-        detail = f"cannot be checked by this user: {exc.strerror or exc}"
+    except OSError as exc:  # a directory on the way this user may not search, or worse
+        denied = exc.errno in (errno.EACCES, errno.EPERM)
+        fix = "run probe as the agent's user (or root)" if denied else "fix the path"
+        who = " by this user" if denied else ""
+        detail = f"cannot be checked{who}: {exc.strerror or exc}"
         return Finding("work", "socket", str(path), False, detail, fix)
 
 

@@ -21,6 +21,7 @@ from wattwise.errors import WorkReportError
 
 DEFAULT_SOCKET = Path("/run/wattwise/wattwise.sock")
 CONNECT_ATTEMPTS = 10
+MAX_COUNT = 1e15  # the agent's bound on one report (work/api.py MAX_UNITS)
 QUIET_TIMEOUT_S = 0.25  # what one report may cost a loop whose agent hangs
 BACKOFF_S = 30.0  # after a failure, reports are dropped unsent for this long
 
@@ -36,8 +37,8 @@ def report_work(
     timeout_s: float = 2.0,
 ) -> dict:
     """Sends one report; returns the agent's answer ({"job", "unit", "total_units"}).
-    WorkReportError when the agent did not take it; TypeError or ValueError, before anything
-    is sent, for a value that is no number."""
+    WorkReportError when the agent did not take it; ValueError, before anything is sent, for
+    a count the agent would refuse."""
     payload = _request_line(unit, add, total, job)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -60,15 +61,33 @@ def report_work(
 
 def _request_line(unit: str, add: object, total: object, job: str | None) -> bytes:
     """The report as the agent reads it. Counts go through float(), so numpy and PyTorch
-    scalars are taken; anything else is a TypeError or ValueError here, not at the agent."""
-    request: dict = {"unit": str(unit)}
-    if add is not None:
-        request["add"] = float(add)  # type: ignore[arg-type]
-    if total is not None:
-        request["total"] = float(total)  # type: ignore[arg-type]
+    scalars are taken; a count the agent would refuse (a bool, a string, NaN, negative, over
+    MAX_COUNT, something float() cannot take) is a ValueError here, before anything is sent."""
+    request: dict = {"unit": _text(unit, "unit")}
+    for name, count in (("add", add), ("total", total)):
+        if count is not None:
+            request[name] = _count(count, name)
     if job is not None:
-        request["job"] = str(job)
-    return json.dumps(request).encode() + b"\n"
+        request["job"] = _text(job, "job")
+    return json.dumps(request, allow_nan=False).encode() + b"\n"
+
+
+def _count(value: object, name: str) -> float:
+    if isinstance(value, bool | str | bytes):
+        raise ValueError(f"{name}={value!r} is not a count")
+    try:
+        found = float(value)  # type: ignore[arg-type]
+    except Exception as exc:  # whatever a tensor's __float__ raises
+        raise ValueError(f"{name}: {type(value).__name__} is not a number ({exc})") from None
+    if not 0.0 <= found <= MAX_COUNT:  # also false for NaN
+        raise ValueError(f"{name}={found!r}: a count is a number from 0 to {MAX_COUNT:g}")
+    return found
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name}={value!r} is not a string")
+    return value
 
 
 class _Backoff:
@@ -98,7 +117,7 @@ def report_work_or_drop(
     loses nothing: the next one taken carries it."""
     try:
         _request_line(unit, add, total, job)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # a bad count must not reach the caller either
         with _Backoff.lock:
             now = time.monotonic()
             quiet = now - _Backoff.bad_logged_monotonic_s < BACKOFF_S

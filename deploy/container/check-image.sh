@@ -23,9 +23,14 @@ BASE=docker.io/library/python:3.11-slim-bookworm
 PORT=9877
 work=$(mktemp -d)
 ctr=""
-agent_pid=""
-cleanup() {  # only what this script made
-  if [ -n "$agent_pid" ]; then kill -INT "$agent_pid" 2>/dev/null || true; fi
+runner=""
+cleanup() {  # only what this script made: the agent, its container, the work folder
+  if [ -n "$runner" ]; then
+    agent=$(ss -Hltnp "sport = :$PORT" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
+    if [ -n "$agent" ]; then kill -INT "$agent" 2>/dev/null || true; fi
+    kill -INT "$runner" 2>/dev/null || true
+    wait "$runner" 2>/dev/null || true
+  fi
   if [ -n "$ctr" ]; then buildah rm "$ctr" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
@@ -81,6 +86,7 @@ buildah run --isolation chroot --network host --user 10001:10001 \
   --env WATTWISE_SYSFS_ROOT=/host/sys --env WATTWISE_LISTEN="127.0.0.1:$PORT" \
   --env WATTWISE_JOBS__ENABLED=false \
   "$ctr" -- "${command[@]}" >"$work/agent.log" 2>&1 &
+runner=$!
 rapl='^wattwise_node_energy_joules_total\{.*domain="package".*source="rapl"'
 for _ in $(seq 60); do  # until the first tick's counters are served
   if curl -fs "http://127.0.0.1:$PORT/metrics" >"$work/metrics" 2>/dev/null &&
@@ -90,6 +96,7 @@ done
 grep -E "$rapl" "$work/metrics" || { cat "$work/agent.log"; fail "no RAPL package counters"; }
 # The process listening on the port, not any other wattwise on this machine.
 agent_pid=$(ss -Hltnp "sport = :$PORT" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
+[ -n "$agent_pid" ] || fail "no process is seen listening on :$PORT"
 uid=$(awk '/^Uid:/ {print $2}' "/proc/$agent_pid/status")
 echo "the process listening on :$PORT (pid $agent_pid) runs as uid $uid"
 [ "$uid" = 10001 ] || fail "the agent runs as uid '$uid'"

@@ -315,6 +315,10 @@ def test_probe_refuses_a_ledger_that_is_a_directory_or_not_sqlite(tmp_path: Path
     (tmp_path / "dir.db").mkdir()
     found = _probe_ledger_and_socket(tmp_path, tmp_path / "dir.db", tmp_path / "w.sock")
     assert not found["ledger"]["ok"] and "directory" in found["ledger"]["detail"]
+    too_long = tmp_path / ("x" * 300) / "ledger.db"  # a name over NAME_MAX: ENAMETOOLONG
+    found = _probe_ledger_and_socket(tmp_path, too_long, tmp_path / "w.sock")
+    assert not found["ledger"]["ok"] and found["ledger"]["detail"].startswith("cannot be checked:")
+    assert found["ledger"]["fix"] == "fix the path"
     (tmp_path / "notes.db").write_text("my notes\n")
     found = _probe_ledger_and_socket(tmp_path, tmp_path / "notes.db", tmp_path / "w.sock")
     assert not found["ledger"]["ok"] and "not an SQLite database" in found["ledger"]["detail"]

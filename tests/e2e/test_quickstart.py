@@ -25,8 +25,15 @@ DEADLINE_S = 30  # generous bound so a slow CI machine never hangs the suite; no
 
 
 def make_dry_run(*args: str) -> str:
+    # Not as a sub-make of `make test`: that would print "Entering directory" around it.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     result = subprocess.run(
-        ["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=30
+        ["make", "-n", "--no-print-directory", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

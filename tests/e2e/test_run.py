@@ -208,3 +208,11 @@ def test_health_tells_a_ticking_agent_from_a_stalled_or_absent_one(
     config.write_text(f'listen: "0.0.0.0:{port}"\n')
     result = wattwise("health", "--config", str(config), env=env)
     assert result.returncode == 0 and "healthy" in result.stdout, result.stderr
+    # A configuration broken while the agent runs is said, and the default address tried:
+    # the liveness probe judges the running agent, not its next start.
+    config.write_text("listen: [oops\n")
+    result = wattwise("health", "--config", str(config), env=env)
+    assert "note: " in result.stderr and "trying 0.0.0.0:9877" in result.stderr
+    config.write_text('listen: "127.0.0.1:0"\n')
+    result = wattwise("health", "--config", str(config), env=env)
+    assert result.returncode == 2 and "give --url" in result.stderr

@@ -92,3 +92,10 @@ def test_a_jobs_runtime_runs_from_its_first_sight_and_continues_across_a_restart
     assert [v.runtime_s for v in again.views()] == [100.0]
     _tick(again, 230.0, [])
     assert [v.runtime_s for v in again.views()] == [130.0]
+    assert again.ledger is not None
+    again.ledger.close()
+
+    # Restarted with the clock behind the ledger's last sight (review): it holds there too.
+    third = book(tmp_path / "ledger.db")
+    _tick(third, 180.0, [])
+    assert [v.runtime_s for v in third.views()] == [130.0]

@@ -62,10 +62,18 @@ def test_arguments_the_agent_could_never_take_are_dropped_too(tmp_path: Path) ->
     class Tensor:  # what a training loop might pass by mistake: not a number
         pass
 
+    class Exploding:  # a __float__ that fails in its own way
+        def __float__(self) -> float:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
     path = tmp_path / "x.sock"
-    assert client.report_work_or_drop("tokens", add=Tensor(), socket_path=path) is None
-    with pytest.raises(TypeError):
-        client.report_work("tokens", add=Tensor(), socket_path=path)  # type: ignore[arg-type]
+    # Each is refused by the agent, or by float(); none may reach the caller of the quiet
+    # form (review: NaN started the back-off, 10**400 and a failing __float__ escaped).
+    for count in (Tensor(), Exploding(), True, "5", float("nan"), float("inf"), -1, 10**400, 2e15):
+        assert client.report_work_or_drop("tokens", add=count, socket_path=path) is None
+        with pytest.raises(ValueError):
+            client.report_work("tokens", add=count, socket_path=path)  # type: ignore[arg-type]
+    assert client._Backoff.until_monotonic_s == 0.0  # nothing was sent: no back-off
 
 
 class _Agent:
