@@ -24,12 +24,14 @@ def health_command(
     url: Annotated[
         str | None,
         typer.Option(
+            metavar="URL",
             help="The agent's /metrics. [default: this host, at the config's listen port "
-            "(127.0.0.1:9877), https:// when the web configuration sets up TLS]"
+            "(127.0.0.1:9877), https:// when the web configuration sets up TLS]",
         ),
     ] = None,
     max_age_s: Annotated[
-        float, typer.Option(min=0.0, help="Oldest acceptable last tick, in seconds.")
+        float,
+        typer.Option(min=0.0, metavar="SECONDS", help="Oldest acceptable last tick, in seconds."),
     ] = 30.0,
     web_config_file: WebConfigOption = None,
     ca_file: Annotated[
@@ -43,7 +45,7 @@ def health_command(
         Path | None, typer.Option(help="Client certificate, where the agent requires one.")
     ] = None,
     key_file: Annotated[Path | None, typer.Option(help="The client certificate's key.")] = None,
-    username: Annotated[str | None, typer.Option(help="Basic auth user.")] = None,
+    username: Annotated[str | None, typer.Option(metavar="USER", help="Basic auth user.")] = None,
     password_file: Annotated[
         Path | None, typer.Option(help="File holding the basic auth password.")
     ] = None,
@@ -99,7 +101,7 @@ def _agent_address(config: Path | None, web_config_file: Path | None) -> tuple[s
 
 @config_app.command("check")
 def config_check(
-    file: Annotated[Path, typer.Argument(help="Config file to validate.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Config file to validate.")],
 ) -> None:
     """Validate a config file (with WATTWISE_* overrides) and print the effective values."""
     import yaml

@@ -129,7 +129,10 @@ def once(
     interval: Annotated[
         float,
         typer.Option(
-            min=0.05, max=60, help="Seconds between the two readings (the sampling interval)."
+            min=0.05,
+            max=60,
+            metavar="SECONDS",
+            help="Seconds (0.05 to 60) between the two readings (the sampling interval).",
         ),
     ] = 1.0,
     output_format: Annotated[

@@ -78,7 +78,7 @@ def jobs_command(
 
 @job_app.command("show")
 def job_show(
-    job: Annotated[str, typer.Argument(help="Job key (slurm:42) or job id (42).")],
+    job: Annotated[str, typer.Argument(metavar="JOB", help="Job key (slurm:42) or job id (42).")],
     config: ConfigOption = None,
     ledger: LedgerOption = None,
 ) -> None:
@@ -106,6 +106,7 @@ SciOption = Annotated[
 PrometheusOption = Annotated[
     str | None,
     typer.Option(
+        metavar="URL",
         help="Report the fleet from this Prometheus-compatible query API (Prometheus, Thanos "
         "Query, Mimir's /prometheus, VictoriaMetrics) instead of this node's ledger.",
     ),
@@ -114,12 +115,15 @@ PerOption = Annotated[
     Period | None, typer.Option(help="With --prometheus: a row per UTC day or month.")
 ]
 JobOption = Annotated[
-    str | None, typer.Option(help="With --prometheus: one job (slurm:12, or a Slurm id).")
+    str | None,
+    typer.Option(metavar="JOBID", help="With --prometheus: one job (slurm:12, or a Slurm id)."),
 ]
 TokenOption = Annotated[
     Path | None, typer.Option(help="With --prometheus: a file holding a bearer token.")
 ]
-UserOption = Annotated[str | None, typer.Option(help="With --prometheus: basic auth user.")]
+UserOption = Annotated[
+    str | None, typer.Option(metavar="USER", help="With --prometheus: basic auth user.")
+]
 PasswordOption = Annotated[
     Path | None, typer.Option(help="With --prometheus: a file holding the password.")
 ]

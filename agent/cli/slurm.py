@@ -14,20 +14,30 @@ import typer
 from wattwise.cli import slurm_app
 
 SettleOption = Annotated[
-    float, typer.Option(help="Wait this long first, for the nodes' last figures to be scraped.")
+    float,
+    typer.Option(
+        metavar="SECONDS", help="Wait this long first, for the nodes' last figures to be scraped."
+    ),
 ]
 ClusterOption = Annotated[
-    str | None, typer.Option(help="Only this cluster's series. [default: $SLURM_CLUSTER_NAME]")
+    str | None,
+    typer.Option(metavar="NAME", help="Only this cluster's series. [default: $SLURM_CLUSTER_NAME]"),
 ]
 
 
 @slurm_app.command("epilog")
 def epilog_command(
     prometheus: Annotated[
-        str, typer.Option(help="The fleet's Prometheus-compatible query API (docs/fleet.md).")
+        str,
+        typer.Option(
+            metavar="URL", help="The fleet's Prometheus-compatible query API (docs/fleet.md)."
+        ),
     ],
     job: Annotated[
-        str | None, typer.Option(help="The job's id. [default: $SLURM_JOB_ID, as Slurm sets it]")
+        str | None,
+        typer.Option(
+            metavar="JOBID", help="The job's id. [default: $SLURM_JOB_ID, as Slurm sets it]"
+        ),
     ] = None,
     cluster: ClusterOption = None,
     settle_s: SettleOption = 30.0,
@@ -119,7 +129,7 @@ def _job_totals(
 
 @slurm_app.command("show")
 def show_command(
-    job: Annotated[str, typer.Argument(help="The job's id.")],
+    job: Annotated[str, typer.Argument(metavar="JOBID", help="The job's id.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """A job's energy, carbon and SCI as the epilog wrote them into Slurm: from sacct (the

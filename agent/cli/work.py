@@ -17,13 +17,19 @@ from wattwise.cli import (
 
 @app.command("work")
 def work_command(
-    count: Annotated[float, typer.Argument(help="Units done since the last report (or --total).")],
-    units: Annotated[str, typer.Option("--units", help="tokens, samples, requests, ...")],
+    count: Annotated[
+        float,
+        typer.Argument(metavar="COUNT", help="Units done since the last report (or --total)."),
+    ],
+    units: Annotated[
+        str, typer.Option("--units", metavar="NAME", help="tokens, samples, requests, ...")
+    ],
     total: Annotated[
         bool, typer.Option("--total", help="COUNT is a cumulative counter; a drop is a restart.")
     ] = False,
     job: Annotated[
-        str | None, typer.Option(help="Job id or key; default: the job this command runs in.")
+        str | None,
+        typer.Option(metavar="JOB", help="Job id or key; default: the job this command runs in."),
     ] = None,
     socket_path: Annotated[
         Path | None,
@@ -65,7 +71,9 @@ def work_command(
 )
 def exec_command(
     ctx: typer.Context,
-    job_name: Annotated[str | None, typer.Option(help="Name for the job (default: CMD).")] = None,
+    job_name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Name for the job (default: CMD).")
+    ] = None,
     config: ConfigOption = None,
     cgroup_root: CgroupOption = None,
 ) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -358,6 +359,9 @@ def test_help_shows_usage_choices_and_defaults_as_they_are() -> None:
     for name, text in helps.items():
         assert text.startswith("Usage: wattwise"), name
         assert "<bool>" not in text, name  # a flag takes no value
+        # an option's value is named for what it holds (URL, SECONDS, JOBID), not its type
+        options = [line for line in text.splitlines() if line.lstrip().startswith("-")]
+        assert not [o for o in options if re.search(r"<(str|float|int|float range)>", o)], name
     assert "Usage: wattwise exec [OPTIONS] -- CMD [ARGS]..." in helps["exec"]
     assert "--format <table|csv|json>" in helps["report"]
     assert "--group-by <job|user|scheduler|team|cluster>" in helps["report"]
