@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -328,6 +329,17 @@ class Finding:
     ok: bool
     detail: str
     fix: str = ""
+
+    @classmethod
+    def uncheckable(cls, source: str, item: str, location: str, exc: OSError) -> Finding:
+        """A path probe could not look at: a directory on the way this user may not search,
+        or worse. Only a refusal is blamed on the user probe runs as."""
+        denied = exc.errno in (errno.EACCES, errno.EPERM)
+        fix = "run probe as the agent's user (or root)" if denied else "fix the path"
+        who = " by this user" if denied else ""
+        return cls(
+            source, item, location, False, f"cannot be checked{who}: {exc.strerror or exc}", fix
+        )
 
 
 @dataclass(frozen=True, slots=True)

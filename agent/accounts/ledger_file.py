@@ -6,7 +6,6 @@ empty or newer file)."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sqlite3
@@ -160,12 +159,8 @@ def probe_ledger(path: Path) -> Finding:
     """Whether the agent will be able to keep its ledger at `path`; writes nothing."""
     try:
         return _probe_ledger(path)
-    except OSError as exc:  # a directory on the way this user may not search, or worse
-        denied = exc.errno in (errno.EACCES, errno.EPERM)
-        fix = "run probe as the agent's user (or root)" if denied else "fix the path"
-        who = " by this user" if denied else ""
-        detail = f"cannot be checked{who}: {exc.strerror or exc}"
-        return Finding("ledger", "sqlite", str(path), False, detail, fix)
+    except OSError as exc:
+        return Finding.uncheckable("ledger", "sqlite", str(path), exc)
 
 
 def _probe_ledger(path: Path) -> Finding:

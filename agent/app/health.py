@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from wattwise.errors import ConfigError, Unhealthy
+from wattwise.net.http import ca_context
 from wattwise.net.webconfig_file import load_file
 
 
@@ -43,7 +44,7 @@ def client_settings(
         trusted = web_config_file.parent / tls.cert_file  # type: ignore[union-attr]
     verify: bool | ssl.SSLContext = True
     if trusted is not None or cert_file or key_file:
-        context = ssl.create_default_context(cafile=str(trusted) if trusted else None)
+        context = ca_context(trusted) if trusted else ssl.create_default_context()
         if trusted is not None and ca_file is None:  # pinned to the agent's own certificate
             context.check_hostname = False
             context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN

@@ -242,7 +242,7 @@ def _fleet_report(
     allow_partial: bool,
 ) -> tuple[list, list[str], list[str]]:
     from wattwise.accounts.fleet import FLEET_GROUPS, PartialData, TooManyPeriods, fleet_report
-    from wattwise.errors import QueryError
+    from wattwise.errors import ConfigError, QueryError
     from wattwise.exporters.text import fleet_columns
     from wattwise.net.promql import PromQL
 
@@ -251,7 +251,7 @@ def _fleet_report(
         raise typer.Exit(2)
     try:
         api = PromQL(url, **auth)
-    except QueryError as exc:
+    except (QueryError, ConfigError) as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(2) from None
     try:

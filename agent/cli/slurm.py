@@ -6,17 +6,23 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from wattwise.cli import slurm_app
+from wattwise.cli.ledger import CaOption, InsecureOption, PasswordOption, TokenOption, UserOption
+
+if TYPE_CHECKING:
+    from wattwise.net.promql import PromQL
 
 SettleOption = Annotated[
     float,
     typer.Option(
-        metavar="SECONDS", help="Wait this long first, for the nodes' last figures to be scraped."
+        min=0.0,
+        max=3600.0,
+        metavar="SECONDS",
+        help="Wait this long (0 to 3600) first, for the nodes' last figures to be scraped.",
     ),
 ]
 ClusterOption = Annotated[
@@ -41,8 +47,11 @@ def epilog_command(
     ] = None,
     cluster: ClusterOption = None,
     settle_s: SettleOption = 30.0,
-    bearer_token_file: Annotated[Path | None, typer.Option(help="A file with a token.")] = None,
-    ca_file: Annotated[Path | None, typer.Option(help="CA bundle of the store's cert.")] = None,
+    bearer_token_file: TokenOption = None,
+    basic_auth_user: UserOption = None,
+    basic_auth_password_file: PasswordOption = None,
+    ca_file: CaOption = None,
+    insecure_skip_verify: InsecureOption = False,
 ) -> None:
     """Run as the controller's EpilogSlurmctld: reads the ended job's energy, carbon and SCI
     over all its nodes from the store and writes them into its AdminComment (`wattwise1:...`)
@@ -50,20 +59,46 @@ def epilog_command(
     another tool's summary is left alone. An array task is its own job (SLURM_JOB_ID). Exits 0
     without writing when the store has no figures for the job (a job too short to be
     scraped), saying so on stderr."""
-    from wattwise.accounts import slurm_comment
-
     job_id = job or os.environ.get("SLURM_JOB_ID", "")
     if not job_id.isdigit():
         typer.echo("wattwise: no job: give --job or run as EpilogSlurmctld", err=True)
         raise typer.Exit(2)
     cluster = cluster if cluster is not None else os.environ.get("SLURM_CLUSTER_NAME", "")
-    time.sleep(max(settle_s, 0.0))
+    auth = {
+        "bearer_token_file": bearer_token_file,
+        "basic_auth_user": basic_auth_user,
+        "basic_auth_password_file": basic_auth_password_file,
+        "ca_file": ca_file,
+        "insecure_skip_verify": insecure_skip_verify,
+    }
+    api = _store(prometheus, auth, job_id)  # unusable settings are said before the wait
+    try:
+        time.sleep(settle_s)
+        _write_back(api, job_id, cluster)
+    finally:
+        api.close()
+
+
+def _store(url: str, auth: dict[str, Any], job_id: str) -> PromQL:
+    from wattwise.errors import ConfigError, QueryError
+    from wattwise.net.promql import PromQL
+
+    try:
+        return PromQL(url, **auth)
+    except (QueryError, ConfigError) as exc:
+        typer.echo(f"wattwise: job {job_id}: nothing written: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _write_back(api: PromQL, job_id: str, cluster: str) -> None:
+    from wattwise.accounts import slurm_comment
+
     try:
         fields = slurm_comment.job_fields(job_id)
     except slurm_comment.SlurmError as exc:
         typer.echo(f"wattwise: {exc}", err=True)
         raise typer.Exit(1) from None
-    totals = _job_totals(prometheus, job_id, fields, cluster, bearer_token_file, ca_file)
+    totals = _job_totals(api, job_id, fields, cluster)
     if totals is None:
         return
     existing = slurm_comment.others(fields.get("AdminComment", ""))
@@ -84,28 +119,18 @@ def epilog_command(
 
 
 def _job_totals(
-    url: str,
-    job_id: str,
-    fields: dict[str, str],
-    cluster: str,
-    bearer_token_file: Path | None,
-    ca_file: Path | None,
+    api: PromQL, job_id: str, fields: dict[str, str], cluster: str
 ) -> dict[str, float] | None:
     """The job's totals over its nodes from the store, read from its start (scontrol's
     StartTime, local time on the controller) to now; None (said) when there are none."""
     from wattwise.accounts import slurm_comment
     from wattwise.accounts.fleet import UnknownJob, fleet_report
     from wattwise.errors import QueryError
-    from wattwise.net.promql import PromQL
 
     now = time.time()
     since = slurm_comment.start_s(fields, now)
     try:
-        api = PromQL(url, bearer_token_file=bearer_token_file, ca_file=ca_file)
-        try:
-            found = fleet_report(api, since, now + 1, "job", job=f"slurm:{job_id}")
-        finally:
-            api.close()
+        found = fleet_report(api, since, now + 1, "job", job=f"slurm:{job_id}")
     except UnknownJob as exc:  # too short to be scraped: nothing to keep
         typer.echo(f"wattwise: job {job_id}: nothing written: {exc}", err=True)
         return None

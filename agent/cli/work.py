@@ -47,8 +47,13 @@ def work_command(
     From inside a job it is charged to that job; root, or the job's own user, may name one
     with --job. Python code can call wattwise.work.client.report_work_or_drop instead.
     """
-    from wattwise.work.client import WorkReportError, report_work
+    from wattwise.work.client import MAX_COUNT, WorkReportError, report_work
 
+    if not 0 <= count <= MAX_COUNT:  # NaN too
+        typer.echo(
+            f"wattwise: COUNT must be a number from 0 to {MAX_COUNT:g}, not {count}", err=True
+        )
+        raise typer.Exit(2)
     path = socket_path or _config(config).work.socket_path
     try:
         answer = report_work(

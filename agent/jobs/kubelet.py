@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wattwise.errors import KubeletError
+from wattwise.errors import ConfigError, KubeletError
 from wattwise.net.http import HttpClient, get_json
 from wattwise.service import Service
 
@@ -44,8 +44,9 @@ class PodNames:
         self._annotated: dict[str, tuple[str, dict[str, str]]] = {}  # uid -> (pod IP, ours)
         self._lock = threading.Lock()
         self._error: str | None = None
-        tls: bool | str = str(ca_file) if ca_file else verify
-        self._client = HttpClient(deadline_s=timeout_s, max_bytes=MAX_PODS_BYTES, verify=tls)
+        self._tls: bool | str = str(ca_file) if ca_file else verify
+        self._timeout_s = timeout_s
+        self._client: HttpClient | None = None  # made at the first refresh that can
         self.service = Service("kubelet-pods", self.refresh_once, refresh_s)
 
     def get(self, pod_uid: str) -> str | None:
@@ -63,9 +64,11 @@ class PodNames:
 
     def refresh_once(self) -> bool:
         try:
+            if self._client is None:  # a CA bundle not there yet is tried again next time
+                self._client = HttpClient(self._timeout_s, MAX_PODS_BYTES, self._tls)
             items = get_json(self._client, self.url, error=KubeletError, headers=self._headers())
             names, annotated = _pods(items)
-        except (KubeletError, OSError) as exc:
+        except (KubeletError, ConfigError, OSError) as exc:
             self._note(f"{exc}; keeping the last pod names")
             return False
         with self._lock:
@@ -90,7 +93,8 @@ class PodNames:
 
     def stop(self) -> None:
         self.service.stop()
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 def _pods(body: Any) -> tuple[dict[str, str], dict[str, tuple[str, dict[str, str]]]]:

@@ -17,10 +17,11 @@ import contextlib
 import json
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wattwise.clock import unix_s_from_iso
-from wattwise.errors import HttpError
+from wattwise.errors import ConfigError, HttpError
 from wattwise.net.aio import run_on_loop
 
 DEFAULT_DEADLINE_S = 10.0
@@ -48,10 +49,22 @@ class _TooLarge(Exception):
     pass
 
 
+def ca_context(ca_file: str | Path) -> ssl.SSLContext:
+    """A client context trusting the bundle at `ca_file`; ConfigError naming the file when it
+    cannot be read or holds no certificate."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except ssl.SSLError as exc:  # before OSError, its base
+        why = exc.reason or exc
+        raise ConfigError(f"the CA bundle {ca_file} holds no usable certificate: {why}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA bundle {ca_file}: {exc.strerror or exc}") from None
+
+
 def tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
     """httpx's verify from a bool or a CA bundle's path."""
     if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
+        return ca_context(verify)
     return verify
 
 

@@ -11,7 +11,6 @@ or {"ok": false, "error": "..."}.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -211,12 +210,8 @@ def probe_socket(path: Path) -> Finding:
     """Whether the work API can listen at `path`; creates nothing."""
     try:
         return _probe_socket(path)
-    except OSError as exc:  # a directory on the way this user may not search, or worse
-        denied = exc.errno in (errno.EACCES, errno.EPERM)
-        fix = "run probe as the agent's user (or root)" if denied else "fix the path"
-        who = " by this user" if denied else ""
-        detail = f"cannot be checked{who}: {exc.strerror or exc}"
-        return Finding("work", "socket", str(path), False, detail, fix)
+    except OSError as exc:
+        return Finding.uncheckable("work", "socket", str(path), exc)
 
 
 def _probe_socket(path: Path) -> Finding:

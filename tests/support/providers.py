@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ class Script:
 
 
 @contextmanager
-def serve(script: Script) -> Iterator[str]:
+def serve(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """The server's base URL; https:// with `tls`, a server context."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             script.requests.append((self.path, dict(self.headers)))
@@ -49,10 +52,12 @@ def serve(script: Script) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

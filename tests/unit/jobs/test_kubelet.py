@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import trustme
 
 from tests.support.fixtures.trees import make_v2, proc_stat
 from wattwise.jobs.kubelet import PodNames
@@ -89,6 +90,19 @@ def test_a_failing_kubelet_keeps_the_last_good_names(
 def test_an_unreachable_kubelet_is_not_an_error_for_the_tick(tmp_path: Path) -> None:
     names = PodNames("http://127.0.0.1:9", timeout_s=0.3)  # discard port: nothing listens
     assert not names.refresh_once() and names.get(UID) is None
+    names.stop()
+
+
+def test_a_ca_bundle_not_there_yet_is_said_and_tried_again(
+    kubelet: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It stopped `once`, `probe` and `run` with a traceback; now the rest of the agent runs."""
+    bundle = tmp_path / "ca.crt"
+    names = PodNames(kubelet, ca_file=bundle)
+    assert not names.refresh_once() and names.get(UID) is None
+    assert f"cannot read the CA bundle {bundle}" in caplog.text
+    trustme.CA().cert_pem.write_to_path(str(bundle))  # the projected volume appears
+    assert names.refresh_once() and names.get(UID) == "inference/vllm-0"
     names.stop()
 
 
