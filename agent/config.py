@@ -58,7 +58,8 @@ class AmdsmiConfig(_Section):
     enabled: bool = Field(
         True,
         description="Read AMD Instinct GPUs through amdsmi where it is installed "
-        "(pip install 'wattwise[amd]'); without it, or without AMD GPUs, nothing is read.",
+        "(ROCm's copy in the agent's environment: pip install /opt/rocm/share/amd_smi); "
+        "without it, or without AMD GPUs, nothing is read.",
     )
 
 

@@ -1,5 +1,6 @@
 """AMD Instinct GPUs (MI200, MI300) through ROCm's amdsmi Python library, the optional extra
-`wattwise[amd]`. The only module that imports amdsmi.
+`amd` (docs/install.md: ROCm's own copy, /opt/rocm/share/amd_smi). The only module that imports
+amdsmi.
 
 Energy is amdsmi_get_energy_count's accumulator (ticks since the driver loaded) times its
 counter_resolution (microjoules per tick, about 15.3); amdsmi before ROCm 6.4 names the
@@ -46,7 +47,10 @@ def load_amdsmi() -> ModuleType | str:
     try:
         import amdsmi
     except ImportError:
-        return "amdsmi is not installed (pip install 'wattwise[amd]', with ROCm's libamd_smi)"
+        return (
+            "amdsmi is not installed "
+            "(into the agent's environment: pip install /opt/rocm/share/amd_smi)"
+        )
     except Exception as exc:  # a broken install must not stop the agent
         return f"amdsmi cannot be imported: {type(exc).__name__}: {exc}"
     return amdsmi

@@ -76,7 +76,8 @@ def test_the_install_steps_name_what_exists() -> None:
             assert (ROOT / path).exists(), path
     for target in re.findall(r"\bmake (\w+)", steps):
         assert re.search(rf"^{target}:", makefile, flags=re.M), f"make {target}"
-    for page in [ROOT / "README.md", *DOCS.glob("*.md"), *(ROOT / "deploy").rglob("*")]:
-        if page.is_file() and page.suffix in ("", ".md", ".service", ".yaml"):
+    pages = [ROOT / "README.md", *DOCS.glob("*.md"), *(ROOT / "deploy").rglob("*")]
+    for page in pages + list((ROOT / "agent").rglob("*.py")):  # and the hints the agent prints
+        if page.is_file() and page.suffix in ("", ".md", ".service", ".yaml", ".py"):
             text = page.read_text(errors="replace")
-            assert not re.search(r"(?<!not `)pipx? install wattwise\b(?!\[)", text), page
+            assert not re.search(r"(?<!not `)pipx? install '?wattwise\b", text), page
