@@ -100,6 +100,11 @@ def test_every_rule_keeps_cluster_and_none_mixes_estimated_with_measured() -> No
         uses_basis_rule = "basis" in name or "_with_estimate" in name
         assert not mixes or "_with_estimate" in name, name
         assert uses_basis_rule or not any(m in expr for m in SOURCED), name
+    alerts = yaml.safe_load((PROMETHEUS / "alerts.yaml").read_text())["groups"]
+    for rule in [rule for group in alerts for rule in group["rules"]]:
+        # an instance name is only unique within its cluster (docs/fleet.md)
+        for clause in re.findall(r"\b(?:by|on) \(([^)]*)\)", " ".join(rule["expr"].split())):
+            assert "cluster" in clause.split(", "), (rule["alert"], clause)
 
 
 def load_generator():
