@@ -22,7 +22,10 @@ from wattwise.model import (
     Snapshot,
 )
 
-JOB_LABELS = ["job_id", "job_name", "scheduler"]
+# user and team on every job series, not only on wattwise_job_info: a label-enforcing proxy
+# (prom-label-proxy -label user) can then show a user their own jobs (docs/fleet.md). Both are
+# fixed for a job, so they add no series.
+JOB_LABELS = ["job_id", "job_name", "scheduler", "user", "team"]
 
 DOMAIN_LABELS = ["domain", "device", "source"]
 GPU_LABELS = ["gpu", "uuid", "model"]
@@ -261,12 +264,12 @@ def _job_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
         "wattwise_job_info",
         "Always 1: who runs a job (user) and whom its carbon is reported under (team: the Slurm "
         "account or the pod's namespace); join on job_id and scheduler",
-        labels=[*JOB_LABELS, "user", "team"],
+        labels=JOB_LABELS,
     )
     counts: dict[str, int] = {}
     for job in snapshot.jobs:
-        labels = [job.job_id, job.name, job.scheduler]
-        info.add_metric([*labels, job.user, job.team], 1)
+        labels = [job.job_id, job.name, job.scheduler, job.user, job.team]
+        info.add_metric(labels, 1)
         runtime.add_metric(labels, job.runtime_s)
         for domain, source, state, joules in job.totals.energy_j:
             energy.add_metric([*labels, domain, source, state], joules)
@@ -324,7 +327,7 @@ def _carbon_families(snapshot: Snapshot, every: str) -> Iterator[Metric]:
         unit="grams",
     )
     for job in snapshot.jobs:
-        labels = [job.job_id, job.name, job.scheduler]
+        labels = [job.job_id, job.name, job.scheduler, job.user, job.team]
         if carbon is not None:
             for domain, source, grams in job.totals.carbon_g:
                 jobs.add_metric([*labels, domain, source, "operational"], grams)

@@ -14,6 +14,7 @@ BASELINE_FAR_S = 7 * 86400  # and then, for the counters not found in that hour
 # What names one counter, whatever else a scrape adds: a DaemonSet's rolled pod, a service
 # discovery's labels. Series are matched and summed on these only.
 IDENTITY = "cluster, instance, scheduler, job_id, domain, source, state, scope"
+SEEN = "wattwise_seen"  # tells apart the two answers of one query (_went_down)
 
 
 def counter_increases(
@@ -38,12 +39,11 @@ def counter_increases(
     baseline |= carried or {}
     if any(series.key() not in baseline for series in end):
         baseline = _baseline(api, chosen, since, BASELINE_FAR_S, warnings) | baseline
-    resets = ask(api, f"max by ({IDENTITY}) (resets({chosen}[{reach}])) > 0", until, warnings)
-    went_down = {s.key() for s in resets}
+    went_down = _went_down(api, chosen, window, reach, until, baseline, warnings)
     found = []
     for series in end:
         before = baseline.get(series.key(), 0.0)
-        if series.key() in went_down or series.value < before:
+        if series.key() in went_down or series.value < before:  # walk it, resets and all
             amount = _sample_by_sample(api, metric, series.labels, since, until, warnings)
         else:
             amount = series.value - before
@@ -51,6 +51,27 @@ def counter_increases(
     if carried is not None:
         carried.update({series.key(): series.value for series in end})
     return found
+
+
+def _went_down(
+    api: PromQL, chosen: str, window: str, reach: str, until: float, baseline: dict, warnings: list
+) -> set:
+    """The counters that went down: a reset within one series, or a value in the window below
+    the baseline. The second is a reset between two series of one counter, which resets()
+    cannot see: an agent that lost its ledger and came back under a new pod label, counting
+    from zero. Both in one query, told apart by a label."""
+    resets = f"max by ({IDENTITY}) (resets({chosen}[{reach}])) > 0"
+    lowest = f"min by ({IDENTITY}) (min_over_time({chosen}[{window}]))"
+    query = " or ".join(
+        f'label_replace({q}, "{SEEN}", "{kind}", "", "")'
+        for q, kind in ((resets, "reset"), (lowest, "lowest"))
+    )
+    down = set()
+    for series in ask(api, query, until, warnings):
+        kind = series.labels.pop(SEEN, "")
+        if kind == "reset" or (kind == "lowest" and series.value < baseline.get(series.key(), 0)):
+            down.add(series.key())
+    return down
 
 
 def _baseline(api: PromQL, chosen: str, at: float, reach_s: float, warnings: list) -> dict:

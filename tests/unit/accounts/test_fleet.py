@@ -61,7 +61,7 @@ def test_a_counter_counts_from_its_value_before_the_window_and_its_resets_are_ad
     }
     tsdb = Tsdb(
         {
-            "resets(": vector((A, 1)),
+            "wattwise_seen": vector(({**A, "wattwise_seen": "reset"}, 1)),
             "last_over_time(wattwise_job_energy_joules_total[3600s])": vector((A, 100), (B, 5)),
             "last_over_time(wattwise_job_energy_joules_total[": vector((A, 40), (B, 25)),
             'job_id="12"': {"status": "success", "data": {"resultType": "matrix", "result": [raw]}},
@@ -70,6 +70,26 @@ def test_a_counter_counts_from_its_value_before_the_window_and_its_resets_are_ad
     found = {labels["instance"]: amount for labels, amount in increases(tsdb)}
     # a: 100 -> 150 (+50), reset to 10 (+10), -> 40 (+30); b: 5 -> 25, no reset.
     assert found == {"a:9877": pytest.approx(90.0), "b:9877": pytest.approx(20.0)}
+
+
+def test_a_counter_that_restarts_from_zero_under_a_new_pod_label_is_walked() -> None:
+    """An agent that lost its ledger came back as a new DaemonSet pod: its counter is a new
+    series from zero, which resets() on each series cannot see. Found by review: with the new
+    series past the old baseline, it counted 400 - 100 and lost the old pod's 50."""
+    old, new = {**A, "pod": "wattwise-abcde"}, {**A, "pod": "wattwise-fghij"}
+    raw = [
+        {"metric": old, "values": [[SINCE - 30, "100"], [SINCE + 60, "150"]]},
+        {"metric": new, "values": [[SINCE + 120, "5"], [UNTIL, "400"]]},
+    ]
+    tsdb = Tsdb(
+        {
+            "wattwise_seen": vector(({**A, "wattwise_seen": "lowest"}, 5)),
+            "last_over_time(wattwise_job_energy_joules_total[3600s])": vector((A, 100)),
+            "last_over_time(wattwise_job_energy_joules_total[": vector((A, 400)),
+            'job_id="12"': {"status": "success", "data": {"resultType": "matrix", "result": raw}},
+        }
+    )
+    assert [amount for _, amount in increases(tsdb)] == [pytest.approx(50 + 5 + 395)]
 
 
 def test_a_partial_response_is_refused_unless_asked_and_then_said() -> None:
