@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.conftest import GOLDEN, subprocess_env
 from tests.support.cli import command
 from tests.support.fixtures.trees import (
@@ -100,6 +102,18 @@ def test_once_on_fixture_trees_matches_the_golden_exposition(
     if update_golden:
         golden.write_text(text + "\n")
     assert text + "\n" == golden.read_text(), "exposition changed: rerun with --update-golden"
+    # Every job series names its user and team, not only wattwise_job_info: a label-enforcing
+    # proxy (prom-label-proxy -label user) then shows a user their own jobs (docs/fleet.md).
+    job_samples = [
+        sample
+        for family in text_string_to_metric_families(out)
+        if family.name.startswith("wattwise_job_")
+        for sample in family.samples
+    ]
+    assert len({s.name for s in job_samples}) >= 6
+    for sample in job_samples:
+        assert {"user", "team"} <= sample.labels.keys(), sample
+        assert sample.labels["user"] == ("alice" if sample.labels["job_id"] == "12" else "")
 
 
 def _after_first_reading(pid: int, sysfs: Path) -> None:
