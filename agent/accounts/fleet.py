@@ -239,9 +239,11 @@ def _nodes(api: PromQL, query: str, at: float, warnings: list) -> set[tuple[str,
 def _intensities(api: PromQL, since: float, until: float, warnings: list) -> list[str]:
     """Which intensity providers, zones and bases the window's carbon used, and on how many
     nodes."""
+    # A node counts once whatever else its series carry (a rolled DaemonSet pod's label).
     query = (
-        "count by (provider, zone, signal, basis) (last_over_time("
-        f"wattwise_grid_carbon_intensity_grams_per_kwh[{promql_range(until - since)}]))"
+        "count by (provider, zone, signal, basis) (max by (cluster, instance, provider, zone, "
+        "signal, basis) (last_over_time("
+        f"wattwise_grid_carbon_intensity_grams_per_kwh[{promql_range(until - since)}])))"
     )
     return [
         f"carbon intensity: {s.labels.get('provider', '?')} zone {s.labels.get('zone', '?')},"

@@ -178,7 +178,13 @@ def _run_fleet(
     extra: list[str],
     store: str | None,
 ) -> Iterator[tuple[str, dict[str, Node], float, float]]:
-    with running_prometheus(tmp_path, targets, labels={"cluster": "east"}, extra=extra) as prom:
+    # Scraped directly, the cluster is a target label; remote-written, Prometheus' external
+    # label, as docs/fleet.md sets it (its own series then have none).
+    on_targets = {} if store else {"cluster": "east"}
+    external = {"cluster": "east"} if store else None
+    with running_prometheus(
+        tmp_path, targets, labels=on_targets, extra=extra, external_labels=external
+    ) as prom:
         store = store or prom
         with Busy(nodes) as busy:
             # Node b's job counted and scraped before its restart, so that it has a series to
@@ -188,7 +194,7 @@ def _run_fleet(
             # A restart in the middle, as a rolled DaemonSet pod: the counters go on from the
             # ledger, under a new `pod` label (a new series to Prometheus).
             stop(agents["b"])
-            relabel(tmp_path, prom, "node-b", {"cluster": "east", "pod": "wattwise-b-2"})
+            relabel(tmp_path, prom, "node-b", {**on_targets, "pod": "wattwise-b-2"})
             agents["b"] = start(nodes["b"], port=targets["node-b"])
             restarted_at = busy.step
             while busy.step < restarted_at + 15:
@@ -244,10 +250,29 @@ def test_the_fleet_report_equals_the_sum_of_the_nodes_ledgers(fleet) -> None:
     teams = {row["team"]: row for row in report(*window, "--group-by", "team")["rows"]}
     assert teams["nlp"]["energy_j"] == pytest.approx(ledgers["slurm:12"]["energy_j"], abs=1e-3)
     assert teams["cv"]["estimated_j"] == pytest.approx(ledgers["slurm:13"]["estimated_j"], abs=1e-3)
-    (cluster,) = report(*window, "--group-by", "cluster")["rows"]
+    users = {row["user"]: row for row in report(*window, "--group-by", "user")["rows"]}
+    assert users["alice"]["energy_j"] == pytest.approx(ledgers["slurm:12"]["energy_j"], abs=1e-3)
+    assert users["bob"]["estimated_j"] == pytest.approx(
+        ledgers["slurm:13"]["estimated_j"], abs=1e-3
+    )
+    clusters = report(*window, "--group-by", "cluster")
+    (cluster,) = clusters["rows"]
     total = sum(entry["energy_j"] for entry in ledgers.values())
     assert cluster["energy_j"] == pytest.approx(total, abs=1e-3)
     assert cluster["nodes"] == 3 and cluster["jobs"] == 2
+    # The intensity the carbon was charged at, as each ledger names it, here on all 3 nodes.
+    assert any(
+        n.startswith("carbon intensity: table zone") and n.endswith("on 3 node(s)")
+        for n in clusters["notes"]
+    ), clusters["notes"]
+    # --per day: the days (one, or two across midnight UTC) add up to the window, per team.
+    days: dict[str, float] = {}
+    for row in report(*window, "--group-by", "team", "--per", "day")["rows"]:
+        assert row["period"] == time.strftime("%Y-%m-%d", time.gmtime(began)) or row["period"] == (
+            time.strftime("%Y-%m-%d", time.gmtime(until - 1))
+        )
+        days[row["team"]] = days.get(row["team"], 0.0) + row["energy_j"]
+    assert days == {team: pytest.approx(row["energy_j"], abs=1e-3) for team, row in teams.items()}
     # SCI's R: an hour of job 12 is one job-hour, not one per node. Its runtime counters went
     # on after the last scrape the store holds, so they may trail the ledgers by a few seconds.
     window = ("--since", str(began), "--until", str(until), "--sci", "--group-by", "job")

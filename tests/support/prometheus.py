@@ -30,14 +30,17 @@ def running_prometheus(
     job_settings: dict[str, list[str]] | None = None,
     labels: dict[str, str] | None = None,
     extra: list[str] = (),  # type: ignore[assignment]
+    external_labels: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Scrapes 127.0.0.1:<port> for each scrape job name -> port, every second; yields its URL.
     `job_settings` adds YAML lines to a scrape job (scheme, tls_config, basic_auth); `labels`
     are set on every target (a `cluster`, as a central store sees the series); `extra` adds
-    top-level YAML lines (remote_write)."""
+    top-level YAML lines (remote_write); `external_labels` are what Prometheus adds to what it
+    remote-writes (the `cluster` of docs/fleet.md), not to its own series."""
     port = free_port()
     config = workdir / "prometheus.yml"
-    lines = ["global: {scrape_interval: 1s, evaluation_interval: 1s}"]
+    external = f", external_labels: {external_labels}" if external_labels else ""
+    lines = [f"global: {{scrape_interval: 1s, evaluation_interval: 1s{external}}}"]
     if rule_files:
         lines += ["rule_files:", *(f"  - {path}" for path in rule_files)]
     lines += extra
