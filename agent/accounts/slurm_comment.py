@@ -103,10 +103,14 @@ def runtime_s(fields: dict[str, str]) -> float:
 
 
 def accounting_id(job_id: str, fields: dict[str, str]) -> str:
-    """The id sacctmgr knows a job by: <array id>_<task id> for an array task (its own id
-    would name the whole array's first record), else the job's id."""
+    """The id that names this job alone to sacctmgr: its own id, except for the array task
+    that kept the array's id (the last to run), which that id would name with every task of
+    the array: <array id>_<task id> there. A task split off under its own id is not found by
+    <array id>_<task id> when its epilog runs (slurmdbd 22.05, tests/e2e/test_slurm.py)."""
     array, task = fields.get("ArrayJobId", ""), fields.get("ArrayTaskId", "")
-    return f"{array}_{task}" if array.isdigit() and task.isdigit() else job_id
+    if array == job_id and task.isdigit():
+        return f"{array}_{task}"
+    return job_id
 
 
 def start_s(fields: dict[str, str], now_unix_s: float, lookback_s: float = 30 * 86400) -> float:

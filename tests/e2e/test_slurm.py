@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -100,6 +101,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup\n"
             "JobAcctGatherType=jobacct_gather/cgroup\nSelectType=select/cons_tres\n"
             "MpiDefault=none\nReturnToService=2\n"
+            "SchedulerParameters=bf_interval=1\n"  # released jobs start in seconds, not 30
             f"StateSaveLocation={root}/ctld\nSlurmdSpoolDir={root}/d\n"
             f"SlurmctldPidFile={root}/ctld.pid\nSlurmdPidFile={root}/d.pid\n"
             f"SlurmctldLogFile={root}/ctld.log\nSlurmdLogFile={root}/d.log\n"
@@ -329,14 +331,21 @@ def test_the_controllers_epilog_writes_the_jobs_figures_into_slurm(
     def tsdb(path: str) -> tuple[int, dict]:
         query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)["query"][0]
         result = []
-        end = "last_over_time(wattwise_job_energy_joules_total{" in query
-        asked = [j for j in jobs if f'job_id="{j}"' in query]  # the selector, as Prometheus does
+        energy = "last_over_time(wattwise_job_energy_joules_total{" in query
+        carbon = "last_over_time(wattwise_job_carbon_grams_total{" in query
+        asked = re.findall(r'job_id="(\d+)"', query)  # the selector, as Prometheus does
         edge = "[3600s]" not in query and "[604800s]" not in query  # not a baseline query
-        for job_id in asked if end and edge else ():
+        for job_id in asked if (energy or carbon) and edge else ():
             for node, joules in (("a:9877", 1800.0), ("b:9877", 1200.0)):
                 labels = {"instance": node, "scheduler": "slurm", "job_id": job_id,
-                          "domain": "gpu", "source": "nvml", "state": "active"}  # fmt: skip
-                result.append({"metric": labels, "value": [0, str(joules)]})
+                          "domain": "gpu", "source": "nvml"}  # fmt: skip
+                # 0.25 g per kJ: 0.45 g and 0.3 g of operational carbon
+                value, more = (
+                    (joules, {"state": "active"})
+                    if energy
+                    else (joules / 4000, {"scope": "operational"})
+                )
+                result.append({"metric": labels | more, "value": [0, str(value)]})
         return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
 
     def comment(job_id: str) -> str:
@@ -353,12 +362,19 @@ def test_the_controllers_epilog_writes_the_jobs_figures_into_slurm(
                     env=slurm, capture_output=True, text=True, check=True,
                 )  # fmt: skip
                 jobs.append(submitted.stdout.strip().split(";")[0])
+            array = subprocess.run(
+                ["sbatch", "--parsable", "--hold", "--array=0-1", f"--chdir={tmp_path}",
+                 f"--output={tmp_path}/slurm-%A_%a.out", "--wrap", "sleep 1"],
+                env=slurm, capture_output=True, text=True, check=True,
+            ).stdout.strip().split(";")[0]  # fmt: skip
             jobstats, ours = jobs
+            tasks = [f"{array}_0", f"{array}_1"]  # each task its own record, its own figures
             scontrol = ["scontrol", "update", f"JobId={jobstats}", "AdminComment=JS1:H4sIAAAA"]
             subprocess.run(scontrol, env=slurm, check=True)
-            subprocess.run(["scontrol", "release", *jobs], env=slurm, check=True)
+            subprocess.run(["scontrol", "release", *jobs, array], env=slurm, check=True)
             try:
-                wait(lambda: "wattwise1:" in comment(ours), "the epilog's comment", 60)
+                for job in (ours, *tasks):
+                    wait(lambda j=job: "wattwise1:" in comment(j), f"{job}'s comment", 60)
                 wait(lambda: "not rewritten" in (root / "epilog.log").read_text(), "epilog", 30)
             except (AssertionError, FileNotFoundError) as exc:
                 log = root / "epilog.log"
@@ -379,4 +395,16 @@ def test_the_controllers_epilog_writes_the_jobs_figures_into_slurm(
     assert figures["from"] == "sacct"  # the accounting database: kept for good
     assert figures["energy_j"] == 3000.0 and figures["nodes"] == 2
     assert figures["estimated_j"] == 0.0 and figures["runtime_s"] >= 1
+    assert figures["carbon_g"] == pytest.approx(0.75)  # over both nodes
+    # SCI per job-hour over Slurm's own elapsed time, as sacct keeps it
+    sci = figures["carbon_g"] / (figures["runtime_s"] / 3600)
+    assert figures["sci_g_per_job_hour"] == pytest.approx(sci, rel=1e-3)
     assert figures["cluster"] == "wattwise"
+    for task in tasks:
+        shown = subprocess.run(
+            command("slurm", "show", task, "--json"),
+            env={**subprocess_env(None), "SLURM_CONF": slurm["SLURM_CONF"]},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["energy_j"] == 3000.0, task

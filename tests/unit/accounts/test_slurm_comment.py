@@ -42,7 +42,8 @@ def test_no_number_that_is_not_finite_is_written() -> None:
 
 
 def test_an_array_task_is_named_as_sacctmgr_knows_it() -> None:
-    assert accounting_id("1234", {"ArrayJobId": "1200", "ArrayTaskId": "34"}) == "1200_34"
+    assert accounting_id("1234", {"ArrayJobId": "1200", "ArrayTaskId": "34"}) == "1234"
+    assert accounting_id("1200", {"ArrayJobId": "1200", "ArrayTaskId": "35"}) == "1200_35"
     assert accounting_id("1234", {"JobId": "1234"}) == "1234"
     assert accounting_id("1234", {"ArrayJobId": "1200", "ArrayTaskId": "N/A"}) == "1234"
 
