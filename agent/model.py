@@ -299,6 +299,7 @@ class JobSummary:
     energy_j: dict[str, float] = field(default_factory=dict)  # domain -> joules
     active_j: float = 0.0
     idle_j: float = 0.0
+    estimated_j: float = 0.0  # of the energy, what the agent's CPU estimate gave (source estimate)
 
     @property
     def duration_s(self) -> float:

@@ -69,13 +69,15 @@ def jobs_json(found: Iterable[JobSummary]) -> str:
 
 
 def jobs_table(found: Iterable[JobSummary]) -> str:
-    rows = [["JOB", "STATE", "DURATION_S", "ENERGY_J", "IDLE_J", "MEAN_W", "BY DOMAIN (J)"]]
+    rows = [["JOB", "STATE", "DURATION_S", "ENERGY_J", "ESTIMATED_J", "IDLE_J", "MEAN_W",
+             "BY DOMAIN (J)"]]  # fmt: skip
     for j in found:
         domains = " ".join(f"{d}={e:.1f}" for d, e in sorted(j.energy_j.items()))
         power = f"{j.mean_power_w:.1f}" if j.mean_power_w is not None else "-"
         state = "ended" if j.ended_unix_s else "running"
         total = j.active_j + j.idle_j
-        cells = [j.job_key, state, f"{j.duration_s:.0f}", f"{total:.1f}", f"{j.idle_j:.1f}"]
+        cells = [j.job_key, state, f"{j.duration_s:.0f}", f"{total:.1f}", f"{j.estimated_j:.1f}"]
+        cells.append(f"{j.idle_j:.1f}")
         rows.append([*cells, power, domains])
     return table(rows)
 
@@ -152,5 +154,7 @@ def _summary_row(job: JobSummary) -> dict[str, Any]:
         "energy_j": job.energy_j,
         "active_j": job.active_j,
         "idle_j": job.idle_j,
+        "measured_j": job.active_j + job.idle_j - job.estimated_j,
+        "estimated_j": job.estimated_j,
         "mean_power_w": job.mean_power_w,
     }

@@ -44,7 +44,7 @@ def jobs(
 ) -> list[JobSummary]:
     query = (
         "SELECT j.job_key, scheduler, kind, job_id, name, user, first_seen_unix_s, "
-        "last_seen_unix_s, ended_unix_s, s.a, s.c, t.amount "
+        "last_seen_unix_s, ended_unix_s, s.a, s.b, s.c, t.amount "
         "FROM jobs j LEFT JOIN totals t ON t.job = j.id "
         "LEFT JOIN series s ON s.id = t.series AND s.measure = 'energy' "
         "WHERE j.id != 0 AND (? OR ended_unix_s IS NULL) "
@@ -53,11 +53,13 @@ def jobs(
     )
     found: dict[str, JobSummary] = {}
     for row in db.execute(query, (include_ended, job_key, job_key, job_key)):
-        key, *meta, domain, state, joules = row
+        key, *meta, domain, source, state, joules = row
         summary = found.setdefault(key, JobSummary(key, *meta))
         if domain is None:
             continue
         summary.energy_j[domain] = summary.energy_j.get(domain, 0.0) + joules
+        if basis_of(source) == ESTIMATED:
+            summary.estimated_j += joules
         if state == "active":
             summary.active_j += joules
         else:

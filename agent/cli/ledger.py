@@ -68,7 +68,8 @@ def jobs_command(
     include_ended: Annotated[bool, typer.Option("--all", help="Include finished jobs.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Running jobs (with --all, finished ones too) from the ledger: energy, duration, power."""
+    """Running jobs (with --all, finished ones too) from the ledger: energy (and how much of
+    it was the CPU estimate rather than measured), duration, power."""
     from wattwise.accounts.reports import jobs
     from wattwise.exporters.text import jobs_json, jobs_table
 

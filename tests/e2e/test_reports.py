@@ -58,17 +58,22 @@ def test_jobs_lists_running_jobs_and_all_with_the_flag(ledger: Path) -> None:
     assert alice["energy_j"] == {"gpu": 6000.0, "package": 600.0}
     assert alice["active_j"] == 6000.0 and alice["idle_j"] == 600.0
     assert alice["duration_s"] == 600.0 and alice["mean_power_w"] == 11.0
+    assert alice["measured_j"] == 6600.0 and alice["estimated_j"] == 0.0  # NVML and RAPL
     code, out, _ = run("jobs", "--ledger", str(ledger), "--all")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["JOB", "STATE", "DURATION_S"]
-    assert any(line.startswith("kubernetes:pod-b") and " ended " in line for line in lines)
+    header = lines[0].split()
+    assert header[:5] == ["JOB", "STATE", "DURATION_S", "ENERGY_J", "ESTIMATED_J"]
+    (bob,) = [line.split() for line in lines if line.startswith("kubernetes:pod-b")]
+    assert bob[1] == "ended" and bob[3] == bob[4] == "600.0"  # all of it the CPU estimate
 
 
 def test_job_show_by_id(ledger: Path) -> None:
     code, out, _ = run("job", "show", "pod-b", "--ledger", str(ledger))
     (bob,) = json.loads(out)
     assert code == 0 and bob["ended_unix_s"] == T0 + 600 and bob["energy_j"] == {"package": 600.0}
+    assert bob["estimated_j"] == 600.0 and bob["measured_j"] == 0.0
     code, _, err = run("job", "show", "nope", "--ledger", str(ledger))
     assert code == 1 and "no job 'nope' in the ledger" in err
 
