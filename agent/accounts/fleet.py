@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, UTC, datetime
 
-from wattwise.accounts.increases import ask, counter_increases, promql_range
+from wattwise.accounts.increases import BASELINE_S, ask, counter_increases, promql_range
 from wattwise.accounts.reports import ESTIMATED, basis_of
 from wattwise.errors import QueryError
 from wattwise.model import BASIS_FIGURES
@@ -27,7 +27,7 @@ ENERGY = "wattwise_job_energy_joules_total"
 CARBON = "wattwise_job_carbon_grams_total"
 NODE_ENERGY = "wattwise_node_total_energy_joules_total"
 RUNTIME = "wattwise_job_runtime_seconds_total"
-MAX_PERIODS = 1000  # --per day: 2.7 years; each period costs about eleven queries
+MAX_PERIODS = 1000  # --per day: 2.7 years; each period costs about thirteen queries
 TAIL_S = 300  # a node without samples in the window's last 5 minutes has a gap named
 FLEET_GROUPS = ("job", "user", "team", "cluster")
 FIGURES = (*BASIS_FIGURES, "carbon_g")
@@ -78,7 +78,7 @@ def fleet_report(
     if len(periods) > MAX_PERIODS:
         raise TooManyPeriods(
             f"--per {per} over this window is more than {MAX_PERIODS:,} periods, each about "
-            "eleven queries: shorten the window or use --per month"
+            "thirteen queries: shorten the window or use --per month"
         )
     notes: list[str] = []
     warnings: list[str] = []
@@ -107,7 +107,8 @@ def fleet_report(
         for key, entry in sorted(groups.items()):
             rows.append(_row(group_by, key, entry, start, end, per, hours))
             untimed.update(entry["jobs"] - hours.keys())
-        notes += _gaps(api, start, end, warnings, {n for g in groups.values() for n in g["nodes"]})
+        summed = {n for g in groups.values() for n in g["nodes"]}
+        notes += _gaps(api, start, end, warnings, summed, selector)
     notes += _intensities(api, since, until, warnings)
     if untimed:
         notes.append(
@@ -213,20 +214,36 @@ def _row(
 
 
 def _gaps(
-    api: PromQL, since: float, until: float, warnings: list, nodes: set[tuple[str, str]]
+    api: PromQL,
+    since: float,
+    until: float,
+    warnings: list,
+    nodes: set[tuple[str, str]],
+    selector: str,
 ) -> list[str]:
-    """Of `nodes` (those the rows sum), the ones whose series stop before the window's end:
-    energy after their last sample is not in any total (a node switched off, or a scrape that
-    failed)."""
-    if until - since <= TAIL_S or not nodes:
-        return []
-    tail = _nodes(api, f"count_over_time({NODE_ENERGY}[{TAIL_S}s])", until, warnings)
-    return [
-        f"node {instance} ({cluster or 'no cluster label'}) has no samples in the last"
-        f" {TAIL_S // 60} minutes before {_iso(until)}: what it used after its last sample is"
-        " not counted"
-        for cluster, instance in sorted(nodes - tail)
+    """The nodes whose energy is missing from the totals: of `nodes` (those the rows sum), the
+    ones whose series stop before the window's end; and the nodes (of the job, with
+    `selector`) that had series in the hour before the window and none in it (a node down, or
+    unscraped, throughout)."""
+    notes = []
+    if until - since > TAIL_S and nodes:
+        tail = _nodes(api, f"count_over_time({NODE_ENERGY}[{TAIL_S}s])", until, warnings)
+        notes += [
+            f"node {instance} ({cluster or 'no cluster label'}) has no samples in the last"
+            f" {TAIL_S // 60} minutes before {_iso(until)}: what it used after its last sample"
+            " is not counted"
+            for cluster, instance in sorted(nodes - tail)
+        ]
+    had = f"{ENERGY}{selector}" if selector else NODE_ENERGY
+    before = _nodes(api, f"count_over_time({had}[{BASELINE_S}s])", since, warnings)
+    window = promql_range(until - since)
+    within = _nodes(api, f"count_over_time({NODE_ENERGY}[{window}])", until, warnings)
+    notes += [
+        f"node {instance} ({cluster or 'no cluster label'}) has samples in the hour before"
+        f" {_iso(since)} and none from then to {_iso(until)}: what it used is not counted"
+        for cluster, instance in sorted(before - within)
     ]
+    return notes
 
 
 def _nodes(api: PromQL, query: str, at: float, warnings: list) -> set[tuple[str, str]]:

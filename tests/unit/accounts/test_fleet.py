@@ -119,6 +119,34 @@ def test_a_node_whose_series_stop_early_is_named() -> None:
     assert any("node c:9877 (east) has no samples in the last 5 minutes" in n for n in found.notes)
 
 
+def test_a_node_missing_from_the_whole_window_is_named() -> None:
+    """Node d was scraped until the hour before the window and not in it (down, or its
+    scrapes failing): its energy there is in no total, and the report says so, for the fleet
+    and for a job that ran on it. Before, only a node seen in the window could be named."""
+    d = {"cluster": "east", "instance": "d:9877"}
+    for group_by, job, had in (
+        ("cluster", None, "count_over_time(wattwise_node_total_energy_joules_total[3600s])"),
+        (
+            "job",
+            "12",
+            'count_over_time(wattwise_job_energy_joules_total{job_id="12",scheduler="slurm"}[3600s])',
+        ),
+    ):
+        # node a: seen in the window, up to its end
+        tsdb = Tsdb(
+            {had: vector((d, 40)), "[7200s]))": vector((A, 10)), "[300s]))": vector((A, 5))}
+        )
+        with serve(Script(body=tsdb)) as url:
+            api = PromQL(url)
+            try:
+                found = fleet_report(api, SINCE, UNTIL, group_by, job=job)
+            finally:
+                api.close()
+        missing = [n for n in found.notes if n.startswith("node d:9877 (east) has samples in")]
+        assert len(missing) == 1 and "what it used is not counted" in missing[0], found.notes
+        assert not any("a:9877" in n for n in found.notes)  # node a answered in the window
+
+
 def test_an_unknown_job_is_a_clear_error() -> None:
     with serve(Script(body=Tsdb({}))) as url:
         api = PromQL(url)
