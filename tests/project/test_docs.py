@@ -81,3 +81,5 @@ def test_the_install_steps_name_what_exists() -> None:
         if page.is_file() and page.suffix in ("", ".md", ".service", ".yaml", ".py"):
             text = page.read_text(errors="replace")
             assert not re.search(r"(?<!not `)pipx? install '?wattwise\b", text), page
+            # nothing is published there: a link to it is a link to whoever registers it
+            assert "github.com/wattwise/" not in text, page
