@@ -27,9 +27,13 @@ ENERGY = "wattwise_job_energy_joules_total"
 CARBON = "wattwise_job_carbon_grams_total"
 NODE_ENERGY = "wattwise_node_total_energy_joules_total"
 RUNTIME = "wattwise_job_runtime_seconds_total"
-MAX_PERIODS = 1000  # --per day: 2.7 years; each period costs about thirteen queries
+MAX_PERIODS = 1000  # --per day: 2.7 years; each period costs about fourteen queries
 TAIL_S = 300  # a node without samples in the window's last 5 minutes has a gap named
 FLEET_GROUPS = ("job", "user", "team", "cluster")
+UNSEEN_NODES = (
+    "node series are not visible in this store (behind a proxy that only lets job series "
+    "through?): nodes missing from the window cannot be named"
+)
 FIGURES = (*BASIS_FIGURES, "carbon_g")
 JobId = tuple[str, str, str]  # cluster, scheduler, job_id
 
@@ -78,7 +82,7 @@ def fleet_report(
     if len(periods) > MAX_PERIODS:
         raise TooManyPeriods(
             f"--per {per} over this window is more than {MAX_PERIODS:,} periods, each about "
-            "thirteen queries: shorten the window or use --per month"
+            "fourteen queries: shorten the window or use --per month"
         )
     notes: list[str] = []
     warnings: list[str] = []
@@ -224,26 +228,30 @@ def _gaps(
     """The nodes whose energy is missing from the totals: of `nodes` (those the rows sum), the
     ones whose series stop before the window's end; and the nodes (of the job, with
     `selector`) that had series in the hour before the window and none in it (a node down, or
-    unscraped, throughout)."""
-    notes = []
-    if until - since > TAIL_S and nodes:
-        tail = _nodes(api, f"count_over_time({NODE_ENERGY}[{TAIL_S}s])", until, warnings)
-        notes += [
-            f"node {instance} ({cluster or 'no cluster label'}) has no samples in the last"
-            f" {TAIL_S // 60} minutes before {_iso(until)}: what it used after its last sample"
-            " is not counted"
-            for cluster, instance in sorted(nodes - tail)
-        ]
-    had = f"{ENERGY}{selector}" if selector else NODE_ENERGY
-    before = _nodes(api, f"count_over_time({had}[{BASELINE_S}s])", since, warnings)
+    unscraped, throughout). Node series that cannot be seen at all (a label-enforcing proxy
+    lets only job series through) are said once instead of naming every node."""
+    if until - since <= TAIL_S:  # too short to tell a missing node from a scrape interval
+        return []
     window = promql_range(until - since)
     within = _nodes(api, f"count_over_time({NODE_ENERGY}[{window}])", until, warnings)
-    notes += [
+    hour = f"[{BASELINE_S}s]"
+    node_before = _nodes(api, f"count_over_time({NODE_ENERGY}{hour})", since, warnings)
+    if not within and not node_before:
+        return [UNSEEN_NODES] if nodes else []
+    tail = _nodes(api, f"count_over_time({NODE_ENERGY}[{TAIL_S}s])", until, warnings)
+    before = node_before
+    if selector:  # the job's nodes only
+        before = _nodes(api, f"count_over_time({ENERGY}{selector}{hour})", since, warnings)
+    return [
+        f"node {instance} ({cluster or 'no cluster label'}) has no samples in the last"
+        f" {TAIL_S // 60} minutes before {_iso(until)}: what it used after its last sample"
+        " is not counted"
+        for cluster, instance in sorted(nodes - tail)
+    ] + [
         f"node {instance} ({cluster or 'no cluster label'}) has samples in the hour before"
         f" {_iso(since)} and none from then to {_iso(until)}: what it used is not counted"
         for cluster, instance in sorted(before - within)
     ]
-    return notes
 
 
 def _nodes(api: PromQL, query: str, at: float, warnings: list) -> set[tuple[str, str]]:

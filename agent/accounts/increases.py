@@ -15,6 +15,9 @@ BASELINE_FAR_S = 7 * 86400  # and then, for the counters not found in that hour
 # discovery's labels. Series are matched and summed on these only.
 IDENTITY = "cluster, instance, scheduler, job_id, domain, source, state, scope"
 SEEN = "wattwise_seen"  # tells apart the two answers of one query (_went_down)
+# A value below this share of the one before is a reset; a smaller dip is two copies of one
+# counter (HA replicas, a target scraped twice) whose samples interleave out of order.
+RESET_BELOW = 0.9
 
 
 def counter_increases(
@@ -69,7 +72,8 @@ def _went_down(
     down = set()
     for series in ask(api, query, until, warnings):
         kind = series.labels.pop(SEEN, "")
-        if kind == "reset" or (kind == "lowest" and series.value < baseline.get(series.key(), 0)):
+        lowest = kind == "lowest" and series.value < RESET_BELOW * baseline.get(series.key(), 0)
+        if kind == "reset" or lowest:
             down.add(series.key())
     return down
 
@@ -83,7 +87,8 @@ def _sample_by_sample(
     api: PromQL, metric: str, labels: dict[str, str], since: float, until: float, warnings: list
 ) -> float:
     """A counter that went down, from its raw samples: every series with its identity (one
-    per pod it was scraped from), in time order, each reset added back."""
+    per pod it was scraped from, or per replica), in time order, each reset added back and a
+    copy's slightly lower sample skipped."""
     reach = promql_range(until - since + BASELINE_S)
     found = ask(api, f"{metric}{matcher(labels)}[{reach}]", until, warnings)
     if not found:
@@ -91,11 +96,14 @@ def _sample_by_sample(
         return 0.0
     samples = sorted({at: value for series in found for at, value in series.samples}.items())
     previous, counted = 0.0, 0.0
-    for at, value in samples:
-        if at <= since:
-            previous = value  # the baseline: the last value before the window
-            continue
-        counted += value - previous if value >= previous else value  # a reset: from zero
+    for at, value in samples:  # those up to `since` only set the baseline
+        if value >= previous:
+            step = value - previous
+        elif value < RESET_BELOW * previous:  # a reset: from zero
+            step = value
+        else:
+            continue  # a copy's sample out of order, not a reset: skipped
+        counted += step if at > since else 0.0
         previous = value
     return counted
 

@@ -10,7 +10,7 @@ import urllib.parse
 import pytest
 
 from tests.support.providers import Script, serve
-from wattwise.accounts.fleet import PartialData, fleet_report
+from wattwise.accounts.fleet import UNSEEN_NODES, PartialData, fleet_report
 from wattwise.accounts.increases import counter_increases
 from wattwise.errors import QueryError
 from wattwise.net.promql import PromQL
@@ -92,6 +92,38 @@ def test_a_counter_that_restarts_from_zero_under_a_new_pod_label_is_walked() -> 
     assert [amount for _, amount in increases(tsdb)] == [pytest.approx(50 + 5 + 395)]
 
 
+def test_copies_of_a_counter_out_of_order_are_not_resets() -> None:
+    """Two replicas of one counter (an HA pair without dedup), scraped a moment apart, with a
+    reset in the window: a copy's sample a little below the other's is not a reset (found by
+    review: each such dip added the whole counter again), and a dip below the baseline that
+    small walks nothing."""
+    one, two = {**A, "replica": "a"}, {**A, "replica": "b"}
+    raw = [
+        {"metric": one, "values": [[SINCE - 30, "100"], [SINCE + 60, "150"], [SINCE + 120, "10"]]},
+        {"metric": two, "values": [[SINCE - 25, "100.2"], [SINCE + 61, "149.8"],
+                                   [SINCE + 121, "10.1"], [SINCE + 200, "40.5"]]},
+    ]  # fmt: skip
+    tsdb = Tsdb(
+        {
+            "wattwise_seen": vector(({**A, "wattwise_seen": "reset"}, 1)),
+            "last_over_time(wattwise_job_energy_joules_total[3600s])": vector((A, 100.2)),
+            "last_over_time(wattwise_job_energy_joules_total[": vector((A, 40.5)),
+            'job_id="12"': {"status": "success", "data": {"resultType": "matrix", "result": raw}},
+        }
+    )
+    # 100.2 -> 150 (+49.8), reset to 10 (+10) -> 10.1 -> 40.5 (+30.4); 149.8 is a copy's.
+    assert [amount for _, amount in increases(tsdb)] == [pytest.approx(90.3)]
+    dip = Tsdb(
+        {
+            "wattwise_seen": vector(({**A, "wattwise_seen": "lowest"}, 99.9)),
+            "last_over_time(wattwise_job_energy_joules_total[3600s])": vector((A, 100.2)),
+            "last_over_time(wattwise_job_energy_joules_total[": vector((A, 130)),
+        }
+    )
+    assert [amount for _, amount in increases(dip)] == [pytest.approx(29.8)]
+    assert not any("[10800s]" in asked and "wattwise_seen" not in asked for asked in dip.asked)
+
+
 def test_a_partial_response_is_refused_unless_asked_and_then_said() -> None:
     tsdb = Tsdb(
         {"last_over_time(wattwise_job_energy_joules_total": vector((A, 50))}, ["store b down"]
@@ -145,6 +177,28 @@ def test_a_node_missing_from_the_whole_window_is_named() -> None:
         missing = [n for n in found.notes if n.startswith("node d:9877 (east) has samples in")]
         assert len(missing) == 1 and "what it used is not counted" in missing[0], found.notes
         assert not any("a:9877" in n for n in found.notes)  # node a answered in the window
+
+
+def test_node_gaps_are_not_named_where_node_series_cannot_be_seen_or_the_period_is_short() -> None:
+    """Through prom-label-proxy -label user only job series come back: every node looked
+    missing (found by review). A period of a few seconds (--per day just after midnight) has
+    no scrape to go by."""
+    tsdb = Tsdb({"last_over_time(wattwise_job_energy_joules_total": vector((A, 10))})
+    for until, job in ((UNTIL, None), (UNTIL, "12")):
+        with serve(Script(body=tsdb)) as url:
+            api = PromQL(url)
+            try:
+                found = fleet_report(api, SINCE, until, "job", job=job)
+            finally:
+                api.close()
+        assert found.rows and [n for n in found.notes if "node" in n] == [UNSEEN_NODES]
+    with serve(Script(body=Tsdb({"[3600s]))": vector((A, 10))}))) as url:
+        api = PromQL(url)
+        try:
+            found = fleet_report(api, SINCE, SINCE + 5, "cluster")
+        finally:
+            api.close()
+    assert not [n for n in found.notes if "node" in n]
 
 
 def test_an_unknown_job_is_a_clear_error() -> None:
