@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -168,13 +168,9 @@ def report_command(
     cluster from the fleet's storage (docs/fleet.md). Measured and estimated energy are
     always apart."""
     start, end = _window(since, until)
-    auth = {
-        "bearer_token_file": bearer_token_file,
-        "basic_auth_user": basic_auth_user,
-        "basic_auth_password_file": basic_auth_password_file,
-        "ca_file": ca_file,
-        "insecure_skip_verify": insecure_skip_verify,
-    }
+    auth = store_auth(
+        bearer_token_file, basic_auth_user, basic_auth_password_file, ca_file, insecure_skip_verify
+    )
     fleet_only = {"--per": per, "--job": job, "--allow-partial": allow_partial, **auth}
     given = [name for name, value in fleet_only.items() if value not in (None, False)]
     if prometheus is None and given:
@@ -192,6 +188,23 @@ def report_command(
             prometheus, auth, start, end, by, period, job, allow_partial
         )
     _print_report(rows, notes, columns, output_format.value, start, end)
+
+
+def store_auth(
+    bearer_token_file: Path | None,
+    basic_auth_user: str | None,
+    basic_auth_password_file: Path | None,
+    ca_file: Path | None,
+    insecure_skip_verify: bool,
+) -> dict[str, Any]:
+    """PromQL's keyword arguments from the store options the report and the epilog share."""
+    return {
+        "bearer_token_file": bearer_token_file,
+        "basic_auth_user": basic_auth_user,
+        "basic_auth_password_file": basic_auth_password_file,
+        "ca_file": ca_file,
+        "insecure_skip_verify": insecure_skip_verify,
+    }
 
 
 def _window(since: str, until: str) -> tuple[float, float]:

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wattwise.cli import slurm_app
-from wattwise.cli.ledger import CaOption, InsecureOption, PasswordOption, TokenOption, UserOption
+from wattwise.cli.ledger import (
+    CaOption,
+    InsecureOption,
+    PasswordOption,
+    TokenOption,
+    UserOption,
+    store_auth,
+)
 
 if TYPE_CHECKING:
     from wattwise.net.promql import PromQL
@@ -64,13 +71,9 @@ def epilog_command(
         typer.echo("wattwise: no job: give --job or run as EpilogSlurmctld", err=True)
         raise typer.Exit(2)
     cluster = cluster if cluster is not None else os.environ.get("SLURM_CLUSTER_NAME", "")
-    auth = {
-        "bearer_token_file": bearer_token_file,
-        "basic_auth_user": basic_auth_user,
-        "basic_auth_password_file": basic_auth_password_file,
-        "ca_file": ca_file,
-        "insecure_skip_verify": insecure_skip_verify,
-    }
+    auth = store_auth(
+        bearer_token_file, basic_auth_user, basic_auth_password_file, ca_file, insecure_skip_verify
+    )
     api = _store(prometheus, auth, job_id)  # unusable settings are said before the wait
     try:
         time.sleep(settle_s)

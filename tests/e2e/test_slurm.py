@@ -385,13 +385,17 @@ def test_the_controllers_epilog_writes_the_jobs_figures_into_slurm(
         finally:
             (root / "epilog.args").unlink()
     assert comment(jobstats) == "JS1:H4sIAAAA"  # jobstats' summary is kept, case and all
-    shown = subprocess.run(
-        command("slurm", "show", ours, "--json"),
-        env={**subprocess_env(None), "SLURM_CONF": slurm["SLURM_CONF"]},
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert shown.returncode == 0, shown.stderr
-    figures = json.loads(shown.stdout)
+
+    def show(job: str) -> dict:
+        shown = subprocess.run(
+            command("slurm", "show", job, "--json"),
+            env={**subprocess_env(None), "SLURM_CONF": slurm["SLURM_CONF"]},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        return json.loads(shown.stdout)
+
+    figures = show(ours)
     assert figures["from"] == "sacct"  # the accounting database: kept for good
     assert figures["energy_j"] == 3000.0 and figures["nodes"] == 2
     assert figures["estimated_j"] == 0.0 and figures["runtime_s"] >= 1
@@ -401,10 +405,4 @@ def test_the_controllers_epilog_writes_the_jobs_figures_into_slurm(
     assert figures["sci_g_per_job_hour"] == pytest.approx(sci, rel=1e-3)
     assert figures["cluster"] == "wattwise"
     for task in tasks:
-        shown = subprocess.run(
-            command("slurm", "show", task, "--json"),
-            env={**subprocess_env(None), "SLURM_CONF": slurm["SLURM_CONF"]},
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert shown.returncode == 0, shown.stderr
-        assert json.loads(shown.stdout)["energy_j"] == 3000.0, task
+        assert show(task)["energy_j"] == 3000.0, task
