@@ -72,8 +72,8 @@ def _went_down(
     down = set()
     for series in ask(api, query, until, warnings):
         kind = series.labels.pop(SEEN, "")
-        lowest = kind == "lowest" and series.value < RESET_BELOW * baseline.get(series.key(), 0)
-        if kind == "reset" or lowest:
+        below = series.value < RESET_BELOW * baseline.get(series.key(), 0)
+        if kind == "reset" or (kind == "lowest" and below):
             down.add(series.key())
     return down
 
