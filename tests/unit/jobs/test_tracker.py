@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.descriptors import open_files_under
 from tests.support.fixtures.trees import add_process, make_v2, proc_stat
 from wattwise.jobs.tracker import JobTracker
 from wattwise.model import GpuProcess, GpuStatus
@@ -165,33 +166,28 @@ def test_a_cgroup_recreated_at_the_same_path_is_a_new_counter(trees) -> None:
 def test_a_job_counter_file_is_kept_open_while_the_job_runs_and_closed_when_it_ends(
     trees: tuple[Path, Path],
 ) -> None:
-    import os
     import shutil
 
     cgroups, procfs = trees
-    before = len(os.listdir("/proc/self/fd"))
     tracker = JobTracker(cgroups, procfs, ["slurm", "systemd"])
     tracker.observe()
     tracker.observe()
-    assert len(os.listdir("/proc/self/fd")) == before + 2  # slurm:12 and systemd:sshd
+    assert open_files_under(cgroups) == 2  # slurm:12 and systemd:sshd
     shutil.rmtree(cgroups / "system.slice" / "sshd.service")
     assert set(tracker.observe().jobs) == {"slurm:12"}
-    assert len(os.listdir("/proc/self/fd")) == before + 1
+    assert open_files_under(cgroups) == 1
     tracker.close()
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert open_files_under(cgroups) == 0
 
 
 def test_past_its_share_of_the_open_file_limit_a_counter_is_read_by_its_path(trees) -> None:
-    import os
-
     cgroups, procfs = trees
     tracker = JobTracker(cgroups, procfs, ["slurm", "systemd"])
     tracker._held_limit = 1
-    before = len(os.listdir("/proc/self/fd"))
     tracker.observe()
     make_v2(cgroups, {STEP: 7_500_000, "/system.slice/sshd.service": 1_250_000})
     assert tracker.observe().cpu.job_cpu_s == pytest.approx({"slurm:12": 2.5, "systemd:sshd": 0.25})
-    assert len(os.listdir("/proc/self/fd")) == before + 1
+    assert open_files_under(cgroups) == 1
     tracker.close()
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.descriptors import open_files_under
 from tests.support.fixtures.trees import (
     PACKAGE_MAX_UJ,
     add_zone,
@@ -152,19 +153,16 @@ def test_a_held_counter_file_is_read_with_one_pread_and_opened_again_after_an_er
 
 
 def test_rapl_keeps_its_zone_files_open_and_closes_them(tmp_path: Path) -> None:
-    import os
-
     two_socket_server(tmp_path)
-    before = len(os.listdir("/proc/self/fd"))
     source = RaplSource(tmp_path)
     source.read()
     set_energy(tmp_path, "intel-rapl:0", 2_000_000)
     assert {(r.key.domain, r.key.device): r.raw_uj for r in source.read().counters}[
         ("package", "0")
     ] == 2_000_000
-    assert len(os.listdir("/proc/self/fd")) == before + 8
+    assert open_files_under(tmp_path) == 8
     source.close()
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert open_files_under(tmp_path) == 0
 
 
 def test_amd_rapl_without_a_dram_zone_says_what_its_node_total_covers(tmp_path: Path) -> None:
