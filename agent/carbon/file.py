@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from wattwise.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
+from wattwise.filestamp import file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class FileProvider:
         self.path = Path(path)
         self.zone = zone
         self.signal = signal
-        self._mtime_ns: int | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._times: list[float] = []
         self._values: list[float] = []
         self._step_s = 0.0
@@ -72,12 +73,12 @@ class FileProvider:
 
     def _reload_if_changed(self) -> None:
         try:
-            mtime_ns = self.path.stat().st_mtime_ns
+            stamp = file_stamp(self.path)
         except OSError as exc:
             raise ProviderError(f"{self.path}: {exc.strerror or exc}") from None
-        if mtime_ns == self._mtime_ns:
+        if stamp == self._stamp:
             return
-        self._mtime_ns = mtime_ns
+        self._stamp = stamp
         try:
             rows = read_series(self.path)
         except ProviderError as exc:

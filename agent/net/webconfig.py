@@ -33,6 +33,7 @@ from pathlib import Path
 import bcrypt
 
 from wattwise.errors import ConfigError
+from wattwise.filestamp import file_stamp, versions
 from wattwise.net.listen import Request, Response
 from wattwise.net.webconfig_file import (
     CIPHER_SUITES,
@@ -264,10 +265,12 @@ class WebConfig:
         stamp = self._files_stamp()
         with self._lock:
             if stamp != self._stamp:
+                changed = versions(stamp) != versions(self._stamp)
                 self._stamp = stamp
                 try:
                     self._settings = load_settings(self.path)
-                    log.info("web configuration %s reloaded", self.path)
+                    if changed:  # not again for each re-read while a file settles
+                        log.info("web configuration %s reloaded", self.path)
                     self._error = None
                 except ConfigError as exc:
                     if str(exc) != self._error:
@@ -279,8 +282,7 @@ class WebConfig:
         stamps = []
         for name in (self.path, *self._settings.files):
             try:
-                info = os.stat(name)
-                stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
+                stamps.append(file_stamp(name))
             except OSError:
                 stamps.append(None)
         return tuple(stamps)

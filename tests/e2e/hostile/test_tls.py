@@ -4,6 +4,7 @@ take. Certificates are made in the test (trustme); a real Prometheus scrapes ove
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -234,14 +235,22 @@ def test_item9_the_facility_daemon_takes_the_same_file(pki: Pki, tmp_path: Path)
 
 def test_item9_certificates_and_users_are_reloaded_without_a_restart(pki: Pki) -> None:
     config = web_config(pki)
-    web = WebConfig(config)
-    first = web.current()
-    assert web.current() is first  # unchanged files: the same settings
     hashed = bcrypt.hashpw(b"new", bcrypt.gensalt(rounds=4)).decode()
     config.write_text(config.read_text() + f"  grafana: '{hashed}'\n")
+    web = WebConfig(config)
     assert "grafana" in web.current().users
+    # Rewritten in place within one mtime tick, the same size: still picked up while it settles
+    # (mtime, size and inode alone did not tell the versions apart).
+    mtime_ns = config.stat().st_mtime_ns
+    config.write_text(config.read_text().replace("grafana:", "grafanb:"))
+    os.utime(config, ns=(mtime_ns, mtime_ns))
+    assert "grafanb" in web.current().users
+    for name in (config, pki.dir / "s.pem", pki.dir / "s.key", pki.dir / "ca.pem"):
+        os.utime(name, ns=(mtime_ns - 10**10, mtime_ns - 10**10))  # settled, 10 s ago
+    settled = web.current()
+    assert web.current() is settled  # unchanged files: the same settings
     config.write_text("tls_server_config: {cert_file: nope.pem, key_file: s.key}\n")
-    assert "grafana" in web.current().users  # a broken new version: the last good stays
+    assert "grafanb" in web.current().users  # a broken new version: the last good stays
 
 
 @pytest.mark.parametrize(

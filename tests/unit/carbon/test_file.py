@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,36 @@ def test_a_new_version_is_picked_up_and_a_broken_one_keeps_the_last_good(
     path.unlink()
     with pytest.raises(ProviderError, match="No such file"):
         provider.fetch(T0)
+
+
+def test_a_version_written_in_place_within_one_mtime_tick_is_still_picked_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's `cat new.csv > grid.csv` truncates and writes: a read can catch it half
+    written, and the rest can land with the same mtime (the kernel's clock for it is coarse).
+    Keyed on mtime alone, the half version was served until the next edit."""
+    import wattwise.carbon.file as file_module
+
+    path = tmp_path / "grid.csv"
+    now_ns = time.time_ns()
+    half = CSV.split("\n", 2)[:2]  # the header and the first row: valid, and short
+    path.write_text("\n".join(half) + "\n")
+    os.utime(path, ns=(now_ns, now_ns))
+    provider = FileProvider(path)
+    assert provider.fetch(T0).grams_per_kwh == 210.0
+    path.write_text(CSV)  # the rest, within the same tick
+    os.utime(path, ns=(now_ns, now_ns))
+    assert provider.fetch(T0 + 1800).grams_per_kwh == 180.5
+    path.write_text(CSV.replace(",210,", ",099,"))  # the same size, the same mtime
+    os.utime(path, ns=(now_ns, now_ns))
+    assert provider.fetch(T0).grams_per_kwh == 99.0
+    # Once the file has settled it is trusted as read, not read again at every fetch.
+    old_ns = now_ns - 10_000_000_000
+    os.utime(path, ns=(old_ns, old_ns))
+    assert provider.fetch(T0).grams_per_kwh == 99.0
+    reads = []
+    monkeypatch.setattr(file_module, "read_series", lambda p: reads.append(p) or [])
+    assert provider.fetch(T0).grams_per_kwh == 99.0 and reads == []
 
 
 def test_the_chain_falls_back_when_the_file_runs_out_and_rejects_absurd_rows(
