@@ -7,6 +7,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests judge results, not speed: a stall of a loaded 2-core CI machine is no failure.
+settings.register_profile("wattwise", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("wattwise")
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "support" / "fakes"
@@ -54,3 +59,14 @@ def subprocess_env(nvml_state: Path | None = None, **extra: str) -> dict[str, st
         env["FAKE_PYNVML_STATE"] = str(nvml_state)
     env.update(extra)
     return env
+
+
+@pytest.fixture(autouse=True)
+def psutil_reads_this_machine() -> Iterator[None]:
+    """The agent points psutil at its procfs root, process-wide: a fixture tree's root must not
+    outlive the test that set it."""
+    import psutil
+
+    root = psutil.PROCFS_PATH
+    yield
+    psutil.PROCFS_PATH = root

@@ -90,7 +90,7 @@ def test_once_on_fixture_trees_matches_the_golden_exposition(
         stderr=subprocess.PIPE,
         text=True,
     )
-    _after_first_reading(once.pid, tmp_path / "sys")
+    _after_first_reading(once.pid, tmp_path)
     _counters(tmp_path, 1)
     out, err = once.communicate(timeout=60)
     assert once.returncode == 0, err
@@ -116,17 +116,19 @@ def test_once_on_fixture_trees_matches_the_golden_exposition(
         assert sample.labels["user"] == ("alice" if sample.labels["job_id"] == "12" else "")
 
 
-def _after_first_reading(pid: int, sysfs: Path) -> None:
-    """Returns once the process holds a RAPL counter open, which it does from its first
-    reading on, and a little more for the rest of that tick."""
+def _after_first_reading(pid: int, root: Path) -> None:
+    """Returns once the process holds both jobs' CPU counters open, which the job tracker does
+    from its first reading on (after RAPL and NVML), and a little more for the rest of that
+    tick."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
         except OSError:
             links = []
-        if any(link.startswith(str(sysfs)) and link.endswith("energy_uj") for link in links):
+        held = [link for link in links if link.startswith(f"{root / 'cg'}/")]
+        if len([link for link in held if link.endswith("cpu.stat")]) == 2:
             time.sleep(0.5)
             return
         time.sleep(0.02)
-    raise AssertionError("wattwise once never read its first counter")
+    raise AssertionError("wattwise once never read its first counters")

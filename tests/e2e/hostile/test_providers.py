@@ -8,7 +8,6 @@ a value's age comes from the data's own timestamp and is judged whatever its ref
 from __future__ import annotations
 
 import json
-import resource
 import signal
 import socket
 import threading
@@ -24,6 +23,7 @@ from tests.e2e.test_jobs import Node, node  # noqa: F401
 from tests.e2e.test_run import DEADLINE_S
 from tests.support.cli import wattwise
 from tests.support.fixtures.trees import h100, two_socket_server, write_nvml_state
+from tests.support.memory import AllocationPeak
 from tests.support.providers import Script, serve
 from wattwise.carbon.electricitymaps import ElectricityMapsProvider
 from wattwise.carbon.grid import GridIntensity
@@ -106,16 +106,18 @@ def test_item4_a_trickling_server_is_cut_at_the_request_deadline(abuse) -> None:
     client.close()
     # A total deadline: once a read timeout per byte, now the whole request (with slack for
     # a loaded machine; the old behaviour was minutes).
-    assert elapsed < 3.0, elapsed
+    assert elapsed < 10.0, elapsed
 
 
 def test_item4_an_endless_body_is_abandoned_at_the_cap_without_buffering_it() -> None:
     client = HttpClient(deadline_s=30.0, max_bytes=4 * 1024 * 1024)
-    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with raw_server(endless_body) as url, pytest.raises(HttpError, match="more than 4194304"):
+    peak = AllocationPeak()
+    refused = pytest.raises(HttpError, match="more than 4194304")
+    with raw_server(endless_body) as url, refused, peak:
         client.get(url)
     client.close()
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb < 100_000
+    # The 4 MiB it may keep, not the endless rest (before the cap, it buffered until killed).
+    assert peak.bytes < 16 * 1024 * 1024, peak.bytes
 
 
 def test_item4_a_redirect_is_reported_as_one() -> None:

@@ -232,15 +232,15 @@ def test_a_storage_that_fails_says_so(script: Script, message: str) -> None:
 
 
 def test_a_slow_storage_costs_its_deadline_not_forever() -> None:
-    with serve(Script(body=vector(), delay_s=5)) as url:
+    with serve(Script(body=vector(), delay_s=60)) as url:
         api = PromQL(url, deadline_s=1)
         started = time.monotonic()
         try:
             with pytest.raises(QueryError, match="did not answer within 1 s"):
                 fleet_report(api, SINCE, UNTIL, "job")
+            assert time.monotonic() - started < 10  # slack for a loaded machine, not 60 s
         finally:
             api.close()
-    assert time.monotonic() - started < 4
 
 
 def test_a_counter_unseen_in_the_hour_before_the_window_is_looked_for_further_back() -> None:

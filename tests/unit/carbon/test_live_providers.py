@@ -123,7 +123,7 @@ def test_watttime_wrong_units_and_login_refused() -> None:
         WattTimeProvider("a", "b", "R", base_url=url).fetch(NOW)
     refused = Script(routes={"/login": (403, {})})
     with serve(refused) as url, pytest.raises(ProviderError, match="HTTP 403"):
-        WattTimeProvider("a", "b", "R", base_url=url, http=HttpClient(deadline_s=0.5)).fetch(NOW)
+        WattTimeProvider("a", "b", "R", base_url=url, http=HttpClient(deadline_s=10)).fetch(NOW)
 
 
 def test_an_absurd_marginal_value_falls_back(caplog: pytest.LogCaptureFixture) -> None:

@@ -39,7 +39,7 @@ class Kubelet(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         Kubelet.seen_auth.append(self.headers.get("Authorization", ""))
         if Kubelet.mode == "slow":
-            time.sleep(1.0)
+            time.sleep(4.0)  # well past the 1 s timeout below
         if Kubelet.mode == "500":
             self.send_error(500)
             return
@@ -78,7 +78,7 @@ def test_names_come_from_the_pod_list_with_the_bearer_token(kubelet: str, tmp_pa
 def test_a_failing_kubelet_keeps_the_last_good_names(
     kubelet: str, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    names = PodNames(kubelet, timeout_s=0.3)
+    names = PodNames(kubelet, timeout_s=1.0)
     assert names.refresh_once()
     Kubelet.mode = mode
     assert not names.refresh_once()

@@ -67,14 +67,14 @@ def test_the_reading_is_used_while_fresh_and_dropped_when_stale() -> None:
 
 
 def test_a_slow_exporter_costs_at_most_the_read_deadline() -> None:
-    script = Script(body=dcgm_page({GPU0: {1: 0.5}}).encode(), delay_s=4.0)
-    with serve(script) as url:
+    script = Script(body=dcgm_page({GPU0: {1: 0.5}}).encode(), delay_s=60.0)
+    with serve(script) as url:  # the stalled answer's thread is a daemon: teardown won't wait
         activity = MigActivity(f"{url}/metrics", 1.0)
         try:
             started = time.monotonic()
             with pytest.raises(ScrapeError):
                 activity.read_once()
-            assert time.monotonic() - started < 3.0
+            assert time.monotonic() - started < 10.0  # slack for a loaded machine, not 60 s
             assert "split by slices" in activity.probe().detail
         finally:
             activity.close()

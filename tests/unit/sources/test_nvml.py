@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import time
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -51,7 +51,8 @@ def test_gauges_are_read_every_few_seconds_energy_and_processes_every_tick(
         assert [p.pid for p in readout.gpus[0].processes] == [7, 8]
         assert readout.gpus[0].temperature_celsius == 55.0  # as read at the first tick
         later = time.monotonic() + nvml.GAUGES_EVERY_S
-        monkeypatch.setattr(nvml.time, "monotonic", lambda: later)
+        # The module's own clock, not time.monotonic for every thread in the process.
+        monkeypatch.setattr(nvml, "time", SimpleNamespace(monotonic=lambda: later))
         calls = fake_nvml.calls
         assert source.read().gpus[0].temperature_celsius == 70.0
         assert fake_nvml.calls - calls >= cached_calls + 6  # the six gauge calls, now made

@@ -104,7 +104,12 @@ def test_an_answer_that_is_no_object_is_dropped_not_raised(tmp_path: Path) -> No
     """`null` from the agent raised AttributeError through the never-raising form (review)."""
     agent = _Agent(tmp_path / "a.sock", b"null\n")
     try:
-        assert client.report_work_or_drop("tokens", add=1, socket_path=tmp_path / "a.sock") is None
+        assert (
+            client.report_work_or_drop(
+                "tokens", add=1, socket_path=tmp_path / "a.sock", timeout_s=5
+            )
+            is None
+        )
         with pytest.raises(client.WorkReportError, match="not a JSON object"):
             client.report_work("tokens", add=1, socket_path=tmp_path / "a.sock")
     finally:
@@ -126,7 +131,7 @@ def test_scalars_that_convert_to_float_are_sent_and_a_bad_count_costs_no_back_of
     try:
         assert client.report_work_or_drop("tokens", add=Tensor(), socket_path=path) is None
         assert client._Backoff.until_monotonic_s == 0.0  # the next good report still goes
-        answer = client.report_work_or_drop("tokens", add=Scalar(), socket_path=path)
+        answer = client.report_work_or_drop("tokens", add=Scalar(), socket_path=path, timeout_s=5)
     finally:
         agent.sock.close()
     assert answer == {"job": "slurm:1", "unit": "tokens", "total_units": 512}
