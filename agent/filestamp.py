@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
-# The kernel stamps mtimes from a coarse clock (a jiffy, up to 10 ms), so a file rewritten in
-# place may show the same mtime before and after a read that caught it half-written.
-SETTLING_S = 1.0
+# Filesystems stamp mtimes coarsely (a kernel tick of up to 10 ms; 2 s on FAT and some SMB
+# shares), so a file rewritten in place can show the same mtime before and after a read that
+# caught it half written.
+SETTLING_S = 2.0
+
+Stamp = tuple[int, int, int, bytes]
 
 
-def file_stamp(path: str | os.PathLike[str]) -> tuple[int, ...]:
-    """(mtime, size, inode), plus a value that never repeats while the file changed within the
-    last SETTLING_S: such a file is read again next time instead of being trusted as seen.
-    OSError as os.stat raises it."""
+def file_stamp(path: str | os.PathLike[str]) -> Stamp:
+    """(mtime, size, inode, digest). The digest of the content is taken only while the mtime is
+    within SETTLING_S of now, and is b"" after: a version written in place within one mtime tick
+    still differs, and a settled file costs one stat. OSError as os.stat or open raise it."""
     info = os.stat(path)
-    settling = time.time() - info.st_mtime < SETTLING_S
-    return (info.st_mtime_ns, info.st_size, info.st_ino, time.monotonic_ns() if settling else 0)
+    digest = b""
+    if abs(time.time() - info.st_mtime) < SETTLING_S:
+        with open(path, "rb") as file:
+            digest = hashlib.file_digest(file, "blake2b").digest()
+    return (info.st_mtime_ns, info.st_size, info.st_ino, digest)
 
 
-def versions(stamps: tuple[tuple[int, ...] | None, ...]) -> tuple[tuple[int, ...] | None, ...]:
-    """Stamps without the part that differs on each read of a settling file."""
-    return tuple(stamp and stamp[:3] for stamp in stamps)
+def same_content_likely(old: Stamp | None, new: Stamp | None) -> bool:
+    """Whether two stamps of a file name the same content as far as can be told cheaply: one
+    taken while the file settled and one after differ only in the digest's presence."""
+    if old is None or new is None:
+        return old is new
+    return old[:3] == new[:3] and (old[3] == new[3] or not (old[3] and new[3]))

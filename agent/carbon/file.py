@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from wattwise.carbon.intensity import AVERAGE, LIFECYCLE, Intensity, ProviderError
-from wattwise.filestamp import file_stamp
+from wattwise.filestamp import Stamp, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class FileProvider:
         self.path = Path(path)
         self.zone = zone
         self.signal = signal
-        self._stamp: tuple[int, ...] | None = None
+        self._stamp: Stamp | None = None
         self._times: list[float] = []
         self._values: list[float] = []
         self._step_s = 0.0
@@ -82,9 +82,10 @@ class FileProvider:
         try:
             rows = read_series(self.path)
         except ProviderError as exc:
-            self._load_error = str(exc)
+            repeated, self._load_error = str(exc) == self._load_error, str(exc)
             if self._times:  # a half-written or broken new version: keep serving the last good
-                log.warning("%s; the previous version stays in use", exc)
+                if not repeated:  # once, not again when the same broken file settles
+                    log.warning("%s; the previous version stays in use", exc)
                 return
             raise
         self._load_error = None

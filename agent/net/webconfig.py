@@ -33,7 +33,7 @@ from pathlib import Path
 import bcrypt
 
 from wattwise.errors import ConfigError
-from wattwise.filestamp import file_stamp, versions
+from wattwise.filestamp import file_stamp, same_content_likely
 from wattwise.net.listen import Request, Response
 from wattwise.net.webconfig_file import (
     CIPHER_SUITES,
@@ -265,11 +265,14 @@ class WebConfig:
         stamp = self._files_stamp()
         with self._lock:
             if stamp != self._stamp:
-                changed = versions(stamp) != versions(self._stamp)
+                # Not said again when the only news is that the files settled.
+                news = len(stamp) != len(self._stamp) or not all(
+                    map(same_content_likely, self._stamp, stamp)
+                )
                 self._stamp = stamp
                 try:
                     self._settings = load_settings(self.path)
-                    if changed:  # not again for each re-read while a file settles
+                    if news or self._error is not None:
                         log.info("web configuration %s reloaded", self.path)
                     self._error = None
                 except ConfigError as exc:

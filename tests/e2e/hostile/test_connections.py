@@ -79,7 +79,7 @@ def test_item2_idle_connections_never_stop_ticks_nor_a_real_scrape(node: Node) -
             idle_connections(IDLE, socket.AF_INET, ("127.0.0.1", port)),
             idle_connections(IDLE, socket.AF_UNIX, str(sock_path)),
         ):
-            staleness = []
+            staleness, latency = [], []
             deadline = time.monotonic() + 4
             while time.monotonic() < deadline:
                 # A normal scrape answers, with fresh ticks behind it. Staleness is taken
@@ -87,6 +87,7 @@ def test_item2_idle_connections_never_stop_ticks_nor_a_real_scrape(node: Node) -
                 # does not count as ticks that stopped.
                 asked = time.time()
                 text = httpx.get(agent.url, timeout=DEADLINE_S).text
+                latency.append(time.time() - asked)
                 last_tick = next(
                     float(line.split()[-1])
                     for line in text.splitlines()
@@ -102,6 +103,9 @@ def test_item2_idle_connections_never_stop_ticks_nor_a_real_scrape(node: Node) -
             assert threads_of(agent.process.pid) < 40  # a connection is not a thread
         # Ticks kept their 0.2 s cadence the whole time (generous for a loaded CI machine).
         assert max(staleness) < 2.0, staleness
+        # Scrapes kept coming (once one wedged the agent for good), each well within Prometheus'
+        # default 10 s scrape timeout.
+        assert len(latency) >= 5 and max(latency) < 5.0, latency
     finally:
         agent.process.send_signal(signal.SIGTERM)
         _, stderr = agent.process.communicate(timeout=DEADLINE_S)

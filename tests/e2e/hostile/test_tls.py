@@ -4,11 +4,13 @@ take. Certificates are made in the test (trustme); a real Prometheus scrapes ove
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import bcrypt
 import httpx
@@ -233,22 +235,43 @@ def test_item9_the_facility_daemon_takes_the_same_file(pki: Pki, tmp_path: Path)
         stop(facility)
 
 
-def test_item9_certificates_and_users_are_reloaded_without_a_restart(pki: Pki) -> None:
+def test_item9_certificates_and_users_are_reloaded_without_a_restart(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import wattwise.filestamp as filestamp
+
+    caplog.set_level(logging.INFO)
     config = web_config(pki)
     hashed = bcrypt.hashpw(b"new", bcrypt.gensalt(rounds=4)).decode()
     config.write_text(config.read_text() + f"  grafana: '{hashed}'\n")
+    files = (config, pki.dir / "s.pem", pki.dir / "s.key", pki.dir / "ca.pem")
+    mtime_ns = 1_800_000_000 * 10**9
+
+    def stamp_all(ns: int) -> None:
+        for name in files:
+            os.utime(name, ns=(ns, ns))
+
+    stamp_all(mtime_ns)
+    wall = [mtime_ns / 1e9 + 0.5]  # the files' clock, pinned: just written
+    monkeypatch.setattr(filestamp, "time", SimpleNamespace(time=lambda: wall[0]))
     web = WebConfig(config)
-    assert "grafana" in web.current().users
+    first = web.current()
+    assert "grafana" in first.users
+    # Settling but unchanged: the same settings (each rebuild costs bcrypt checks on the event
+    # loop and resets the rate limit), not one per connection.
+    assert web.current() is first
     # Rewritten in place within one mtime tick, the same size: still picked up while it settles
     # (mtime, size and inode alone did not tell the versions apart).
-    mtime_ns = config.stat().st_mtime_ns
     config.write_text(config.read_text().replace("grafana:", "grafanb:"))
-    os.utime(config, ns=(mtime_ns, mtime_ns))
+    stamp_all(mtime_ns)
     assert "grafanb" in web.current().users
-    for name in (config, pki.dir / "s.pem", pki.dir / "s.key", pki.dir / "ca.pem"):
-        os.utime(name, ns=(mtime_ns - 10**10, mtime_ns - 10**10))  # settled, 10 s ago
+    wall[0] += 10  # settled
     settled = web.current()
     assert web.current() is settled  # unchanged files: the same settings
+    stamp_all(mtime_ns + 86_400 * 10**9)  # dated tomorrow: a server clock ahead
+    tomorrow = web.current()
+    assert web.current() is tomorrow  # not rebuilt at every connection until tomorrow
+    assert caplog.text.count("reloaded") == 2  # grafanb, and the new mtime; not the settling
     config.write_text("tls_server_config: {cert_file: nope.pem, key_file: s.key}\n")
     assert "grafanb" in web.current().users  # a broken new version: the last good stays
 

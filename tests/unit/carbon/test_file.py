@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -113,27 +113,37 @@ def test_a_version_written_in_place_within_one_mtime_tick_is_still_picked_up(
     written, and the rest can land with the same mtime (the kernel's clock for it is coarse).
     Keyed on mtime alone, the half version was served until the next edit."""
     import wattwise.carbon.file as file_module
+    import wattwise.filestamp as filestamp
 
     path = tmp_path / "grid.csv"
-    now_ns = time.time_ns()
-    half = CSV.split("\n", 2)[:2]  # the header and the first row: valid, and short
-    path.write_text("\n".join(half) + "\n")
-    os.utime(path, ns=(now_ns, now_ns))
+    mtime_ns = 1_800_000_000 * 10**9
+    wall = [mtime_ns / 1e9 + 0.5]  # the file's clock, pinned: half a second after the write
+    monkeypatch.setattr(filestamp, "time", SimpleNamespace(time=lambda: wall[0]))
+
+    def rewrite(text: str) -> None:
+        path.write_text(text)
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+    rewrite("\n".join(CSV.split("\n", 2)[:2]) + "\n")  # header and first row: valid, short
     provider = FileProvider(path)
     assert provider.fetch(T0).grams_per_kwh == 210.0
-    path.write_text(CSV)  # the rest, within the same tick
-    os.utime(path, ns=(now_ns, now_ns))
+    rewrite(CSV)  # the rest, within the same tick
     assert provider.fetch(T0 + 1800).grams_per_kwh == 180.5
-    path.write_text(CSV.replace(",210,", ",099,"))  # the same size, the same mtime
-    os.utime(path, ns=(now_ns, now_ns))
+    rewrite(CSV.replace(",210,", ",099,"))  # the same size, the same mtime
     assert provider.fetch(T0).grams_per_kwh == 99.0
-    # Once the file has settled it is trusted as read, not read again at every fetch.
-    old_ns = now_ns - 10_000_000_000
-    os.utime(path, ns=(old_ns, old_ns))
-    assert provider.fetch(T0).grams_per_kwh == 99.0
-    reads = []
-    monkeypatch.setattr(file_module, "read_series", lambda p: reads.append(p) or [])
-    assert provider.fetch(T0).grams_per_kwh == 99.0 and reads == []
+    reads: list[Path] = []
+    real_read = file_module.read_series
+    monkeypatch.setattr(file_module, "read_series", lambda p: reads.append(p) or real_read(p))
+    assert provider.fetch(T0).grams_per_kwh == 99.0 and reads == []  # settling, unchanged
+    wall[0] += 10  # settled: read once more (it cannot tell a write it missed), then trusted
+    for _ in range(3):
+        assert provider.fetch(T0).grams_per_kwh == 99.0
+    assert len(reads) == 1
+    future_ns = mtime_ns + 86_400 * 10**9  # `touch -d tomorrow`, or a server clock ahead
+    os.utime(path, ns=(future_ns, future_ns))
+    for _ in range(3):
+        assert provider.fetch(T0).grams_per_kwh == 99.0
+    assert len(reads) == 2
 
 
 def test_the_chain_falls_back_when_the_file_runs_out_and_rejects_absurd_rows(
