@@ -8,7 +8,6 @@ Restructuring the code must leave it identical."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import GOLDEN, subprocess_env
 from tests.support.cli import command
+from tests.support.descriptors import open_files_under
 from tests.support.fixtures.trees import (
     add_process,
     h100,
@@ -122,11 +122,7 @@ def _after_first_reading(pid: int, root: Path) -> None:
     tick."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-        except OSError:
-            links = []
-        held = [link for link in links if link.startswith(f"{root / 'cg'}/")]
+        held = open_files_under(root / "cg", pid)
         if len([link for link in held if link.endswith("cpu.stat")]) == 2:
             time.sleep(0.5)
             return

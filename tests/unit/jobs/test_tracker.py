@@ -172,12 +172,12 @@ def test_a_job_counter_file_is_kept_open_while_the_job_runs_and_closed_when_it_e
     tracker = JobTracker(cgroups, procfs, ["slurm", "systemd"])
     tracker.observe()
     tracker.observe()
-    assert open_files_under(cgroups) == 2  # slurm:12 and systemd:sshd
+    assert len(open_files_under(cgroups)) == 2  # slurm:12 and systemd:sshd
     shutil.rmtree(cgroups / "system.slice" / "sshd.service")
     assert set(tracker.observe().jobs) == {"slurm:12"}
-    assert open_files_under(cgroups) == 1
+    assert len(open_files_under(cgroups)) == 1
     tracker.close()
-    assert open_files_under(cgroups) == 0
+    assert len(open_files_under(cgroups)) == 0
 
 
 def test_past_its_share_of_the_open_file_limit_a_counter_is_read_by_its_path(trees) -> None:
@@ -187,7 +187,7 @@ def test_past_its_share_of_the_open_file_limit_a_counter_is_read_by_its_path(tre
     tracker.observe()
     make_v2(cgroups, {STEP: 7_500_000, "/system.slice/sshd.service": 1_250_000})
     assert tracker.observe().cpu.job_cpu_s == pytest.approx({"slurm:12": 2.5, "systemd:sshd": 0.25})
-    assert open_files_under(cgroups) == 1
+    assert len(open_files_under(cgroups)) == 1
     tracker.close()
 
 

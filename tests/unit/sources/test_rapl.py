@@ -160,9 +160,9 @@ def test_rapl_keeps_its_zone_files_open_and_closes_them(tmp_path: Path) -> None:
     assert {(r.key.domain, r.key.device): r.raw_uj for r in source.read().counters}[
         ("package", "0")
     ] == 2_000_000
-    assert open_files_under(tmp_path) == 8
+    assert len(open_files_under(tmp_path)) == 8
     source.close()
-    assert open_files_under(tmp_path) == 0
+    assert len(open_files_under(tmp_path)) == 0
 
 
 def test_amd_rapl_without_a_dram_zone_says_what_its_node_total_covers(tmp_path: Path) -> None:
